@@ -1,0 +1,5 @@
+"""`python -m flowcli` runs the command-line interface (and works under torchrun)."""
+
+from flowcli.cli import main
+
+main()

@@ -1,0 +1,72 @@
+"""The shape of a RealNVP flow, shared by the torch module and the numpy inference path.
+
+A flow is `layers` affine couplings. Coupling k keeps the features `conditioning(k)` and
+transforms the rest with a scale and shift computed from them by an MLP of `depth` hidden
+layers of `hidden` units. The splits alternate between even/odd and first/second half, so
+every feature is transformed and conditions every other one within a few layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """Everything needed to rebuild a flow's structure; the weights come separately."""
+
+    features: int
+    layers: int = 8
+    hidden: int = 128
+    depth: int = 2
+    scale_bound: float = 3.0  # |log-scale| per coupling stays below this (soft tanh clamp)
+
+    def __post_init__(self) -> None:
+        if self.features < 1 or self.layers < 1 or self.hidden < 1 or self.depth < 1 or not self.scale_bound > 0:
+            raise ValueError(f"invalid flow configuration: {self}")
+
+    def split(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
+        """(conditioning, transformed) feature indices of coupling `layer`.
+
+        With one feature nothing can condition, so the coupling is an unconditional affine map.
+        """
+        index = np.arange(self.features)
+        if self.features == 1:
+            return index[:0], index
+        if layer % 4 < 2:
+            keep = index % 2 == layer % 2
+        else:
+            keep = (index < self.features // 2) == (layer % 2 == 0)
+        return index[keep], index[~keep]
+
+    def weight_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The name and shape of every weight, as torch's state_dict names them."""
+        shapes = {}
+        for k in range(self.layers):
+            conditioning, transformed = self.split(k)
+            widths = [len(conditioning)] + [self.hidden] * self.depth + [2 * len(transformed)]
+            for j, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
+                shapes[f"couplings.{k}.linears.{j}.weight"] = (fan_out, fan_in)
+                shapes[f"couplings.{k}.linears.{j}.bias"] = (fan_out,)
+        return shapes
+
+    def parameter_count(self) -> int:
+        return sum(int(np.prod(shape)) for shape in self.weight_shapes().values())
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> FlowConfig:
+        return cls(**data)
+
+
+def default_config(rows: int, features: int, *, layers: int | None = None, hidden: int | None = None) -> FlowConfig:
+    """A flow sized for `rows` × `features`: small tables get small networks to limit overfitting."""
+    if hidden is None:
+        hidden = 64 if rows < 5_000 else 128 if features <= 32 else 256
+    if layers is None:
+        layers = 1 if features == 1 else 8  # one feature: couplings reduce to a single affine map
+    return FlowConfig(features=features, layers=layers, hidden=hidden)

@@ -1,0 +1,177 @@
+"""The `flowcli` command: four thin Typer commands over `flowcli.pipeline`.
+
+Only this module knows about typer and exit codes: 0 success, 1 a FlowcliError (one
+`error:` line on stderr), 2 a usage error. Heavy imports (numpy, pyarrow, torch) happen
+inside the commands, so `flowcli --help` starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from flowcli import __version__
+
+app = typer.Typer(
+    name="flowcli",
+    help="Learn the density of a table with a RealNVP normalizing flow; score rows, sample new ones.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+class Format(str, Enum):
+    csv = "csv"
+    parquet = "parquet"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on stderr except errors.")]
+Force = Annotated[bool, typer.Option("--force", help="Replace OUTPUT if it exists.")]
+FormatOption = Annotated[Optional[Format], typer.Option("--format", help="Input format; default: by suffix, csv for '-'.")]
+BundleArgument = Annotated[Path, typer.Argument(help="A .flow bundle written by `flowcli fit`.", show_default=False)]
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn a FlowcliError into one `error:` line on stderr and exit status 1."""
+    from flowcli.console import print_error
+    from flowcli.errors import FlowcliError
+
+    try:
+        yield
+    except FlowcliError as error:
+        print_error(str(error))
+        raise typer.Exit(code=1) from None
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"flowcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    """Learn the density of a table with a RealNVP normalizing flow; score rows, sample new ones."""
+
+
+@app.command()
+def fit(
+    data: Annotated[str, typer.Argument(help="CSV or Parquet table; '-' reads stdin.", show_default=False)],
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Bundle to write [default: DATA.flow].")] = None,
+    format: FormatOption = None,
+    columns: Annotated[Optional[str], typer.Option(help="Comma-separated columns to model [default: every numeric one].")] = None,
+    epochs: Annotated[int, typer.Option(min=1, help="Most passes over the training rows.")] = 500,
+    max_time: Annotated[Optional[float], typer.Option(min=0.001, help="Wall-clock cap on training, in seconds.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Rows per step [default: sized from the data].")] = None,
+    lr: Annotated[float, typer.Option(min=1e-12, help="Adam learning rate.")] = 1e-3,
+    layers: Annotated[Optional[int], typer.Option(min=1, help="Coupling layers [default: 8].")] = None,
+    hidden: Annotated[Optional[int], typer.Option(min=1, help="Units per hidden layer [default: sized from the data].")] = None,
+    val_fraction: Annotated[float, typer.Option(min=0.001, max=0.9, help="Share of rows held out for validation.")] = 0.1,
+    patience: Annotated[int, typer.Option(min=1, help="Stop after this many epochs without a better validation NLL.")] = 20,
+    seed: Annotated[int, typer.Option(help="Seed for the split, initialization and shuffling.")] = 0,
+    device: Annotated[Device, typer.Option(help="Where to train; auto takes CUDA when available.")] = Device.auto,
+    quiet: Quiet = False,
+    force: Force = False,
+) -> None:
+    """Learn the joint density of DATA's numeric columns and write a .flow bundle.
+
+    Example: flowcli fit data.csv --max-time 60
+    """
+    if data == "-" and output is None:
+        raise typer.BadParameter("reading stdin needs -o/--output for the bundle", param_hint="'-o'")
+    from flowcli.console import fit_progress, print_note, warnings_to_stderr
+    from flowcli.pipeline import default_bundle_path, fit_file
+    from flowcli.report import fit_summary
+
+    output = output or default_bundle_path(data)
+    hyperparameters = dict(
+        epochs=epochs, max_time=max_time, batch_size=batch_size, lr=lr, layers=layers, hidden=hidden,
+        val_fraction=val_fraction, patience=patience, seed=seed, device=device.value,
+    )
+    selected = [name.strip() for name in columns.split(",") if name.strip()] if columns is not None else None
+    with user_errors(), warnings_to_stderr(quiet=quiet):
+        with fit_progress(quiet=quiet) as on_epoch:
+            model = fit_file(
+                data, output, format=format and format.value, columns=selected, force=force,
+                hyperparameters=hyperparameters, on_epoch=on_epoch,
+            )
+        print_note(fit_summary(model.describe(), output), quiet=quiet)
+
+
+@app.command()
+def score(
+    model: BundleArgument,
+    data: Annotated[str, typer.Argument(help="CSV or Parquet table; '-' reads stdin.")] = "-",
+    output: Annotated[str, typer.Option("-o", "--output", help="CSV or Parquet by suffix; '-' writes CSV to stdout.")] = "-",
+    format: FormatOption = None,
+    with_input: Annotated[bool, typer.Option("--with-input", help="Put the input columns before the score.")] = False,
+    force: Force = False,
+) -> None:
+    """Write the log-likelihood of every row of DATA, in input order.
+
+    The column `log_likelihood` is the natural log of the density in the units of the
+    model's columns. Example: flowcli score data.flow new.csv | tail -n +2 | sort -g | head
+    """
+    from flowcli.pipeline import score_file
+
+    with user_errors():
+        score_file(model, data, output, format=format and format.value, with_input=with_input, force=force)
+
+
+@app.command()
+def sample(
+    model: BundleArgument,
+    num_samples: Annotated[int, typer.Option("-n", "--num-samples", min=1, help="How many rows to write.", show_default=False)],
+    output: Annotated[str, typer.Option("-o", "--output", help="CSV or Parquet by suffix; '-' writes CSV to stdout.")] = "-",
+    seed: Annotated[Optional[int], typer.Option(help="The same seed gives the same rows [default: random].")] = None,
+    force: Force = False,
+) -> None:
+    """Write synthetic rows with the original column names, in the original units.
+
+    Example: flowcli sample data.flow -n 10000 -o synth.parquet
+    """
+    from flowcli.pipeline import sample_file
+
+    with user_errors():
+        sample_file(model, num_samples, output, seed=seed, force=force)
+
+
+@app.command()
+def inspect(
+    model: BundleArgument,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the report.")] = False,
+) -> None:
+    """Show what a bundle holds: columns, preprocessing, architecture and training.
+
+    Example: flowcli inspect data.flow --json
+    """
+    from flowcli.model import TabularFlow
+    from flowcli.report import render_report
+
+    with user_errors():
+        description = TabularFlow.load(model).describe()
+    sys.stdout.write(json.dumps(description, indent=2) + "\n" if as_json else render_report(description, str(model)))
+
+
+def main() -> None:
+    """The console-script entry point."""
+    app()

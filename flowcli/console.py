@@ -1,0 +1,85 @@
+"""Everything flowcli says on stderr: errors, warnings, the fit progress bar and its summary.
+
+stdout is for data alone. The progress bar is drawn only when stderr is a terminal, on a
+stderr console that leaves sys.stdout alone, and `quiet` silences all but errors.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from flowcli.errors import FlowcliWarning
+
+if TYPE_CHECKING:
+    from flowcli.train import EpochReport
+
+
+def print_error(message: str) -> None:
+    """One `error:` line on stderr (plain text: messages may hold brackets rich would eat)."""
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
+
+
+def print_note(message: str, *, quiet: bool) -> None:
+    if not quiet:
+        sys.stderr.write(f"{message}\n")
+        sys.stderr.flush()
+
+
+@contextmanager
+def warnings_to_stderr(*, quiet: bool) -> Iterator[None]:
+    """Show each FlowcliWarning as one `warning:` line on stderr (or not at all when quiet)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore" if quiet else "always", FlowcliWarning)
+        original = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, FlowcliWarning):
+                print_note(f"warning: {message}", quiet=quiet)
+            else:
+                original(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
+
+
+@contextmanager
+def fit_progress(*, quiet: bool) -> Iterator[Callable[[EpochReport], None] | None]:
+    """A callback that draws the training progress bar, or None when it should not show."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    progress = Progress(
+        TextColumn("epoch {task.completed:>4.0f}/{task.total:.0f}"),
+        BarColumn(),
+        TextColumn("{task.fields[nll]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        redirect_stdout=False,
+        redirect_stderr=False,
+        transient=True,
+    )
+    task = None
+
+    def on_epoch(report: EpochReport) -> None:
+        nonlocal task
+        total = report.epochs
+        if report.max_time:
+            # With a time cap, the bar is time: estimate how many epochs fit in it.
+            total = min(total, max(report.epoch, round(report.epoch * report.max_time / max(report.elapsed, 1e-9))))
+        nll = f"train {report.train_nll:.4f}  val {report.val_nll:.4f}  best {report.best_val_nll:.4f}"
+        if task is None:
+            task = progress.add_task("fit", total=total, nll=nll)
+        progress.update(task, completed=report.epoch, total=total, nll=nll)
+
+    with progress:
+        yield on_epoch

@@ -1,0 +1,100 @@
+"""File to file: the work behind each CLI command, reusable from Python.
+
+Inputs are paths or '-' (stdin); outputs are paths, written atomically, or '-' (stdout).
+Scoring and sampling stream in batches, so memory stays flat however long the input is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from flowcli.atomic import check_destination
+from flowcli.errors import DataError
+from flowcli.io import iter_batches, read_table, table_writer
+from flowcli.model import TabularFlow
+from flowcli.schema import require_columns
+
+if TYPE_CHECKING:
+    from flowcli.train import EpochReport
+
+BATCH_ROWS = 65_536
+SCORE_COLUMN = "log_likelihood"
+
+
+def default_bundle_path(data: str) -> Path:
+    """DATA with the suffix .flow (data.csv.gz → data.flow)."""
+    path = Path(data)
+    while path.suffix:
+        path = path.with_suffix("")
+    return path.with_name(path.name + ".flow")
+
+
+def fit_file(
+    data: str,
+    output: Path,
+    *,
+    format: str | None = None,
+    columns: list[str] | None = None,
+    force: bool = False,
+    hyperparameters: dict | None = None,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+) -> TabularFlow:
+    """Fit a model to the table at `data` and write it to `output` as a .flow bundle."""
+    check_destination(output, force=force, inputs=[data])  # fail before training, not after
+    model = TabularFlow(**(hyperparameters or {}))
+    model.fit(read_table(data, format), columns, on_epoch=on_epoch, source=data)
+    model.save(output, force=force, inputs=(data,))
+    return model
+
+
+def score_file(
+    bundle: Path,
+    data: str,
+    output: str = "-",
+    *,
+    format: str | None = None,
+    output_format: str | None = None,
+    with_input: bool = False,
+    force: bool = False,
+    batch_rows: int = BATCH_ROWS,
+) -> int:
+    """Write `log_likelihood` for every row of `data`, in input order; returns the row count."""
+    model = TabularFlow.load(bundle)
+    schema, batches = iter_batches(data, format, batch_rows=batch_rows, numeric_columns=model.columns_)
+    require_columns(schema.names, model.columns_, source=data)
+    if with_input and SCORE_COLUMN in schema.names:
+        raise DataError(f"{data}: already has a column {SCORE_COLUMN!r}; rename it to use --with-input")
+    score_field = pa.field(SCORE_COLUMN, pa.float64())
+    out_schema = schema.append(score_field) if with_input else pa.schema([score_field])
+
+    rows = 0
+    with table_writer(output, out_schema, output_format, force=force, inputs=(data, str(bundle))) as writer:
+        for batch in batches:
+            scores = pa.array(model.score_samples(batch, source=data, first_row=rows), pa.float64())
+            if with_input:
+                writer.write_batch(pa.RecordBatch.from_arrays([*batch.columns, scores], schema=out_schema))
+            else:
+                writer.write_batch(pa.RecordBatch.from_arrays([scores], schema=out_schema))
+            rows += batch.num_rows
+    return rows
+
+
+def sample_file(
+    bundle: Path,
+    n: int,
+    output: str = "-",
+    *,
+    seed: int | None = None,
+    output_format: str | None = None,
+    force: bool = False,
+    batch_rows: int = BATCH_ROWS,
+) -> None:
+    """Write `n` synthetic rows with the original column names and units."""
+    model = TabularFlow.load(bundle)
+    with table_writer(output, model.sample_schema, output_format, force=force, inputs=(str(bundle),)) as writer:
+        for batch in model.sample_batches(n, seed, batch_rows):
+            writer.write_batch(batch)

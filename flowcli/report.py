@@ -1,0 +1,73 @@
+"""The readable `inspect` report, rendered from `TabularFlow.describe()` to fit 80 columns."""
+
+from __future__ import annotations
+
+from io import StringIO
+
+from rich.console import Console
+from rich.table import Table
+
+WIDTH = 80
+
+
+def render_report(description: dict, bundle: str) -> str:
+    """The report as plain text (no colour codes), ready for stdout."""
+    versions, training, architecture = description["versions"], description["training"], description["architecture"]
+    buffer = StringIO()
+    console = Console(file=buffer, width=WIDTH, no_color=True, highlight=False, emoji=False, markup=False)
+
+    console.print(f"flowcli bundle {bundle}")
+    console.print(_fields({
+        "format version": description["format_version"],
+        "written by": f"flowcli {versions['flowcli']}, torch {versions['torch']}",
+        "created": description["created"],
+        "data": f"{description['data']['rows']:,} rows, fingerprint {description['data']['fingerprint'][:23]}…",
+    }))
+
+    console.print(f"\nColumns ({len(description['columns'])})")
+    columns = Table(box=None, pad_edge=False, padding=(0, 2, 0, 2), show_edge=False)
+    for heading in ("name", "kind", "type", "mean", "std"):
+        columns.add_column(heading, justify="right" if heading in ("mean", "std") else "left", overflow="fold")
+    for column in description["columns"]:
+        columns.add_row(column["name"], column["kind"], column["dtype"], f"{column['mean']:.6g}", f"{column['std']:.6g}")
+    console.print(columns)
+    for name, reason in description["left_out"].items():
+        console.print(f"  left out: {name!r} {reason}")
+
+    console.print("\nArchitecture")
+    console.print(_fields({
+        "flow": f"RealNVP, {architecture['layers']} affine coupling layers, standard normal base",
+        "conditioners": f"MLP {architecture['depth']} × {architecture['hidden']} ReLU, log-scale bound ±{architecture['scale_bound']}",
+        "parameters": f"{architecture['parameters']:,}",
+    }))
+
+    console.print("\nTraining")
+    console.print(_fields({
+        "rows": f"{training['rows_train']:,} train, {training['rows_val']:,} validation",
+        "epochs": f"{training['epochs']} (best {training['best_epoch']}, stopped by {training['stopped']})",
+        "best val NLL": f"{training['best_val_nll']:.4f} nats per row",
+        "wall time": f"{training['wall_seconds']:.1f} s on {training['device']}",
+        "settings": f"seed {training['seed']}, batch size {training['batch_size']}, lr {training['lr']:g}",
+        **({"recoveries": f"{training['recoveries']} (non-finite loss, retried at a lower lr)"} if training["recoveries"] else {}),
+    }))
+    return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines()) + "\n"
+
+
+def _fields(values: dict) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style=None, no_wrap=True)
+    grid.add_column(overflow="fold")
+    for name, value in values.items():
+        grid.add_row(f"  {name}", str(value))
+    return grid
+
+
+def fit_summary(description: dict, bundle: object) -> str:
+    """The one line `fit` prints on stderr when it is done."""
+    training = description["training"]
+    return (
+        f"wrote {bundle}: {len(description['columns'])} columns, {description['data']['rows']:,} rows, "
+        f"{training['epochs']} epochs (stopped by {training['stopped']}), "
+        f"best validation NLL {training['best_val_nll']:.4f} nats/row, "
+        f"{training['wall_seconds']:.1f} s on {training['device']}"
+    )

@@ -1,0 +1,188 @@
+"""Maximum-likelihood training of a RealNVP with Adam, a validation split and early stopping.
+
+The loop reports each epoch through a callback and never prints: the CLI draws the progress.
+It keeps the best-validation weights, stops on patience, epochs or wall-clock time, and
+recovers from a non-finite loss by reloading the best weights at a lower learning rate.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from flowcli.architecture import FlowConfig
+from flowcli.errors import FlowcliError
+from flowcli.flows import RealNVP
+
+MAX_RECOVERIES = 3
+_EVAL_BATCH = 65_536
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How to train; `None` sizes are chosen from the data."""
+
+    epochs: int = 500
+    max_time: float | None = None  # seconds of wall-clock training
+    batch_size: int | None = None
+    lr: float = 1e-3
+    val_fraction: float = 0.1
+    patience: int = 20  # epochs without a better validation NLL before stopping
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """One finished epoch; NLLs are nats per row in the data's units."""
+
+    epoch: int
+    epochs: int
+    train_nll: float
+    val_nll: float
+    best_val_nll: float
+    elapsed: float  # seconds since training started
+    max_time: float | None
+
+
+@dataclass
+class TrainingSummary:
+    """What `inspect` shows about training; NLLs are nats per row in the data's units."""
+
+    rows_train: int
+    rows_val: int
+    batch_size: int
+    lr: float
+    seed: int
+    device: str
+    epochs: int = 0
+    best_epoch: int = 0
+    best_val_nll: float = math.inf
+    wall_seconds: float = 0.0
+    stopped: str = "epochs"
+    recoveries: int = 0
+    history: list[list[float]] = field(default_factory=list)  # [train_nll, val_nll] per epoch
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' takes CUDA when it is available; asking for a missing CUDA is the user's error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise FlowcliError("--device cuda: no CUDA device is available here; use --device cpu or auto")
+    if device not in ("cpu", "cuda"):
+        raise FlowcliError(f"--device {device!r} is not known; use auto, cpu or cuda")
+    return torch.device(device)
+
+
+def default_batch_size(rows: int) -> int:
+    """About 64 steps per epoch, as a power of two between 32 and 512."""
+    return int(np.clip(2 ** round(math.log2(max(rows, 1) / 64)), 32, 512))
+
+
+def split_rows(rows: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shuffled (train, validation) row indices; validation gets at least one row."""
+    order = np.random.default_rng(seed).permutation(rows)
+    n_val = min(rows - 1, max(1, round(rows * val_fraction)))
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def train_flow(
+    u: np.ndarray,
+    config: FlowConfig,
+    settings: TrainSettings,
+    *,
+    nll_offset: float = 0.0,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+) -> tuple[dict[str, np.ndarray], TrainingSummary]:
+    """Fit a RealNVP to standardized rows u (N, D); returns its best weights and a summary.
+
+    `nll_offset` is added to every reported NLL to put it in the data's units (−log|det| of
+    the preprocessing).
+    """
+    device = resolve_device(settings.device)
+    torch.manual_seed(settings.seed)
+    train_rows, val_rows = split_rows(len(u), settings.val_fraction, settings.seed)
+    x_train = torch.as_tensor(u[train_rows], dtype=torch.float32, device=device)
+    x_val = torch.as_tensor(u[val_rows], dtype=torch.float32, device=device)
+    batch_size = settings.batch_size or default_batch_size(len(train_rows))
+    summary = TrainingSummary(
+        rows_train=len(train_rows), rows_val=len(val_rows), batch_size=batch_size,
+        lr=settings.lr, seed=settings.seed, device=str(device),
+    )
+
+    flow = RealNVP(config).to(device)
+    lr = settings.lr
+    optimizer = torch.optim.Adam(flow.parameters(), lr=lr)
+    shuffle = torch.Generator().manual_seed(settings.seed)
+    best_state = copy.deepcopy(flow.state_dict())
+    summary.best_val_nll = _mean_nll(flow, x_val) + nll_offset
+    start = time.perf_counter()
+
+    def out_of_time() -> bool:
+        return settings.max_time is not None and time.perf_counter() - start >= settings.max_time
+
+    for epoch in range(1, settings.epochs + 1):
+        flow.train()
+        total, seen, diverged = torch.zeros((), device=device), 0, False
+        for batch_rows in torch.randperm(len(x_train), generator=shuffle).split(batch_size):
+            x = x_train[batch_rows.to(device)]
+            loss = -flow.log_prob(x).mean()
+            if not torch.isfinite(loss):
+                diverged = True
+                break
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(flow.parameters(), max_norm=100.0)
+            optimizer.step()
+            total += loss.detach() * len(x)
+            seen += len(x)
+            if out_of_time():
+                break
+        val_nll = _mean_nll(flow, x_val) + nll_offset
+        if diverged or not math.isfinite(val_nll):
+            # Go back to the best weights and try again more gently.
+            summary.recoveries += 1
+            flow.load_state_dict(best_state)
+            lr /= 4
+            optimizer = torch.optim.Adam(flow.parameters(), lr=lr)
+            if summary.recoveries > MAX_RECOVERIES:
+                summary.stopped = "non-finite loss"
+                break
+            continue
+        train_nll = total.item() / max(seen, 1) + nll_offset
+        summary.epochs = epoch
+        summary.history.append([train_nll, val_nll])
+        if val_nll < summary.best_val_nll:
+            summary.best_val_nll, summary.best_epoch = val_nll, epoch
+            best_state = copy.deepcopy(flow.state_dict())
+        if on_epoch is not None:
+            on_epoch(EpochReport(epoch, settings.epochs, train_nll, val_nll, summary.best_val_nll,
+                                 time.perf_counter() - start, settings.max_time))
+        if out_of_time():
+            summary.stopped = "max-time"
+            break
+        if epoch - summary.best_epoch >= settings.patience:
+            summary.stopped = "patience"
+            break
+
+    summary.wall_seconds = time.perf_counter() - start
+    flow.load_state_dict(best_state)
+    return flow.export_weights(), summary
+
+
+@torch.no_grad()
+def _mean_nll(flow: RealNVP, x: torch.Tensor) -> float:
+    """Mean −log p over the rows of x, in the flow's (standardized) units."""
+    flow.eval()
+    total = sum(-flow.log_prob(chunk).sum() for chunk in x.split(_EVAL_BATCH))
+    return float(total) / len(x)
