@@ -8,6 +8,7 @@ the same weights for scoring and sampling without importing torch.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ class AffineCoupling(nn.Module):
         self.register_buffer("transformed", torch.as_tensor(transformed, dtype=torch.long), persistent=False)
         self.scale_bound = scale_bound
         widths = [len(conditioning)] + [hidden] * depth + [2 * len(transformed)]
-        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.linears = nn.ModuleList(_linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
         # Start as the identity map, so training begins from the standardized data itself.
         nn.init.zeros_(self.linears[-1].weight)
         nn.init.zeros_(self.linears[-1].bias)
@@ -88,3 +89,10 @@ class RealNVP(nn.Module):
     def import_weights(self, weights: dict[str, np.ndarray]) -> RealNVP:
         self.load_state_dict({name: torch.as_tensor(value) for name, value in weights.items()})
         return self
+
+
+def _linear(fan_in: int, fan_out: int) -> nn.Linear:
+    with warnings.catch_warnings():
+        # A coupling of one feature has no conditioning inputs: torch warns about the empty weight.
+        warnings.filterwarnings("ignore", "Initializing zero-element tensors")
+        return nn.Linear(fan_in, fan_out)

@@ -1,0 +1,119 @@
+"""Math properties of the RealNVP: invertibility, exact log-det, and the numpy twin equal to torch."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from flowcli.architecture import FlowConfig, default_config
+from flowcli.flows import RealNVP
+from flowcli.numpy_flow import NumpyRealNVP
+
+CONFIGS = [
+    FlowConfig(features=1, layers=2, hidden=8),
+    FlowConfig(features=2, layers=4, hidden=16),
+    FlowConfig(features=3, layers=5, hidden=8, depth=1),
+    FlowConfig(features=7, layers=8, hidden=16, depth=3, scale_bound=2.0),
+]
+
+
+def random_flow(config: FlowConfig, seed: int = 0) -> RealNVP:
+    """A float64 flow with every weight random, so no coupling is the identity."""
+    torch.manual_seed(seed)
+    flow = RealNVP(config).double()
+    with torch.no_grad():
+        for parameter in flow.parameters():
+            parameter.normal_(0, 0.2)
+    return flow
+
+
+def rows(config: FlowConfig, n: int = 64, seed: int = 1) -> torch.Tensor:
+    return torch.randn(n, config.features, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 2
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=str)
+def test_inverse_round_trip(config):
+    flow, x = random_flow(config), rows(config)
+    z, _ = flow(x)
+    assert not torch.allclose(z, x)  # the map does something
+    torch.testing.assert_close(flow.inverse(z), x, atol=1e-6, rtol=0)
+    torch.testing.assert_close(flow(flow.inverse(x))[0], x, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=str)
+def test_log_det_equals_autograd_jacobian(config):
+    flow, x = random_flow(config), rows(config, n=8)
+    _, log_det = flow(x)
+    for i in range(len(x)):
+        jacobian = torch.autograd.functional.jacobian(lambda row: flow(row[None])[0][0], x[i])
+        expected = torch.linalg.slogdet(jacobian).logabsdet
+        torch.testing.assert_close(log_det[i], expected, atol=1e-9, rtol=1e-9)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=str)
+def test_log_prob_is_normalized_change_of_variables(config):
+    flow, x = random_flow(config), rows(config)
+    z, log_det = flow(x)
+    base = -0.5 * (z**2).sum(-1) - 0.5 * config.features * math.log(2 * math.pi)
+    torch.testing.assert_close(flow.log_prob(x), base + log_det)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=str)
+def test_numpy_twin_equals_torch(config):
+    flow, x = random_flow(config), rows(config)
+    weights = {name: value.numpy() for name, value in flow.state_dict().items()}
+    twin = NumpyRealNVP(config, weights, dtype=np.float64)
+    z, log_det = flow(x)
+    z_np, log_det_np = twin.forward(x.numpy())
+    np.testing.assert_allclose(z_np, z.detach().numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(log_det_np, log_det.detach().numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(twin.log_prob(x.numpy()), flow.log_prob(x).detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(twin.inverse(z_np), x.numpy(), atol=1e-9)
+
+
+def test_float32_twin_matches_exported_weights():
+    config = CONFIGS[3]
+    flow = random_flow(config).float()
+    x = rows(config).float()
+    twin = NumpyRealNVP(config, flow.export_weights())
+    np.testing.assert_allclose(twin.log_prob(x.numpy()), flow.log_prob(x).detach().numpy(), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=str)
+def test_weight_shapes_match_state_dict(config):
+    state = RealNVP(config).state_dict()
+    assert {name: tuple(value.shape) for name, value in state.items()} == config.weight_shapes()
+    assert sum(value.numel() for value in state.values()) == config.parameter_count()
+
+
+@pytest.mark.parametrize("features", [2, 3, 4, 5, 9])
+def test_every_feature_is_transformed_and_conditions(features):
+    config = default_config(rows=10_000, features=features)
+    transformed, conditioning = set(), set()
+    for k in range(config.layers):
+        keep, change = config.split(k)
+        assert len(keep) and len(change) and len(keep) + len(change) == features
+        conditioning |= set(keep.tolist())
+        transformed |= set(change.tolist())
+    assert transformed == conditioning == set(range(features))
+
+
+def test_new_flow_is_identity():
+    config = FlowConfig(features=4, layers=3, hidden=8)
+    x = rows(config).float()
+    z, log_det = RealNVP(config)(x)
+    torch.testing.assert_close(z, x)
+    assert torch.all(log_det == 0)
+
+
+def test_log_scale_is_bounded():
+    config = FlowConfig(features=2, layers=1, hidden=4, scale_bound=1.5)
+    flow = random_flow(config)
+    with torch.no_grad():
+        for parameter in flow.parameters():
+            parameter.mul_(1e3)
+    s, _ = flow.couplings[0].scale_shift(rows(config)[:, flow.couplings[0].conditioning])
+    assert s.abs().max() <= 1.5
