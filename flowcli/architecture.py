@@ -24,7 +24,8 @@ class FlowConfig:
     scale_bound: float = 3.0  # |log-scale| per coupling stays below this (soft tanh clamp)
 
     def __post_init__(self) -> None:
-        if self.features < 1 or self.layers < 1 or self.hidden < 1 or self.depth < 1 or not self.scale_bound > 0:
+        sizes = (self.features, self.layers, self.hidden, self.depth)
+        if any(type(size) is not int or size < 1 for size in sizes) or not self.scale_bound > 0:
             raise ValueError(f"invalid flow configuration: {self}")
 
     def split(self, layer: int) -> tuple[np.ndarray, np.ndarray]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -37,12 +38,7 @@ def write_bundle(
     if broken:
         raise BundleError(f"{path}: not written, because weights {', '.join(broken[:3])} are not finite")
     tensor_bytes = save_tensors(dict(sorted(weights.items())))
-    manifest = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        **manifest,
-        "checksums": {WEIGHTS: _sha256(tensor_bytes)},
-    }
+    manifest = {**manifest, "format": FORMAT, "format_version": FORMAT_VERSION, "checksums": {WEIGHTS: _sha256(tensor_bytes)}}
     manifest_bytes = json.dumps(manifest, indent=2, allow_nan=False).encode()
     with atomic_path(Path(path), force=force, inputs=inputs) as temporary:
         with zipfile.ZipFile(temporary, "w") as archive:
@@ -62,12 +58,12 @@ def read_bundle(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
         raise BundleError(f"{path}: no such bundle; give a .flow file written by `flowcli fit`")
     try:
         with zipfile.ZipFile(path) as archive:
-            names = set(archive.namelist())
-            if names != {MANIFEST, WEIGHTS}:
+            if sorted(archive.namelist()) != sorted((MANIFEST, WEIGHTS)):
                 raise BundleError(f"{path}: not a flowcli bundle (unexpected contents); give a .flow file written by `flowcli fit`")
             manifest_bytes = _read_member(archive, MANIFEST, path)
             tensor_bytes = _read_member(archive, WEIGHTS, path)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, NotImplementedError) as error:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, RuntimeError, ValueError, NotImplementedError) as error:
+        # Damage anywhere in the zip structure surfaces as one of these, depending on where it hit.
         raise BundleError(f"{path}: not a flowcli bundle or damaged ({error}); give a .flow file written by `flowcli fit`") from None
     manifest = _parse_manifest(manifest_bytes, path)
     expected = manifest.get("checksums", {}).get(WEIGHTS) if isinstance(manifest.get("checksums"), dict) else None
@@ -100,7 +96,7 @@ def _parse_manifest(data: bytes, path: Path) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BundleError(f"{path}: not a flowcli bundle (no flowcli manifest); give a .flow file written by `flowcli fit`")
     version = manifest.get("format_version")
-    if not isinstance(version, int) or version < 1:
+    if type(version) is not int or version < 1:
         raise BundleError(f"{path}: the manifest has an invalid format_version {version!r}")
     if version > FORMAT_VERSION:
         raise BundleError(

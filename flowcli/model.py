@@ -105,6 +105,7 @@ class TabularFlow:
         self.left_out_ = selection.left_out
         self.data_ = {"rows": len(x), "fingerprint": _fingerprint(x, selection.columns)}
         self.versions_ = {"flowcli": __version__, "torch": _torch_version()}
+        self.created_ = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         self._flow = NumpyRealNVP(self.config_, self.weights_)
         return self
 
@@ -166,11 +167,11 @@ class TabularFlow:
             model.created_ = str(manifest["created"])
         except BundleError as error:
             raise BundleError(f"{path}: {error}") from None
-        except (KeyError, TypeError, ValueError) as error:
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise BundleError(f"{path}: the manifest is malformed ({type(error).__name__}: {error})") from None
-        _check_weights(weights, model.config_, path)
         if len(model.preprocessor_.columns) != model.config_.features:
             raise BundleError(f"{path}: the manifest lists {len(model.preprocessor_.columns)} columns for a flow of {model.config_.features}")
+        _check_weights(weights, model.config_, path)
         model.weights_ = weights
         model._flow = NumpyRealNVP(model.config_, weights)
         return model
@@ -183,7 +184,7 @@ class TabularFlow:
 
     def _manifest(self) -> dict:
         return {
-            "created": getattr(self, "created_", None) or datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "created": self.created_,
             "versions": self.versions_,
             "columns": self.preprocessor_.to_json(),
             "left_out": self.left_out_,
@@ -215,9 +216,13 @@ def as_table(data: Any) -> pa.Table:
 
 
 def _check_weights(weights: dict[str, np.ndarray], config: FlowConfig, path: str | Path) -> None:
+    mismatch = BundleError(f"{path}: the weights do not match the architecture in the manifest")
+    # Count before listing the shapes: a forged manifest may declare a billion layers in a few bytes.
+    if len(weights) != 2 * config.layers * (config.depth + 1):
+        raise mismatch
     expected = config.weight_shapes()
     if set(weights) != set(expected):
-        raise BundleError(f"{path}: the weights do not match the architecture in the manifest")
+        raise mismatch
     for name, shape in expected.items():
         value = weights[name]
         if value.shape != shape or value.dtype != np.float32 or not np.isfinite(value).all():

