@@ -17,7 +17,6 @@ import pickle
 import struct
 import types
 import zipfile
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
