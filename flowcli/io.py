@@ -7,11 +7,13 @@ Errors from pyarrow become one `DataError` that names the file.
 from __future__ import annotations
 
 import csv as python_csv
+import io
 import re
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
@@ -92,17 +94,21 @@ def table_writer(
     fmt = table_format(destination, format)
     with ExitStack() as stack:
         if destination == "-":
-            sink = pa.PythonFile(sys.stdout.buffer, mode="w")
+            stream = sys.stdout.buffer
         else:
-            sink = str(stack.enter_context(atomic_path(Path(destination), force=force, inputs=inputs)))
-        if fmt == "parquet":
-            writer = pq.ParquetWriter(sink, schema)
-        else:
-            writer = pa_csv.CSVWriter(sink, schema, write_options=pa_csv.WriteOptions(quoting_style="needed"))
-        with writer:
+            temporary = stack.enter_context(atomic_path(Path(destination), force=force, inputs=inputs))
+            stream = stack.enter_context(open(temporary, "wb"))
+        with pq.ParquetWriter(stream, schema) if fmt == "parquet" else _csv_writer(stream, schema) as writer:
             yield writer
-        if destination == "-":
-            sys.stdout.buffer.flush()
+        stream.flush()
+
+
+def _csv_writer(stream: BinaryIO, schema: pa.Schema) -> pa_csv.CSVWriter:
+    """A CSV writer whose header quotes a name only when it must (pyarrow quotes every name)."""
+    header = io.StringIO()
+    python_csv.writer(header, lineterminator="\n").writerow(schema.names)
+    stream.write(header.getvalue().encode())
+    return pa_csv.CSVWriter(stream, schema, write_options=pa_csv.WriteOptions(include_header=False))
 
 
 def _csv_input(source: str):
