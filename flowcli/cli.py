@@ -56,6 +56,9 @@ def user_errors() -> Iterator[None]:
     except FlowcliError as error:
         print_error(str(error))
         raise typer.Exit(code=1) from None
+    except KeyboardInterrupt:
+        print_error("interrupted; no output file was written")
+        raise typer.Exit(code=130) from None
 
 
 def _show_version(value: bool) -> None:
@@ -99,6 +102,7 @@ def fit(
     if data == "-" and output is None:
         raise typer.BadParameter("reading stdin needs -o/--output for the bundle", param_hint="'-o'")
     from flowcli.console import fit_progress, print_note, warnings_to_stderr
+    from flowcli.interrupt import first_interrupt_stops
     from flowcli.pipeline import default_bundle_path, fit_file
     from flowcli.report import fit_summary
 
@@ -108,13 +112,17 @@ def fit(
         val_fraction=val_fraction, patience=patience, seed=seed, device=device.value,
     )
     selected = [name.strip() for name in columns.split(",") if name.strip()] if columns is not None else None
-    with user_errors(), warnings_to_stderr(quiet=quiet):
+    with user_errors(), warnings_to_stderr(quiet=quiet), first_interrupt_stops() as stop_requested:
         with fit_progress(quiet=quiet) as on_epoch:
             model = fit_file(
                 data, output, format=format and format.value, columns=selected, force=force,
-                hyperparameters=hyperparameters, on_epoch=on_epoch,
+                hyperparameters=hyperparameters, on_epoch=on_epoch, stop_requested=stop_requested,
             )
-        print_note(fit_summary(model.describe(), output), quiet=quiet)
+        summary = fit_summary(model.describe(), output)
+        if stop_requested():
+            print_note(f"interrupted: {summary}", quiet=False)
+            raise typer.Exit(code=130)
+        print_note(summary, quiet=quiet)
 
 
 @app.command()

@@ -72,12 +72,15 @@ class TabularFlow:
         columns: list[str] | None = None,
         *,
         on_epoch: Callable[[EpochReport], None] | None = None,
+        stop_requested: Callable[[], bool] = lambda: False,
         source: str = "data",
     ) -> TabularFlow:
         """Learn the joint density of `columns` (default: every usable numeric column) of `data`.
 
         `data` is a pandas DataFrame, a pyarrow Table or a 2-D numpy array. Columns left out
-        are named in a `FlowcliWarning`. `source` names the data in error messages.
+        are named in a `FlowcliWarning`. `on_epoch` sees each epoch; when `stop_requested()`
+        turns true, training ends early with the best weights so far. `source` names the data
+        in error messages.
         """
         from flowcli.train import TrainSettings, train_flow  # torch: only fitting needs it
 
@@ -99,7 +102,8 @@ class TabularFlow:
             val_fraction=self.val_fraction, patience=self.patience, seed=self.seed, device=self.device,
         )
         self.weights_, summary = train_flow(
-            u, self.config_, settings, nll_offset=-self.preprocessor_.log_det, on_epoch=on_epoch
+            u, self.config_, settings, nll_offset=-self.preprocessor_.log_det, on_epoch=on_epoch,
+            stop_requested=stop_requested,
         )
         self.training_ = summary.to_json()
         self.left_out_ = selection.left_out

@@ -42,11 +42,12 @@ def fit_file(
     force: bool = False,
     hyperparameters: dict | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
+    stop_requested: Callable[[], bool] = lambda: False,
 ) -> TabularFlow:
     """Fit a model to the table at `data` and write it to `output` as a .flow bundle."""
     check_destination(output, force=force, inputs=[data])  # fail before training, not after
     model = TabularFlow(**(hyperparameters or {}))
-    model.fit(read_table(data, format), columns, on_epoch=on_epoch, source=data)
+    model.fit(read_table(data, format), columns, on_epoch=on_epoch, stop_requested=stop_requested, source=data)
     model.save(output, force=force, inputs=(data,))
     return model
 

@@ -70,4 +70,5 @@ def fit_summary(description: dict, bundle: object) -> str:
         f"{training['epochs']} epochs (stopped by {training['stopped']}), "
         f"best validation NLL {training['best_val_nll']:.4f} nats/row, "
         f"{training['wall_seconds']:.1f} s on {training['device']}"
+        + (f", {training['recoveries']} recoveries from a non-finite loss" if training["recoveries"] else "")
     )

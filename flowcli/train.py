@@ -103,11 +103,13 @@ def train_flow(
     *,
     nll_offset: float = 0.0,
     on_epoch: Callable[[EpochReport], None] | None = None,
+    stop_requested: Callable[[], bool] = lambda: False,
 ) -> tuple[dict[str, np.ndarray], TrainingSummary]:
     """Fit a RealNVP to standardized rows u (N, D); returns its best weights and a summary.
 
     `nll_offset` is added to every reported NLL to put it in the data's units (−log|det| of
-    the preprocessing).
+    the preprocessing). `stop_requested` is polled every step (Ctrl-C, say): training then
+    ends after a last validation, keeping the best weights.
     """
     device = resolve_device(settings.device)
     torch.manual_seed(settings.seed)
@@ -128,28 +130,31 @@ def train_flow(
     summary.best_val_nll = _mean_nll(flow, x_val) + nll_offset
     start = time.perf_counter()
 
-    def out_of_time() -> bool:
-        return settings.max_time is not None and time.perf_counter() - start >= settings.max_time
+    def interruption() -> str | None:
+        if stop_requested():
+            return "interrupt"
+        if settings.max_time is not None and time.perf_counter() - start >= settings.max_time:
+            return "max-time"
+        return None
 
     for epoch in range(1, settings.epochs + 1):
         flow.train()
-        total, seen, diverged = torch.zeros((), device=device), 0, False
-        for batch_rows in torch.randperm(len(x_train), generator=shuffle).split(batch_size):
+        total, seen, stop = torch.zeros((), device=device), 0, None
+        for step, batch_rows in enumerate(torch.randperm(len(x_train), generator=shuffle).split(batch_size)):
             x = x_train[batch_rows.to(device)]
             loss = -flow.log_prob(x).mean()
-            if not torch.isfinite(loss):
-                diverged = True
-                break
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(flow.parameters(), max_norm=100.0)
             optimizer.step()
             total += loss.detach() * len(x)
             seen += len(x)
-            if out_of_time():
+            # Checking finiteness syncs with the device, so look only now and then.
+            if (step % 64 == 63 and not torch.isfinite(total)) or (stop := interruption()):
                 break
+        train_nll = total.item() / max(seen, 1) + nll_offset
         val_nll = _mean_nll(flow, x_val) + nll_offset
-        if diverged or not math.isfinite(val_nll):
+        if not (math.isfinite(train_nll) and math.isfinite(val_nll)):
             # Go back to the best weights and try again more gently.
             summary.recoveries += 1
             flow.load_state_dict(best_state)
@@ -159,7 +164,6 @@ def train_flow(
                 summary.stopped = "non-finite loss"
                 break
             continue
-        train_nll = total.item() / max(seen, 1) + nll_offset
         summary.epochs = epoch
         summary.history.append([train_nll, val_nll])
         if val_nll < summary.best_val_nll:
@@ -168,8 +172,8 @@ def train_flow(
         if on_epoch is not None:
             on_epoch(EpochReport(epoch, settings.epochs, train_nll, val_nll, summary.best_val_nll,
                                  time.perf_counter() - start, settings.max_time))
-        if out_of_time():
-            summary.stopped = "max-time"
+        if stop or (stop := interruption()):
+            summary.stopped = stop
             break
         if epoch - summary.best_epoch >= settings.patience:
             summary.stopped = "patience"

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -385,7 +386,7 @@ def test_score_into_head_through_a_shell_pipeline(tmp_path, bundle_path):
     """Output far larger than a pipe buffer, cut short by `head`: no traceback, just the header."""
     data = tmp_path / "big.csv"
     gaussian_table(rows=20_000, seed=1).to_csv(data, index=False)
-    command = f"'{sys.executable}' -m flowcli score '{bundle_path}' '{data}' | head -n 1"
+    command = f"{shlex.quote(sys.executable)} -m flowcli score {shlex.quote(str(bundle_path))} {shlex.quote(str(data))} | head -n 1"
     result = subprocess.run(command, shell=True, capture_output=True, env=ENV, timeout=300)
     stderr = result.stderr.decode("utf-8", errors="replace")
     assert "Traceback" not in stderr, stderr
