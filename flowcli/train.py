@@ -84,6 +84,42 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def check_memory(rows: int, config: FlowConfig, batch_size: int, device: torch.device) -> None:
+    """Fail with advice, before allocating, when training would not fit in free memory.
+
+    The estimate counts float32 bytes: the rows on the device, the weights with their
+    gradients, Adam moments and best copy, and the activations one step keeps for backward.
+    """
+    per_row_activations = config.layers * (2 * config.depth * config.hidden + 6 * config.features)
+    needs = {
+        "fewer rows (a sample of the table)": rows * config.features * 4,
+        "--hidden or --layers": 5 * config.parameter_count() * 4,
+        "--batch-size": max(min(batch_size, rows), min(rows, _EVAL_BATCH) // 3) * per_row_activations * 4,
+    }
+    total = int(1.5 * sum(needs.values()))  # headroom for allocator slack and temporaries
+    available = _available_bytes(device)
+    if available is not None and total > available:
+        biggest = max(needs, key=needs.get)
+        raise FlowcliError(
+            f"training needs about {total / 2**30:.1f} GiB of memory on {device} but {available / 2**30:.1f} GiB "
+            f"is free; lower {biggest}"
+        )
+
+
+def _available_bytes(device: torch.device) -> int | None:
+    """Free memory on `device` in bytes, or None when it cannot be told."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def default_batch_size(rows: int) -> int:
     """About 64 steps per epoch, as a power of two between 32 and 512."""
     return int(np.clip(2 ** round(math.log2(max(rows, 1) / 64)), 32, 512))
@@ -114,9 +150,10 @@ def train_flow(
     device = resolve_device(settings.device)
     torch.manual_seed(settings.seed)
     train_rows, val_rows = split_rows(len(u), settings.val_fraction, settings.seed)
+    batch_size = settings.batch_size or default_batch_size(len(train_rows))
+    check_memory(len(u), config, batch_size, device)
     x_train = torch.as_tensor(u[train_rows], dtype=torch.float32, device=device)
     x_val = torch.as_tensor(u[val_rows], dtype=torch.float32, device=device)
-    batch_size = settings.batch_size or default_batch_size(len(train_rows))
     summary = TrainingSummary(
         rows_train=len(train_rows), rows_val=len(val_rows), batch_size=batch_size,
         lr=settings.lr, seed=settings.seed, device=str(device),
