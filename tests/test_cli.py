@@ -298,6 +298,7 @@ def test_fit_leaves_out_a_constant_column_with_a_warning(tmp_path):
 def test_score_writes_one_row_per_input_row_in_order(bundle_path, table_csv, expected_scores):
     result = run("score", bundle_path, table_csv)
     assert_ok(result)
+    assert result.stdout.split(b"\n", 1)[0] == b"log_likelihood"  # a plain header, no quotes
     scores = scores_of(result.stdout)
     assert len(scores) == 400
     np.testing.assert_allclose(scores, expected_scores, rtol=1e-12, atol=0)
@@ -400,6 +401,7 @@ def test_score_into_head_through_a_shell_pipeline(tmp_path, bundle_path):
 def test_sample_writes_n_rows_with_the_model_columns(bundle_path):
     result = run("sample", bundle_path, "-n", "7", "--seed", "0")
     assert_ok(result)
+    assert result.stdout.split(b"\n", 1)[0] == b"small,large,plain"
     header, rows = read_csv_output(result.stdout)
     assert header == MODEL_COLUMNS
     assert len(rows) == 7
