@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv as python_csv
 import io
-import re
+import itertools
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -20,14 +20,12 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from flowcli.atomic import atomic_path
-from flowcli.errors import DataError
-from flowcli.schema import first_non_number, not_a_number
+from flowcli.errors import DataError, FlowcliError
 
 FORMATS = ("csv", "parquet")
 _SUFFIX_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 _COMPRESSIONS = {".gz", ".bz2", ".zst", ".lz4"}
 _CSV_BLOCK_BYTES = 4 << 20
-_CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): .*CSV conversion error to \w+: invalid value '(.*)'", re.S)
 
 
 def table_format(location: str, format: str | None = None) -> str:
@@ -52,7 +50,11 @@ def read_table(source: str, format: str | None = None) -> pa.Table:
     with _arrow_errors(source):
         if fmt == "parquet":
             return pq.read_table(_parquet_input(source))
-        return pa_csv.read_csv(_csv_input(source), read_options=pa_csv.ReadOptions(block_size=_CSV_BLOCK_BYTES))
+        return pa_csv.read_csv(
+            _csv_input(source),
+            read_options=pa_csv.ReadOptions(block_size=_CSV_BLOCK_BYTES),
+            convert_options=pa_csv.ConvertOptions(strings_can_be_null=True),
+        )
 
 
 def iter_batches(
@@ -60,19 +62,22 @@ def iter_batches(
     format: str | None = None,
     *,
     batch_rows: int,
-    numeric_columns: Sequence[str] = (),
+    text_columns: Sequence[str] = (),
 ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     """Open a table for streaming: its schema, and its rows in batches of about `batch_rows`.
 
-    `numeric_columns` are read as float64 from CSV, so a stray word fails with a message that
-    names the column. Parquet from stdin is read whole, since the format needs to seek.
+    CSV `text_columns` are read as text (empty cells as nulls), so that `schema.to_matrix` can
+    name the exact row of a value that is not a number; pyarrow's own conversion cannot.
+    Parquet from stdin is read whole, since the format needs to seek.
     """
     fmt = table_format(source, format)
     with _arrow_errors(source):
         if fmt == "parquet":
             parquet = pq.ParquetFile(_parquet_input(source))
             return parquet.schema_arrow, _guarded(source, parquet.iter_batches(batch_size=batch_rows))
-        convert = pa_csv.ConvertOptions(column_types={name: pa.float64() for name in numeric_columns})
+        convert = pa_csv.ConvertOptions(
+            column_types={name: pa.string() for name in text_columns}, strings_can_be_null=True
+        )
         # About 40 bytes per row is a typical CSV width; the block size bounds memory either way.
         block_bytes = max(1 << 16, min(64 << 20, batch_rows * 40))
         reader = pa_csv.open_csv(
@@ -81,26 +86,42 @@ def iter_batches(
         return reader.schema, _guarded(source, reader)
 
 
-@contextmanager
-def table_writer(
+def write_batches(
     destination: str,
     schema: pa.Schema,
+    batches: Iterable[pa.RecordBatch],
     format: str | None = None,
     *,
     force: bool = False,
     inputs: Iterable[str] = (),
-) -> Iterator[pa_csv.CSVWriter | pq.ParquetWriter]:
-    """A writer of record batches to a path (atomically: all or nothing) or to stdout ('-')."""
+) -> int:
+    """Write `batches` to a path (atomically: all or nothing) or to stdout ('-'); returns the rows.
+
+    The first batch is computed before anything is opened, so an input that fails at once
+    leaves no header behind. If a later batch fails while writing to stdout, the error says
+    that what stdout already holds is partial.
+    """
     fmt = table_format(destination, format)
+    batches = iter(batches)
+    first = next(batches, None)
+    rows = 0
     with ExitStack() as stack:
         if destination == "-":
             stream = sys.stdout.buffer
         else:
             temporary = stack.enter_context(atomic_path(Path(destination), force=force, inputs=inputs))
             stream = stack.enter_context(open(temporary, "wb"))
-        with pq.ParquetWriter(stream, schema) if fmt == "parquet" else _csv_writer(stream, schema) as writer:
-            yield writer
+        try:
+            with pq.ParquetWriter(stream, schema) if fmt == "parquet" else _csv_writer(stream, schema) as writer:
+                for batch in itertools.chain([first] if first is not None else [], batches):
+                    writer.write_batch(batch)
+                    rows += batch.num_rows
+        except FlowcliError as error:
+            if destination == "-" and rows:
+                raise type(error)(f"{error} (stdout holds only the {rows:,} rows before it: partial output)") from None
+            raise
         stream.flush()
+    return rows
 
 
 def _csv_writer(stream: BinaryIO, schema: pa.Schema) -> pa_csv.CSVWriter:
@@ -152,37 +173,12 @@ def _arrow_errors(source: str) -> Iterator[None]:
 
 
 def _describe_arrow_error(source: str, message: str) -> str:
-    message = message.strip().splitlines()[0] if message.strip() else "unreadable table"
+    lines = message.strip().splitlines()
+    message = lines[0] if lines else "unreadable table"
     if message == "Empty CSV file":
         return f"{source}: the file is empty; give a table with a header row and data rows"
-    conversion = _CONVERSION_ERROR.match(message)
-    if conversion is None:
-        return f"{source}: cannot read the table: {message}"
-    index, value = int(conversion.group(1)), conversion.group(2)
-    header = _csv_header(source)
-    if header is None or index >= len(header):
-        return str(not_a_number(source, f"#{index + 1}", value, None))
-    return str(not_a_number(source, header[index], value, _first_non_number_row(source, header[index])))
-
-
-def _csv_header(source: str) -> list[str] | None:
-    if source == "-":
-        return None
-    try:
-        with open(source, newline="", encoding="utf-8-sig") as handle:
-            return next(python_csv.reader(handle), None)
-    except (OSError, UnicodeDecodeError, python_csv.Error):
-        return None
-
-
-def _first_non_number_row(source: str, column: str) -> int | None:
-    """The 1-based data row (header excluded) of the first value in `column` that is not a number."""
-    try:
-        table = pa_csv.read_csv(
-            source,
-            convert_options=pa_csv.ConvertOptions(include_columns=[column], column_types={column: pa.string()}),
-        )
-    except pa.ArrowException:
-        return None
-    found = first_non_number(table.column(0))
-    return None if found is None else found[0] + 1
+    # pyarrow quotes the offending bytes; keep the line printable and short.
+    printable = "".join(char if char.isprintable() else "?" for char in message)
+    if len(printable) > 160:
+        printable = printable[:160] + "…"
+    return f"{source}: cannot read the table: {printable}"

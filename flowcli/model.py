@@ -82,8 +82,6 @@ class TabularFlow:
         turns true, training ends early with the best weights so far. `source` names the data
         in error messages.
         """
-        from flowcli.train import TrainSettings, train_flow  # torch: only fitting needs it
-
         table = as_table(data)
         selection = select_columns(table, columns, source=source)
         if selection.left_out:
@@ -92,6 +90,8 @@ class TabularFlow:
         x = to_matrix(table, selection.columns, source=source)
         if len(x) < MIN_ROWS:
             raise DataError(f"{source}: {len(x)} rows are too few to train; give at least {MIN_ROWS}")
+
+        from flowcli.train import TrainSettings, train_flow  # torch, once the data is known to be usable
 
         dtypes = [str(table.schema.field(name).type) for name in selection.columns]
         self.preprocessor_ = Preprocessor.fit(x, selection.columns, dtypes)
@@ -129,7 +129,10 @@ class TabularFlow:
         Columns may come in any order and extra ones are ignored; `first_row` offsets the row
         numbers in error messages when `data` is one batch of a longer input.
         """
-        x = to_matrix(as_table(data), self.columns_, source=source, first_row=first_row)
+        return self.log_likelihood(to_matrix(as_table(data), self.columns_, source=source, first_row=first_row))
+
+    def log_likelihood(self, x: np.ndarray) -> np.ndarray:
+        """log p(x) per row (N,) for a finite matrix x (N, D) in the order of `columns_`."""
         u, log_det = self.preprocessor_.forward(x)
         return self._flow.log_prob(u) + log_det
 

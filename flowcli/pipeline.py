@@ -6,7 +6,7 @@ Scoring and sampling stream in batches, so memory stays flat however long the in
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,9 +14,9 @@ import pyarrow as pa
 
 from flowcli.atomic import check_destination
 from flowcli.errors import DataError
-from flowcli.io import iter_batches, read_table, table_writer
+from flowcli.io import iter_batches, read_table, write_batches
 from flowcli.model import TabularFlow
-from flowcli.schema import require_columns
+from flowcli.schema import require_columns, to_matrix
 
 if TYPE_CHECKING:
     from flowcli.train import EpochReport
@@ -65,23 +65,29 @@ def score_file(
 ) -> int:
     """Write `log_likelihood` for every row of `data`, in input order; returns the row count."""
     model = TabularFlow.load(bundle)
-    schema, batches = iter_batches(data, format, batch_rows=batch_rows, numeric_columns=model.columns_)
+    schema, batches = iter_batches(data, format, batch_rows=batch_rows, text_columns=model.columns_)
     require_columns(schema.names, model.columns_, source=data)
     if with_input and SCORE_COLUMN in schema.names:
         raise DataError(f"{data}: already has a column {SCORE_COLUMN!r}; rename it to use --with-input")
     score_field = pa.field(SCORE_COLUMN, pa.float64())
-    out_schema = schema.append(score_field) if with_input else pa.schema([score_field])
 
-    rows = 0
-    with table_writer(output, out_schema, output_format, force=force, inputs=(data, str(bundle))) as writer:
+    # Model columns read as text (for exact error rows) go back out as the numbers they hold.
+    parsed = [name for name in model.columns_ if pa.types.is_string(schema.field(name).type)]
+    input_schema = pa.schema([pa.field(f.name, pa.float64()) if f.name in parsed else f for f in schema])
+    out_schema = input_schema.append(score_field) if with_input else pa.schema([score_field])
+
+    def scored() -> Iterator[pa.RecordBatch]:
+        rows = 0
         for batch in batches:
-            scores = pa.array(model.score_samples(batch, source=data, first_row=rows), pa.float64())
+            x = to_matrix(batch, model.columns_, source=data, first_row=rows)
+            columns = [pa.array(model.log_likelihood(x), pa.float64())]
             if with_input:
-                writer.write_batch(pa.RecordBatch.from_arrays([*batch.columns, scores], schema=out_schema))
-            else:
-                writer.write_batch(pa.RecordBatch.from_arrays([scores], schema=out_schema))
+                numbers = {name: pa.array(x[:, j]) for j, name in enumerate(model.columns_) if name in parsed}
+                columns = [numbers.get(name, batch.column(name)) for name in batch.schema.names] + columns
             rows += batch.num_rows
-    return rows
+            yield pa.RecordBatch.from_arrays(columns, schema=out_schema)
+
+    return write_batches(output, out_schema, scored(), output_format, force=force, inputs=(data, str(bundle)))
 
 
 def sample_file(
@@ -96,6 +102,5 @@ def sample_file(
 ) -> None:
     """Write `n` synthetic rows with the original column names and units."""
     model = TabularFlow.load(bundle)
-    with table_writer(output, model.sample_schema, output_format, force=force, inputs=(str(bundle),)) as writer:
-        for batch in model.sample_batches(n, seed, batch_rows):
-            writer.write_batch(batch)
+    write_batches(output, model.sample_schema, model.sample_batches(n, seed, batch_rows), output_format,
+                  force=force, inputs=(str(bundle),))

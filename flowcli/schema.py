@@ -29,9 +29,13 @@ class Selection:
 
 
 def first_non_number(values: pa.Array | pa.ChunkedArray) -> tuple[int, str] | None:
-    """The 0-based row and text of the first non-null string in `values` that is not a number."""
+    """The 0-based row and text of the first string in `values` that is not a number.
+
+    Nulls and blank strings are missing values, not words, so they are skipped here.
+    """
     is_number = pc.match_substring_regex(values, _NUMBER, ignore_case=True)
-    bad = pc.and_(pc.invert(is_number), pc.is_valid(values))
+    is_blank = pc.match_substring_regex(values, r"^\s*$")
+    bad = pc.and_(pc.invert(pc.or_kleene(is_number, is_blank)), pc.is_valid(values))
     if not pc.any(bad).as_py():
         return None
     row = pc.index(bad, True).as_py()
@@ -51,6 +55,8 @@ def select_columns(table: pa.Table, requested: Sequence[str] | None, *, source: 
     warns); a column of numbers with a stray word in it is an error, since it was meant to count.
     """
     _reject_duplicate_names(table.column_names, source)
+    if table.num_rows == 0:
+        raise DataError(f"{source}: the table has a header but no data rows; give rows to learn from")
     if requested is not None:
         _reject_duplicate_names(list(requested), "--columns")
         missing = [name for name in requested if name not in table.column_names]
@@ -106,13 +112,9 @@ def to_matrix(
 def _unusable(values: pa.ChunkedArray, name: str, source: str) -> str | None:
     """Why a column cannot be modeled as continuous, or None when it can."""
     if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
-        bad = first_non_number(values)
-        if bad is None:
-            values = pc.cast(values, pa.float64())
-        elif _mostly_numbers(values):
-            raise not_a_number(source, name, bad[1], bad[0] + 1)
-        else:
+        if not _mostly_numbers(values):
             return "is not numeric"
+        values = _parse_numbers(values, name, source, first_row=0)
     elif not _is_number_type(values.type):
         return f"has type {values.type}, which is not numeric"
     if values.null_count == len(values):
@@ -125,12 +127,23 @@ def _unusable(values: pa.ChunkedArray, name: str, source: str) -> str | None:
 
 def _as_float64(values: pa.Array | pa.ChunkedArray, name: str, source: str, first_row: int) -> np.ndarray:
     if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
-        bad = first_non_number(values)
-        if bad is not None:
-            raise not_a_number(source, name, bad[1], first_row + bad[0] + 1)
+        values = _parse_numbers(values, name, source, first_row)
     elif not _is_number_type(values.type):
         raise DataError(f"{source}: column {name!r} has type {values.type}; the model needs numbers there")
     return pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
+
+
+def _parse_numbers(values: pa.Array | pa.ChunkedArray, name: str, source: str, first_row: int) -> pa.Array:
+    """Text to float64; blanks become missing, and a word fails with its row (1-based)."""
+    try:
+        return pc.cast(values, pa.float64())  # the fast path: clean numbers
+    except pa.ArrowInvalid:
+        pass
+    bad = first_non_number(values)
+    if bad is not None:
+        raise not_a_number(source, name, bad[1], first_row + bad[0] + 1)
+    trimmed = pc.utf8_trim_whitespace(values)
+    return pc.cast(pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed), pa.float64())
 
 
 def _reject_non_finite(x: np.ndarray, columns: Sequence[str], source: str, first_row: int) -> None:
@@ -148,8 +161,9 @@ def _reject_non_finite(x: np.ndarray, columns: Sequence[str], source: str, first
 
 
 def _mostly_numbers(values: pa.ChunkedArray) -> bool:
-    is_number = pc.match_substring_regex(values, _NUMBER, ignore_case=True)
-    numbers, present = pc.sum(is_number).as_py() or 0, len(values) - values.null_count
+    """True when at least half the non-blank strings are numbers: a numeric column with typos."""
+    numbers = pc.sum(pc.match_substring_regex(values, _NUMBER, ignore_case=True)).as_py() or 0
+    present = pc.sum(pc.invert(pc.match_substring_regex(values, r"^\s*$"))).as_py() or 0
     return present > 0 and numbers >= 0.5 * present
 
 

@@ -641,11 +641,6 @@ def test_model_that_is_not_a_bundle(command, kind, tmp_path, bundle_path, table_
 
 
 # --------------------------------------------------------------------------------- known bugs
-@pytest.mark.xfail(
-    strict=True,
-    reason="score from stdin: a word in a numeric column is reported as column '#4' with no row "
-    "(io._describe_arrow_error cannot re-read stdin to find the header or the row)",
-)
 def test_score_stdin_word_error_names_column_and_row(bundle_path, table_csv):
     frame = pd.read_csv(table_csv).astype(object)
     frame.loc[2, "plain"] = "oops"
@@ -653,11 +648,6 @@ def test_score_stdin_word_error_names_column_and_row(bundle_path, table_csv):
     assert_user_error(result, "'plain'", "'oops'", "row 3")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="score: with an empty cell before the word, the row number is that of the empty cell "
-    "(_first_non_number_row re-reads the column as strings, where '' is not null)",
-)
 def test_score_word_error_row_skips_empty_cells(tmp_path, bundle_path, table_csv):
     frame = pd.read_csv(table_csv).astype(object)
     frame.loc[1, "plain"] = None  # an empty cell in data row 2
@@ -667,11 +657,6 @@ def test_score_word_error_row_skips_empty_cells(tmp_path, bundle_path, table_csv
     assert_user_error(run("score", bundle_path, data), "'plain'", "'oops'", "row 5")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fit: with an empty cell before the word, the error blames the empty cell ('' in row 2) "
-    "instead of the word (schema.first_non_number counts '' as a non-number)",
-)
 def test_fit_word_error_skips_empty_cells(tmp_path):
     data = tmp_path / "data.csv"
     data.write_text(numeric_csv(50, edit=set_cells({(1, 1): "", (4, 1): "oops"})))
@@ -679,11 +664,6 @@ def test_fit_word_error_skips_empty_cells(tmp_path):
     assert not (tmp_path / "data.flow").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="score to stdout: the CSV header is written before the first batch is checked, so a "
-    "table with NaN rows leaves a header on stdout although the command fails",
-)
 def test_score_failure_writes_nothing_on_stdout(tmp_path, bundle_path, table_csv):
     frame = pd.read_csv(table_csv)
     frame.loc[3, "small"] = float("nan")
@@ -692,11 +672,6 @@ def test_score_failure_writes_nothing_on_stdout(tmp_path, bundle_path, table_csv
     assert_user_error(run("score", bundle_path, data), "1 rows", "'small'")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a binary file read as CSV puts raw bytes (NUL, control characters) from the file "
-    "into the error line (pyarrow's parse error is quoted verbatim)",
-)
 def test_binary_file_read_as_csv_gives_a_printable_error(bundle_path, table_parquet):
     line = assert_user_error(run("score", bundle_path, table_parquet, "--format", "csv"), "table.parquet")
     assert line.isprintable(), repr(line)
