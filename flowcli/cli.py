@@ -8,6 +8,7 @@ inside the commands, so `flowcli --help` starts fast.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +24,7 @@ app = typer.Typer(
     name="flowcli",
     help="Learn the density of a table with a RealNVP normalizing flow; score rows, sample new ones.",
     context_settings={"help_option_names": ["-h", "--help"]},
-    no_args_is_help=True,
+    invoke_without_command=True,
     pretty_exceptions_enable=False,
 )
 
@@ -69,11 +70,15 @@ def _show_version(value: bool) -> None:
 
 @app.callback()
 def _main(
+    context: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version and exit.")
     ] = False,
 ) -> None:
     """Learn the density of a table with a RealNVP normalizing flow; score rows, sample new ones."""
+    if context.invoked_subcommand is None:
+        typer.echo(context.get_help())
+        raise typer.Exit(code=2)
 
 
 @app.command()
@@ -181,5 +186,20 @@ def inspect(
 
 
 def main() -> None:
-    """The console-script entry point."""
-    app()
+    """The console-script entry point: usage errors become one `error:` line and exit 2."""
+    try:
+        status = app(standalone_mode=False)
+    except typer.TyperException as error:  # a usage error: a bad option value, a missing argument
+        from flowcli.console import print_error
+
+        command = " ".join(sys.argv[1:2]) if sys.argv[1:2] and not sys.argv[1].startswith("-") else ""
+        print_error(f"{error.format_message()} (see: flowcli {command} -h)".replace("  ", " "))
+        status = getattr(error, "exit_code", 2)
+    except typer.Abort:
+        status = 1
+    except BrokenPipeError:
+        # `| head` closed stdout: stop quietly, as Python's note on SIGPIPE advises, and keep the
+        # interpreter from failing to flush stdout again at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        status = 1
+    sys.exit(status or 0)
