@@ -62,6 +62,11 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(code=130) from None
 
 
+def _names(option: str | None) -> list[str]:
+    """A comma-separated option's names, stripped."""
+    return [name.strip() for name in (option or "").split(",") if name.strip()]
+
+
 def _show_version(value: bool) -> None:
     if value:
         typer.echo(f"flowcli {__version__}")
@@ -86,7 +91,12 @@ def fit(
     data: Annotated[str, typer.Argument(help="CSV or Parquet table; '-' reads stdin.", show_default=False)],
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Bundle to write [default: DATA.flow].")] = None,
     format: FormatOption = None,
-    columns: Annotated[Optional[str], typer.Option(help="Comma-separated columns to model [default: every numeric one].")] = None,
+    columns: Annotated[Optional[str], typer.Option(help="Comma-separated columns to model [default: every one it can].")] = None,
+    categorical: Annotated[Optional[str], typer.Option(help="Columns to model as categories.", rich_help_panel="Column kinds")] = None,
+    integer: Annotated[Optional[str], typer.Option(help="Columns to model as integers.", rich_help_panel="Column kinds")] = None,
+    continuous: Annotated[Optional[str], typer.Option(help="Columns to model as real numbers.", rich_help_panel="Column kinds")] = None,
+    datetime: Annotated[Optional[str], typer.Option(help="Columns to model as dates or times (ISO 8601 text).", rich_help_panel="Column kinds")] = None,
+    ignore: Annotated[Optional[str], typer.Option(help="Columns to leave out.", rich_help_panel="Column kinds")] = None,
     epochs: Annotated[int, typer.Option(min=1, help="Most passes over the training rows.")] = 500,
     max_time: Annotated[Optional[float], typer.Option(min=0.001, help="Wall-clock cap on training, in seconds.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Rows per step [default: sized from the data].")] = None,
@@ -100,9 +110,10 @@ def fit(
     quiet: Quiet = False,
     force: Force = False,
 ) -> None:
-    """Learn the joint density of DATA's numeric columns and write a .flow bundle.
+    """Learn the joint distribution of DATA's columns and write a .flow bundle.
 
-    Example: flowcli fit data.csv --max-time 60
+    Kinds (continuous, integer, categorical, boolean, datetime) are inferred; identifiers and
+    free text are left out with a warning. Example: flowcli fit data.csv --max-time 60
     """
     if data == "-" and output is None:
         raise typer.BadParameter("reading stdin needs -o/--output for the bundle", param_hint="'-o'")
@@ -116,11 +127,13 @@ def fit(
         epochs=epochs, max_time=max_time, batch_size=batch_size, lr=lr, layers=layers, hidden=hidden,
         val_fraction=val_fraction, patience=patience, seed=seed, device=device.value,
     )
-    selected = [name.strip() for name in columns.split(",") if name.strip()] if columns is not None else None
+    kinds = {name: kind for kind, names in (("categorical", categorical), ("integer", integer),
+             ("continuous", continuous), ("datetime", datetime)) for name in _names(names)}
     with user_errors(), warnings_to_stderr(quiet=quiet), first_interrupt_stops() as stop_requested:
         with fit_progress(quiet=quiet) as on_epoch:
             model = fit_file(
-                data, output, format=format and format.value, columns=selected, force=force,
+                data, output, format=format and format.value, columns=_names(columns) if columns is not None else None,
+                kinds=kinds, ignore=_names(ignore), force=force,
                 hyperparameters=hyperparameters, on_epoch=on_epoch, stop_requested=stop_requested,
             )
         summary = fit_summary(model.describe(), output)
@@ -137,17 +150,20 @@ def score(
     output: Annotated[str, typer.Option("-o", "--output", help="CSV or Parquet by suffix; '-' writes CSV to stdout.")] = "-",
     format: FormatOption = None,
     with_input: Annotated[bool, typer.Option("--with-input", help="Put the input columns before the score.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Fail on a category never seen at fit, instead of scoring it -inf.")] = False,
     force: Force = False,
+    quiet: Quiet = False,
 ) -> None:
     """Write the log-likelihood of every row of DATA, in input order.
 
     The column `log_likelihood` is the natural log of the density in the units of the
     model's columns. Example: flowcli score data.flow new.csv | tail -n +2 | sort -g | head
     """
+    from flowcli.console import warnings_to_stderr
     from flowcli.pipeline import score_file
 
-    with user_errors():
-        score_file(model, data, output, format=format and format.value, with_input=with_input, force=force)
+    with user_errors(), warnings_to_stderr(quiet=quiet):
+        score_file(model, data, output, format=format and format.value, with_input=with_input, strict=strict, force=force)
 
 
 @app.command()

@@ -10,7 +10,7 @@ import csv as python_csv
 import io
 import itertools
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -62,13 +62,13 @@ def iter_batches(
     format: str | None = None,
     *,
     batch_rows: int,
-    text_columns: Sequence[str] = (),
+    column_types: dict[str, pa.DataType] | None = None,
 ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     """Open a table for streaming: its schema, and its rows in batches of about `batch_rows`.
 
-    CSV `text_columns` are read as text (empty cells as nulls), so that `schema.to_matrix` can
-    name the exact row of a value that is not a number; pyarrow's own conversion cannot.
-    Parquet from stdin is read whole, since the format needs to seek.
+    CSV columns named in `column_types` are read as those types (empty cells as nulls); the
+    others are inferred. Parquet keeps its own types, and from stdin it is read whole, since
+    the format needs to seek.
     """
     fmt = table_format(source, format)
     with _arrow_errors(source):
@@ -76,7 +76,7 @@ def iter_batches(
             parquet = pq.ParquetFile(_parquet_input(source))
             return parquet.schema_arrow, _guarded(source, parquet.iter_batches(batch_size=batch_rows))
         convert = pa_csv.ConvertOptions(
-            column_types={name: pa.string() for name in text_columns}, strings_can_be_null=True
+            column_types=column_types or {}, strings_can_be_null=True
         )
         # About 40 bytes per row is a typical CSV width; the block size bounds memory either way.
         block_bytes = max(1 << 16, min(64 << 20, batch_rows * 40))

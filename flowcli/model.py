@@ -9,12 +9,13 @@ from __future__ import annotations
 import datetime
 import hashlib
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.ipc  # noqa: F401  (pa.ipc for the fingerprint)
 
 from flowcli import __version__
 from flowcli.architecture import FlowConfig, default_config
@@ -22,7 +23,7 @@ from flowcli.bundle import FORMAT_VERSION, read_bundle, write_bundle
 from flowcli.errors import BundleError, DataError, FlowcliWarning
 from flowcli.numpy_flow import NumpyRealNVP
 from flowcli.preprocess import Preprocessor
-from flowcli.schema import select_columns, to_matrix
+from flowcli.schema import require_columns, select_columns
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -71,43 +72,53 @@ class TabularFlow:
         data: Any,
         columns: list[str] | None = None,
         *,
+        kinds: dict[str, str] | None = None,
+        ignore: Sequence[str] = (),
         on_epoch: Callable[[EpochReport], None] | None = None,
         stop_requested: Callable[[], bool] = lambda: False,
         source: str = "data",
     ) -> TabularFlow:
-        """Learn the joint density of `columns` (default: every usable numeric column) of `data`.
+        """Learn the joint distribution of `columns` (default: every column it can model) of `data`.
 
-        `data` is a pandas DataFrame, a pyarrow Table or a 2-D numpy array. Columns left out
-        are named in a `FlowcliWarning`. `on_epoch` sees each epoch; when `stop_requested()`
-        turns true, training ends early with the best weights so far. `source` names the data
-        in error messages.
+        `data` is a pandas DataFrame, a pyarrow Table or a 2-D numpy array. `kinds` overrides
+        the inferred kind of the columns it names ("continuous", "integer", "categorical",
+        "boolean", "datetime"); `ignore` leaves columns out. Columns left out are named in a
+        `FlowcliWarning`. `on_epoch` sees each epoch; when `stop_requested()` turns true,
+        training ends early with the best weights so far. `source` names the data in errors.
         """
         table = as_table(data)
-        selection = select_columns(table, columns, source=source)
+        selection = select_columns(table, columns, kinds=kinds, ignore=ignore, source=source)
         if selection.left_out:
             reasons = "; ".join(f"{name!r} {why}" for name, why in selection.left_out.items())
             warnings.warn(f"{source}: left out {len(selection.left_out)} column(s): {reasons}", FlowcliWarning, 2)
-        x = to_matrix(table, selection.columns, source=source)
-        if len(x) < MIN_ROWS:
-            raise DataError(f"{source}: {len(x)} rows are too few to train; give at least {MIN_ROWS}")
+        if table.num_rows < MIN_ROWS:
+            raise DataError(f"{source}: {table.num_rows} rows are too few to train; give at least {MIN_ROWS}")
+        table = table.select(selection.columns)
+        self.preprocessor_ = Preprocessor.fit(table, selection.kinds, source=source)
+        rng = np.random.default_rng(self.seed)
+        u, log_weight = self.preprocessor_.encode(table, rng.uniform(size=(table.num_rows, self.preprocessor_.width)), source=source)
 
         from flowcli.train import TrainSettings, train_flow  # torch, once the data is known to be usable
 
-        dtypes = [str(table.schema.field(name).type) for name in selection.columns]
-        self.preprocessor_ = Preprocessor.fit(x, selection.columns, dtypes)
-        u, _ = self.preprocessor_.forward(x)
-        self.config_ = default_config(len(x), x.shape[1], layers=self.layers, hidden=self.hidden)
+        train_rows, val_rows = split_rows(table.num_rows, self.val_fraction, self.seed)
+        train_table = table.take(train_rows)
+        redraw = None
+        if not self.preprocessor_.is_exact(table):
+            def redraw() -> np.ndarray:  # fresh dequantization and imputation noise for an epoch
+                return self.preprocessor_.encode(train_table, rng.uniform(size=(len(train_rows), self.preprocessor_.width)))[0]
+        self.config_ = default_config(table.num_rows, self.preprocessor_.width, layers=self.layers, hidden=self.hidden)
         settings = TrainSettings(
             epochs=self.epochs, max_time=self.max_time, batch_size=self.batch_size, lr=self.lr,
-            val_fraction=self.val_fraction, patience=self.patience, seed=self.seed, device=self.device,
+            patience=self.patience, seed=self.seed, device=self.device,
         )
         self.weights_, summary = train_flow(
-            u, self.config_, settings, nll_offset=-self.preprocessor_.log_det, on_epoch=on_epoch,
-            stop_requested=stop_requested,
+            u[train_rows], u[val_rows], self.config_, settings,
+            train_offset=-float(log_weight[train_rows].mean()), val_offset=-float(log_weight[val_rows].mean()),
+            redraw=redraw, on_epoch=on_epoch, stop_requested=stop_requested,
         )
         self.training_ = summary.to_json()
         self.left_out_ = selection.left_out
-        self.data_ = {"rows": len(x), "fingerprint": _fingerprint(x, selection.columns)}
+        self.data_ = {"rows": table.num_rows, "fingerprint": _fingerprint(table)}
         self.versions_ = {"flowcli": __version__, "torch": _torch_version()}
         self.created_ = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         self._flow = NumpyRealNVP(self.config_, self.weights_)
@@ -119,37 +130,58 @@ class TabularFlow:
         return self.preprocessor_.names
 
     @property
+    def read_types(self) -> dict[str, pa.DataType]:
+        """How to read the model's columns from CSV: numbers as text, so a stray word is found
+        by row; the other kinds as their type at fit."""
+        return {
+            column.name: pa.string() if column.kind in ("continuous", "integer") else column.output_type
+            for column in self.preprocessor_.columns
+        }
+
+    @property
     def sample_schema(self) -> pa.Schema:
-        """The schema of sampled rows: the model's columns, as float64."""
-        return pa.schema([(name, pa.float64()) for name in self.columns_])
+        """The schema of sampled rows: the model's columns with their types at fit."""
+        return pa.schema([(column.name, column.output_type) for column in self.preprocessor_.columns])
 
-    def score_samples(self, data: Any, *, source: str = "data", first_row: int = 0) -> np.ndarray:
-        """log p(row) for every row of `data`, shape (N,), in nats, in the columns' units.
+    def score_samples(self, data: Any, *, strict: bool = False, source: str = "data", first_row: int = 0) -> np.ndarray:
+        """log-likelihood of every row of `data`, shape (N,), in nats, in the columns' units.
 
-        Columns may come in any order and extra ones are ignored; `first_row` offsets the row
-        numbers in error messages when `data` is one batch of a longer input.
+        For continuous columns it is a log-density; discrete columns contribute a log-probability
+        and so does the pattern of missing values, whose values are integrated out (see
+        `encoders`). A category never seen at fit has probability zero: −inf, with a warning, or
+        a DataError when `strict`. Columns may come in any order and extra ones are ignored;
+        `first_row` offsets the row numbers in error messages when `data` is one batch of many.
         """
-        return self.log_likelihood(to_matrix(as_table(data), self.columns_, source=source, first_row=first_row))
-
-    def log_likelihood(self, x: np.ndarray) -> np.ndarray:
-        """log p(x) per row (N,) for a finite matrix x (N, D) in the order of `columns_`."""
-        u, log_det = self.preprocessor_.forward(x)
-        return self._flow.log_prob(u) + log_det
+        table = as_table(data)
+        require_columns(table.schema.names, self.columns_, source=source)
+        unseen = self.preprocessor_.unseen(table, source=source)
+        if unseen:
+            counts = ", ".join(f"{name!r} ({count})" for name, count in unseen.items())
+            if strict:
+                raise DataError(f"{source}: values never seen at fit in column {counts}; they have probability zero")
+            warnings.warn(f"{source}: values never seen at fit score -inf, in column {counts}", FlowcliWarning, 2)
+        rows = table.num_rows
+        points = [np.full((rows, self.preprocessor_.width), 0.5)] if self.preprocessor_.is_exact(table) else self.preprocessor_.noise_points(rows)
+        estimates = []
+        for noise in points:
+            u, log_weight = self.preprocessor_.encode(table, noise, source=source, first_row=first_row)
+            estimates.append(self._flow.log_prob(u) + log_weight)
+        with np.errstate(divide="ignore"):
+            return logsumexp(np.stack(estimates), axis=0) - np.log(len(estimates))
 
     def mean_log_likelihood(self, data: Any) -> float:
         """The average of `score_samples` over the rows of `data`, in nats per row."""
         return float(np.mean(self.score_samples(data)))
 
     def sample_batches(self, n: int, seed: int | None = None, batch_rows: int = SAMPLE_BATCH_ROWS) -> Iterator[pa.RecordBatch]:
-        """`n` synthetic rows in batches, in the original columns and units; a seed fixes them."""
+        """`n` synthetic rows in batches, with the original names, types and units; a seed fixes them."""
         rng = np.random.default_rng(seed)
         for start in range(0, n, batch_rows):
             z = rng.standard_normal((min(batch_rows, n - start), self.config_.features), dtype=np.float32)
-            x = self.preprocessor_.inverse(self._flow.inverse(z))
-            yield pa.record_batch(list(x.T), schema=self.sample_schema)
+            yield self.preprocessor_.decode(self._flow.inverse(z).astype(np.float64), rng)
 
     def sample(self, n: int, seed: int | None = None) -> pd.DataFrame:
-        """`n` synthetic rows as a DataFrame with the original column names and units."""
+        """`n` synthetic rows as a DataFrame with the original column names, types and units."""
         return pa.Table.from_batches(list(self.sample_batches(n, seed)), schema=self.sample_schema).to_pandas()
 
     # ----------------------------------------------------------------------------- persistence
@@ -176,8 +208,8 @@ class TabularFlow:
             raise BundleError(f"{path}: {error}") from None
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise BundleError(f"{path}: the manifest is malformed ({type(error).__name__}: {error})") from None
-        if len(model.preprocessor_.columns) != model.config_.features:
-            raise BundleError(f"{path}: the manifest lists {len(model.preprocessor_.columns)} columns for a flow of {model.config_.features}")
+        if model.preprocessor_.width != model.config_.features:
+            raise BundleError(f"{path}: the manifest's columns make {model.preprocessor_.width} features for a flow of {model.config_.features}")
         _check_weights(weights, model.config_, path)
         model.weights_ = weights
         model._flow = NumpyRealNVP(model.config_, weights)
@@ -236,10 +268,27 @@ def _check_weights(weights: dict[str, np.ndarray], config: FlowConfig, path: str
             raise BundleError(f"{path}: weight {name} has shape {value.shape} and type {value.dtype}; expected finite float32 {shape}")
 
 
-def _fingerprint(x: np.ndarray, columns: list[str]) -> str:
-    digest = hashlib.sha256("\x1f".join(columns).encode())
-    digest.update(np.ascontiguousarray(x, dtype="<f8").tobytes())
-    return "sha256:" + digest.hexdigest()
+def split_rows(rows: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shuffled (train, validation) row indices; validation gets at least one row."""
+    order = np.random.default_rng(seed).permutation(rows)
+    n_val = min(rows - 1, max(1, round(rows * val_fraction)))
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
+    """log Σ exp(a) along `axis`, stable, with −inf where every term is −inf."""
+    peak = np.max(a, axis=axis, keepdims=True)
+    peak = np.where(np.isfinite(peak), peak, 0.0)
+    with np.errstate(divide="ignore"):
+        return np.log(np.sum(np.exp(a - peak), axis=axis)) + np.squeeze(peak, axis=axis)
+
+
+def _fingerprint(table: pa.Table) -> str:
+    """SHA-256 of the modeled columns, names and values, in Arrow's IPC stream format."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table.combine_chunks())
+    return "sha256:" + hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
 
 
 def _torch_version() -> str:

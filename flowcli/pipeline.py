@@ -6,7 +6,7 @@ Scoring and sampling stream in batches, so memory stays flat however long the in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,7 +16,7 @@ from flowcli.atomic import check_destination
 from flowcli.errors import DataError
 from flowcli.io import iter_batches, read_table, write_batches
 from flowcli.model import TabularFlow
-from flowcli.schema import require_columns, to_matrix
+from flowcli.schema import parse_numbers, require_columns
 
 if TYPE_CHECKING:
     from flowcli.train import EpochReport
@@ -40,6 +40,8 @@ def fit_file(
     format: str | None = None,
     columns: list[str] | None = None,
     force: bool = False,
+    kinds: dict[str, str] | None = None,
+    ignore: Sequence[str] = (),
     hyperparameters: dict | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
     stop_requested: Callable[[], bool] = lambda: False,
@@ -47,7 +49,8 @@ def fit_file(
     """Fit a model to the table at `data` and write it to `output` as a .flow bundle."""
     check_destination(output, force=force, inputs=[data])  # fail before training, not after
     model = TabularFlow(**(hyperparameters or {}))
-    model.fit(read_table(data, format), columns, on_epoch=on_epoch, stop_requested=stop_requested, source=data)
+    model.fit(read_table(data, format), columns, kinds=kinds, ignore=ignore, on_epoch=on_epoch,
+              stop_requested=stop_requested, source=data)
     model.save(output, force=force, inputs=(data,))
     return model
 
@@ -60,30 +63,34 @@ def score_file(
     format: str | None = None,
     output_format: str | None = None,
     with_input: bool = False,
+    strict: bool = False,
     force: bool = False,
     batch_rows: int = BATCH_ROWS,
 ) -> int:
     """Write `log_likelihood` for every row of `data`, in input order; returns the row count."""
     model = TabularFlow.load(bundle)
-    schema, batches = iter_batches(data, format, batch_rows=batch_rows, text_columns=model.columns_)
+    schema, batches = iter_batches(data, format, batch_rows=batch_rows, column_types=model.read_types)
     require_columns(schema.names, model.columns_, source=data)
     if with_input and SCORE_COLUMN in schema.names:
         raise DataError(f"{data}: already has a column {SCORE_COLUMN!r}; rename it to use --with-input")
     score_field = pa.field(SCORE_COLUMN, pa.float64())
-
-    # Model columns read as text (for exact error rows) go back out as the numbers they hold.
-    parsed = [name for name in model.columns_ if pa.types.is_string(schema.field(name).type)]
-    input_schema = pa.schema([pa.field(f.name, pa.float64()) if f.name in parsed else f for f in schema])
+    # Numbers read as text (so that a stray word is found by row) go back out as numbers.
+    numbers_as_text = [
+        column.name for column in model.preprocessor_.columns
+        if column.kind in ("continuous", "integer") and pa.types.is_string(schema.field(column.name).type)
+    ]
+    input_schema = pa.schema([pa.field(f.name, pa.float64()) if f.name in numbers_as_text else f for f in schema])
     out_schema = input_schema.append(score_field) if with_input else pa.schema([score_field])
 
     def scored() -> Iterator[pa.RecordBatch]:
         rows = 0
         for batch in batches:
-            x = to_matrix(batch, model.columns_, source=data, first_row=rows)
-            columns = [pa.array(model.log_likelihood(x), pa.float64())]
+            columns = [pa.array(model.score_samples(batch, strict=strict, source=data, first_row=rows), pa.float64())]
             if with_input:
-                numbers = {name: pa.array(x[:, j]) for j, name in enumerate(model.columns_) if name in parsed}
-                columns = [numbers.get(name, batch.column(name)) for name in batch.schema.names] + columns
+                columns[:0] = [
+                    parse_numbers(batch.column(name), name, data, rows) if name in numbers_as_text else batch.column(name)
+                    for name in batch.schema.names
+                ]
             rows += batch.num_rows
             yield pa.RecordBatch.from_arrays(columns, schema=out_schema)
 

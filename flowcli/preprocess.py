@@ -1,83 +1,94 @@
-"""Invertible, JSON-serializable column transforms between the user's units and the flow's.
+"""The table ↔ flow-feature map: one encoder per column (see `encoders`), side by side.
 
-`forward` returns the per-row log|det| of the map, so a density in the flow's space becomes
-a density in the user's units: log p_x(x) = log p_u(u) + log_det.
+`encode` turns a table into features u (N, W) and a log-weight per row, given noise for the
+dequantization and imputation; `decode` turns features back into a table of the original
+names and types. `noise_points` gives the deterministic noise that scoring averages over.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
+from flowcli.encoders import CategoricalColumn, NumericColumn, encoder_from_json, fit_encoder
 from flowcli.errors import BundleError
 
-
-@dataclass(frozen=True)
-class ContinuousColumn:
-    """A real-valued column, standardized as u = (x − mean) / std."""
-
-    name: str
-    mean: float
-    std: float
-    dtype: str = "double"  # the column's type in the training table, for the record
-
-    kind = "continuous"
-
-    def to_json(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "dtype": self.dtype, "mean": self.mean, "std": self.std}
+NOISE_POINTS = 8  # noise draws averaged per row when a table has discrete or missing values
+_GOLDEN = (np.sqrt(5) - 1) / 2
 
 
 @dataclass(frozen=True)
 class Preprocessor:
-    """Maps a table's columns (N, D) in the user's units to standardized features (N, D)."""
+    """Encoders for the model's columns, in order."""
 
-    columns: tuple[ContinuousColumn, ...]
+    columns: tuple[NumericColumn | CategoricalColumn, ...]
 
     @classmethod
-    def fit(cls, x: np.ndarray, names: list[str], dtypes: list[str]) -> Preprocessor:
-        """Learn each column's mean and standard deviation from the rows of x (N, D)."""
-        mean, std = x.mean(axis=0), x.std(axis=0)
-        return cls(tuple(ContinuousColumn(n, float(m), float(s), d) for n, m, s, d in zip(names, mean, std, dtypes)))
+    def fit(cls, table: pa.Table, kinds: dict[str, str], *, source: str) -> Preprocessor:
+        """Learn each column's encoder from the rows of `table`; `kinds` maps name → kind, in order."""
+        return cls(tuple(fit_encoder(table.column(name), name, kind, source) for name, kind in kinds.items()))
 
     @property
     def names(self) -> list[str]:
         return [column.name for column in self.columns]
 
     @property
-    def _mean(self) -> np.ndarray:
-        return np.array([column.mean for column in self.columns])
+    def width(self) -> int:
+        """How many flow features the columns become."""
+        return sum(column.width for column in self.columns)
 
-    @property
-    def _std(self) -> np.ndarray:
-        return np.array([column.std for column in self.columns])
+    def is_exact(self, table: pa.Table | pa.RecordBatch) -> bool:
+        """True when encoding `table` uses no noise: all columns continuous and nothing missing."""
+        return all(
+            isinstance(column, NumericColumn) and not column.discrete and column.missing_rate is None
+            and table.column(column.name).null_count == 0
+            for column in self.columns
+        )
 
-    @property
-    def log_det(self) -> float:
-        """log|det ∂u/∂x|, the same for every row: −Σ log std."""
-        return float(-np.log(self._std).sum())
+    def encode(
+        self, table: pa.Table | pa.RecordBatch, noise: np.ndarray, *, source: str = "data", first_row: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Columns of `table` → features u (N, W) and log-weights (N,), given noise (N, W) in (0, 1)."""
+        features, log_weight, start = [], np.zeros(table.num_rows), 0
+        for column in self.columns:
+            u, weight = column.encode(table.column(column.name), noise[:, start:start + column.width], source, first_row)
+            features.append(u)
+            log_weight += weight
+            start += column.width
+        return np.concatenate(features, axis=1), log_weight
 
-    def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """User units (N, D) → standardized (N, D), with log|det ∂u/∂x| per row (N,)."""
-        return (x - self._mean) / self._std, np.full(len(x), self.log_det)
+    def decode(self, u: np.ndarray, rng: np.random.Generator) -> pa.RecordBatch:
+        """Features u (N, W) → a record batch with the original column names and types."""
+        arrays, start = [], 0
+        for column in self.columns:
+            arrays.append(column.decode(u[:, start:start + column.width], rng))
+            start += column.width
+        return pa.RecordBatch.from_arrays(arrays, names=self.names)
 
-    def inverse(self, u: np.ndarray) -> np.ndarray:
-        """Standardized (N, D) → user units (N, D), as float64."""
-        return u.astype(np.float64) * self._std + self._mean
+    def unseen(self, table: pa.Table | pa.RecordBatch, *, source: str = "data") -> dict[str, int]:
+        """Per categorical column, how many values of `table` were never seen at fit."""
+        counts = {
+            column.name: column.unseen(table.column(column.name), source)
+            for column in self.columns if isinstance(column, CategoricalColumn)
+        }
+        return {name: count for name, count in counts.items() if count}
+
+    def noise_points(self, rows: int, points: int = NOISE_POINTS) -> list[np.ndarray]:
+        """`points` deterministic noise arrays (rows, W): a rank-1 lattice, even in every feature."""
+        shift = (np.arange(self.width) * _GOLDEN) % 1.0
+        return [np.broadcast_to(((i + 0.5) / points + shift) % 1.0, (rows, self.width)) for i in range(points)]
 
     def to_json(self) -> list[dict]:
         return [column.to_json() for column in self.columns]
 
     @classmethod
-    def from_json(cls, data: list[dict]) -> Preprocessor:
-        columns = []
+    def from_json(cls, data: Sequence[dict]) -> Preprocessor:
         if not isinstance(data, list) or not all(isinstance(entry, dict) for entry in data):
             raise BundleError("the manifest is malformed: its columns are not a list of column records")
-        for entry in data:
-            if entry.get("kind") != ContinuousColumn.kind:
-                raise BundleError(f"column kind {entry.get('kind')!r} is not supported by this flowcli version")
-            column = ContinuousColumn(str(entry["name"]), float(entry["mean"]), float(entry["std"]), str(entry["dtype"]))
-            if not (np.isfinite(column.mean) and np.isfinite(column.std) and column.std > 0):
-                raise BundleError(f"column {column.name!r} has an invalid standardization ({column.mean}, {column.std})")
-            columns.append(column)
-        return cls(tuple(columns))
+        try:
+            return cls(tuple(encoder_from_json(entry) for entry in data))
+        except (KeyError, TypeError, ValueError) as error:
+            raise BundleError(f"the manifest's columns are invalid ({type(error).__name__}: {error})") from None

@@ -26,10 +26,10 @@ def render_report(description: dict, bundle: str) -> str:
 
     console.print(f"\nColumns ({len(description['columns'])})")
     columns = Table(box=None, pad_edge=False, padding=(0, 2, 0, 2), show_edge=False)
-    for heading in ("name", "kind", "type", "mean", "std"):
-        columns.add_column(heading, justify="right" if heading in ("mean", "std") else "left", overflow="fold")
+    for heading in ("name", "kind", "type", "preprocessing"):
+        columns.add_column(heading, overflow="fold")
     for column in description["columns"]:
-        columns.add_row(column["name"], column["kind"], column["dtype"], f"{column['mean']:.6g}", f"{column['std']:.6g}")
+        columns.add_row(column["name"], column["kind"], column["dtype"], _preprocessing(column))
     console.print(columns)
     for name, reason in description["left_out"].items():
         console.print(f"  left out: {name!r} {reason}")
@@ -51,6 +51,26 @@ def render_report(description: dict, bundle: str) -> str:
         **({"recoveries": f"{training['recoveries']} (non-finite loss, retried at a lower lr)"} if training["recoveries"] else {}),
     }))
     return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines()) + "\n"
+
+
+def _preprocessing(column: dict) -> str:
+    """One line on how a column is encoded, from its manifest record."""
+    if "levels" in column:
+        text = f"{len(column['levels'])} levels"
+        if column.get("rare"):
+            text += f" + other ({column['rare_count']:,} rare values)"
+        if None in column["levels"]:
+            text += f", {column['probabilities'][column['levels'].index(None)]:.1%} missing"
+        return text
+    transform = {"identity": "", "log": "log, ", "logit": "logit, "}[column.get("transform", "identity")]
+    text = f"{transform}mean {column['mean']:.4g}, std {column['std']:.4g}"
+    if column.get("discrete"):
+        text = "dequantized, " + text
+    if column.get("low") is not None and column.get("high") is not None and "low" in column:
+        text += f", range [{column['low']:.6g}, {column['high']:.6g}]"
+    if column.get("missing_rate") is not None:
+        text += f", {column['missing_rate']:.1%} missing"
+    return text
 
 
 def _fields(values: dict) -> Table:

@@ -1,7 +1,8 @@
-"""Which columns of a table a model uses, and how they become a float64 matrix.
+"""Which columns of a table a model uses, and of what kind each is.
 
-Every check names the column and, where it can, the first offending row (1-based, header
-excluded), so the user knows what to fix.
+Kinds: continuous, integer, categorical, boolean, datetime. Inference follows the column's
+type and values; the user can override it per column. Every check names the column and,
+where it can, the first offending row (1-based, header excluded), so the user knows what to fix.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -20,12 +20,21 @@ from flowcli.errors import DataError
 _NUMBER = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$|^\s*[-+]?(inf|infinity|nan)\s*$"
 
 
+KINDS = ("continuous", "integer", "categorical", "boolean", "datetime")
+FEW_LEVELS = 10  # a numeric column with at most this many distinct values is categorical
+_ID_MIN_ROWS = 20  # below this, all-distinct text is not evidence of an identifier
+
+
 @dataclass(frozen=True)
 class Selection:
-    """The columns a model will use, in order, and the columns left out with the reason why."""
+    """The columns a model will use with their kinds, in order, and those left out with why."""
 
-    columns: list[str]
+    kinds: dict[str, str]
     left_out: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.kinds)
 
 
 def first_non_number(values: pa.Array | pa.ChunkedArray) -> tuple[int, str] | None:
@@ -48,41 +57,83 @@ def not_a_number(source: str, column: str, text: str, row: int | None) -> DataEr
     return DataError(f"{source}: column {column!r} holds {text!r}{where}, which is not a number; fix or remove that value")
 
 
-def select_columns(table: pa.Table, requested: Sequence[str] | None, *, source: str) -> Selection:
-    """The numeric, non-constant columns of `table`, or exactly `requested` after checking them.
+def select_columns(
+    table: pa.Table,
+    requested: Sequence[str] | None = None,
+    *,
+    kinds: dict[str, str] | None = None,
+    ignore: Sequence[str] = (),
+    source: str,
+) -> Selection:
+    """The columns to model and their kinds: `requested` (default: all), less `ignore`.
 
-    Without `requested`, columns that are not numeric or are constant are left out (the caller
-    warns); a column of numbers with a stray word in it is an error, since it was meant to count.
+    `kinds` overrides inference for the columns it names. Without `requested`, columns that
+    cannot be modeled (identifiers, free text, entirely missing, unsupported types) are left
+    out, for the caller to warn about; a requested column that cannot be modeled is an error.
     """
+    kinds = dict(kinds or {})
     _reject_duplicate_names(table.column_names, source)
+    for flag, names in (("--ignore", ignore), *((f"--{kind}", [n for n, k in kinds.items() if k == kind]) for kind in KINDS)):
+        unknown = [name for name in names if name not in table.column_names]
+        if unknown:
+            raise DataError(f"{source}: {flag} names no column {_names(unknown)}; the table has {_names(table.column_names)}")
     if table.num_rows == 0:
         raise DataError(f"{source}: the table has a header but no data rows; give rows to learn from")
     if requested is not None:
         _reject_duplicate_names(list(requested), "--columns")
         missing = [name for name in requested if name not in table.column_names]
         if missing:
-            raise DataError(
-                f"{source}: no column {_names(missing)}; the table has {_names(table.column_names)}"
-            )
-        for name in requested:
-            reason = _unusable(table.column(name), name, source)
-            if reason:
-                raise DataError(f"{source}: column {name!r} {reason}; leave it out of --columns")
-        return Selection(list(requested))
+            raise DataError(f"{source}: no column {_names(missing)}; the table has {_names(table.column_names)}")
 
-    columns, left_out = [], {}
-    for name in table.column_names:
-        reason = _unusable(table.column(name), name, source)
-        if reason:
-            left_out[name] = reason
+    chosen, left_out = {}, {}
+    for name in requested if requested is not None else table.column_names:
+        if name in ignore:
+            continue
+        kind, reason = (kinds[name], None) if name in kinds else infer_kind(table.column(name), name, source)
+        if kind is not None:
+            chosen[name] = kind
+        elif requested is not None:
+            raise DataError(f"{source}: column {name!r} {reason}; leave it out of --columns or name its kind, e.g. --categorical {name}")
         else:
-            columns.append(name)
-    if not columns:
-        raise DataError(
-            f"{source}: no usable numeric column (left out: {_reasons(left_out)}); "
-            "give a table with numeric columns"
-        )
-    return Selection(columns, left_out)
+            left_out[name] = reason
+    if not chosen:
+        raise DataError(f"{source}: no column that can be modeled (left out: {_reasons(left_out)}); give a table with numeric, categorical or date columns")
+    return Selection(chosen, left_out)
+
+
+def infer_kind(values: pa.ChunkedArray, name: str, source: str) -> tuple[str | None, str | None]:
+    """(kind, None) for a column flowcli can model, or (None, why it is left out)."""
+    if pa.types.is_dictionary(values.type):
+        values = pc.cast(values, values.type.value_type)
+    present = len(values) - values.null_count
+    if present == 0:
+        return None, "is entirely missing"
+    if pa.types.is_boolean(values.type):
+        return "boolean", None
+    if pa.types.is_timestamp(values.type) or pa.types.is_date(values.type):
+        return "datetime", None
+    if _is_number_type(values.type):
+        if pc.count_distinct(values).as_py() <= FEW_LEVELS:
+            return "categorical", None
+        return ("integer" if pa.types.is_integer(values.type) else "continuous"), None
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        if _mostly_numbers(values):
+            bad = first_non_number(values)
+            if bad is not None:
+                number = pc.index(pc.match_substring_regex(values, _NUMBER, ignore_case=True), True).as_py()
+                raise DataError(
+                    f"{source}: column {name!r} mixes numbers and text (e.g. {values[number].as_py()!r} in row "
+                    f"{number + 1} and {bad[1]!r} in row {bad[0] + 1}); fix the text or pass --categorical {name}"
+                )
+            return "continuous", None
+        distinct = pc.count_distinct(values).as_py()
+        if distinct == present and present >= _ID_MIN_ROWS:
+            return None, "looks like an identifier (every value is distinct)"
+        lengths = pc.utf8_length(values)
+        if pc.mean(lengths).as_py() > 40 and distinct > present / 2:
+            return None, "looks like free text"
+        return "categorical", None
+    return None, f"has type {values.type}, which flowcli cannot model"
 
 
 def require_columns(available: Sequence[str], needed: Sequence[str], *, source: str) -> None:
@@ -94,46 +145,7 @@ def require_columns(available: Sequence[str], needed: Sequence[str], *, source: 
         )
 
 
-def to_matrix(
-    data: pa.Table | pa.RecordBatch, columns: Sequence[str], *, source: str, first_row: int = 0
-) -> np.ndarray:
-    """The `columns` of `data` as a finite float64 matrix, shape (N, D).
-
-    `first_row` is the 0-based position of `data`'s first row in the whole input, for messages.
-    """
-    require_columns(data.schema.names, columns, source=source)
-    x = np.empty((data.num_rows, len(columns)), dtype=np.float64)
-    for j, name in enumerate(columns):
-        x[:, j] = _as_float64(data.column(name), name, source, first_row)
-    _reject_non_finite(x, columns, source, first_row)
-    return x
-
-
-def _unusable(values: pa.ChunkedArray, name: str, source: str) -> str | None:
-    """Why a column cannot be modeled as continuous, or None when it can."""
-    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
-        if not _mostly_numbers(values):
-            return "is not numeric"
-        values = _parse_numbers(values, name, source, first_row=0)
-    elif not _is_number_type(values.type):
-        return f"has type {values.type}, which is not numeric"
-    if values.null_count == len(values):
-        return "is entirely missing"
-    low, high = pc.min_max(values).values()
-    if low.as_py() == high.as_py():
-        return f"is constant ({low.as_py()!r} in every row), so it carries no information"
-    return None
-
-
-def _as_float64(values: pa.Array | pa.ChunkedArray, name: str, source: str, first_row: int) -> np.ndarray:
-    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
-        values = _parse_numbers(values, name, source, first_row)
-    elif not _is_number_type(values.type):
-        raise DataError(f"{source}: column {name!r} has type {values.type}; the model needs numbers there")
-    return pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
-
-
-def _parse_numbers(values: pa.Array | pa.ChunkedArray, name: str, source: str, first_row: int) -> pa.Array:
+def parse_numbers(values: pa.Array | pa.ChunkedArray, name: str, source: str, first_row: int) -> pa.Array:
     """Text to float64; blanks become missing, and a word fails with its row (1-based)."""
     try:
         return pc.cast(values, pa.float64())  # the fast path: clean numbers
@@ -144,20 +156,6 @@ def _parse_numbers(values: pa.Array | pa.ChunkedArray, name: str, source: str, f
         raise not_a_number(source, name, bad[1], first_row + bad[0] + 1)
     trimmed = pc.utf8_trim_whitespace(values)
     return pc.cast(pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed), pa.float64())
-
-
-def _reject_non_finite(x: np.ndarray, columns: Sequence[str], source: str, first_row: int) -> None:
-    bad = ~np.isfinite(x)
-    if not bad.any():
-        return
-    bad_rows = bad.any(axis=1)
-    per_column = bad.sum(axis=0)
-    where = ", ".join(f"{columns[j]!r} ({per_column[j]})" for j in np.flatnonzero(per_column))
-    first = first_row + int(np.argmax(bad_rows)) + 1
-    raise DataError(
-        f"{source}: {int(bad_rows.sum())} rows have missing, NaN or infinite values, first in row {first} "
-        f"(per column: {where}); drop or fill those rows"
-    )
 
 
 def _mostly_numbers(values: pa.ChunkedArray) -> bool:

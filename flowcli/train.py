@@ -32,7 +32,6 @@ class TrainSettings:
     max_time: float | None = None  # seconds of wall-clock training
     batch_size: int | None = None
     lr: float = 1e-3
-    val_fraction: float = 0.1
     patience: int = 20  # epochs without a better validation NLL before stopping
     seed: int = 0
     device: str = "auto"
@@ -125,37 +124,33 @@ def default_batch_size(rows: int) -> int:
     return int(np.clip(2 ** round(math.log2(max(rows, 1) / 64)), 32, 512))
 
 
-def split_rows(rows: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Shuffled (train, validation) row indices; validation gets at least one row."""
-    order = np.random.default_rng(seed).permutation(rows)
-    n_val = min(rows - 1, max(1, round(rows * val_fraction)))
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
-
-
 def train_flow(
-    u: np.ndarray,
+    u_train: np.ndarray,
+    u_val: np.ndarray,
     config: FlowConfig,
     settings: TrainSettings,
     *,
-    nll_offset: float = 0.0,
+    train_offset: float = 0.0,
+    val_offset: float = 0.0,
+    redraw: Callable[[], np.ndarray] | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
     stop_requested: Callable[[], bool] = lambda: False,
 ) -> tuple[dict[str, np.ndarray], TrainingSummary]:
-    """Fit a RealNVP to standardized rows u (N, D); returns its best weights and a summary.
+    """Fit a RealNVP to encoded training rows (N, W), validating on u_val; returns the best weights.
 
-    `nll_offset` is added to every reported NLL to put it in the data's units (−log|det| of
-    the preprocessing). `stop_requested` is polled every step (Ctrl-C, say): training then
-    ends after a last validation, keeping the best weights.
+    The offsets are added to the reported NLLs to put them in the data's units (minus the mean
+    log-weight of the encoding). `redraw`, when given, re-encodes the training rows with fresh
+    dequantization noise for every epoch after the first. `stop_requested` is polled every
+    step (Ctrl-C, say): training then ends after a last validation, keeping the best weights.
     """
     device = resolve_device(settings.device)
     torch.manual_seed(settings.seed)
-    train_rows, val_rows = split_rows(len(u), settings.val_fraction, settings.seed)
-    batch_size = settings.batch_size or default_batch_size(len(train_rows))
-    check_memory(len(u), config, batch_size, device)
-    x_train = torch.as_tensor(u[train_rows], dtype=torch.float32, device=device)
-    x_val = torch.as_tensor(u[val_rows], dtype=torch.float32, device=device)
+    batch_size = settings.batch_size or default_batch_size(len(u_train))
+    check_memory(len(u_train) + len(u_val), config, batch_size, device)
+    x_train = torch.as_tensor(u_train, dtype=torch.float32, device=device)
+    x_val = torch.as_tensor(u_val, dtype=torch.float32, device=device)
     summary = TrainingSummary(
-        rows_train=len(train_rows), rows_val=len(val_rows), batch_size=batch_size,
+        rows_train=len(u_train), rows_val=len(u_val), batch_size=batch_size,
         lr=settings.lr, seed=settings.seed, device=str(device),
     )
 
@@ -164,7 +159,7 @@ def train_flow(
     optimizer = torch.optim.Adam(flow.parameters(), lr=lr)
     shuffle = torch.Generator().manual_seed(settings.seed)
     best_state = copy.deepcopy(flow.state_dict())
-    summary.best_val_nll = _mean_nll(flow, x_val) + nll_offset
+    summary.best_val_nll = _mean_nll(flow, x_val) + val_offset
     start = time.perf_counter()
 
     def interruption() -> str | None:
@@ -175,6 +170,8 @@ def train_flow(
         return None
 
     for epoch in range(1, settings.epochs + 1):
+        if redraw is not None and epoch > 1:
+            x_train = torch.as_tensor(redraw(), dtype=torch.float32, device=device)
         flow.train()
         total, seen, stop = torch.zeros((), device=device), 0, None
         for step, batch_rows in enumerate(torch.randperm(len(x_train), generator=shuffle).split(batch_size)):
@@ -189,8 +186,8 @@ def train_flow(
             # Checking finiteness syncs with the device, so look only now and then.
             if (step % 64 == 63 and not torch.isfinite(total)) or (stop := interruption()):
                 break
-        train_nll = total.item() / max(seen, 1) + nll_offset
-        val_nll = _mean_nll(flow, x_val) + nll_offset
+        train_nll = total.item() / max(seen, 1) + train_offset
+        val_nll = _mean_nll(flow, x_val) + val_offset
         if not (math.isfinite(train_nll) and math.isfinite(val_nll)):
             # Go back to the best weights and try again more gently.
             summary.recoveries += 1

@@ -23,6 +23,10 @@ def test_there_is_a_fixture_for_the_current_format():
 def test_old_bundle_loads_and_scores_as_it_did(folder):
     model = TabularFlow.load(folder / "model.flow")
     expected = json.loads((folder / "expected.json").read_text())
-    rows = pd.read_csv(folder / "rows.csv")
+    rows = pd.read_parquet(folder / "rows.parquet") if (folder / "rows.parquet").exists() else pd.read_csv(folder / "rows.csv")
     np.testing.assert_allclose(model.score_samples(rows), expected["scores"], rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(model.sample(5, seed=0).to_numpy(), expected["samples_seed_0"], rtol=1e-6, atol=1e-9)
+    samples = model.sample(5, seed=0)
+    if folder.name == "format_v1":  # numbers only: compare as numbers
+        np.testing.assert_allclose(samples.to_numpy(), expected["samples_seed_0"], rtol=1e-6, atol=1e-9)
+    else:
+        assert samples.astype(str).to_numpy().tolist() == expected["samples_seed_0"]

@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, assume, example, given, note, settings
+from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
 from hypothesis.extra import numpy as hnp
@@ -55,7 +55,7 @@ from flowcli.preprocess import Preprocessor
 from flowcli.schema import select_columns, to_matrix
 
 # ----------------------------------------------------------------------------------- harness
-FUZZ_FACTOR = 25  # the `fuzz` twin of a property runs this many times its default examples
+FUZZ_FACTOR = 20  # the `fuzz` twin of a property runs this many times its default examples
 # Failing examples are replayed on the next run. One database per property (its two twins share
 # it), since several properties share a body and Hypothesis keys examples by the body's source;
 # kept in the temporary folder, out of the working tree.
@@ -151,15 +151,16 @@ NUMBER_TEXT = st.tuples(
     st.sampled_from(["", "+", "-"]),
     st.tuples(_MANTISSA, _EXPONENT).map("".join) | st.sampled_from(["inf", "infinity", "nan"]).flatmap(_cased),
 ).map("".join)
-# A number padded with the blanks that regex's \s accepts (RE2: tab, newline, form feed, CR, space).
+# A number padded with the blanks that the regex's \s accepts (RE2: tab, newline, form feed, CR, space).
 _BLANKS = st.text(" \t\n\r\f", max_size=2)
 PADDED_NUMBER_TEXT = st.tuples(_BLANKS, NUMBER_TEXT, _BLANKS).filter(lambda parts: parts[0] or parts[2]).map("".join)
 WORDS = st.text(max_size=8)  # any unicode, including digits of other scripts and blanks
+NUMBERS = NUMBER_TEXT | PADDED_NUMBER_TEXT | _BLANKS  # a blank cell is a missing value
 
 
-def string_column(data_type: pa.DataType, numbers: st.SearchStrategy = NUMBER_TEXT) -> Columns:
+def string_column(data_type: pa.DataType) -> Columns:
     """Columns of numbers as text, of words, or of both mixed (a stray word in a numeric column)."""
-    flavors = st.sampled_from([numbers, WORDS, numbers | WORDS])
+    flavors = st.sampled_from([NUMBERS, WORDS, NUMBERS | WORDS])
     return lambda rows: flavors.flatmap(lambda values: column(values, data_type)(rows))
 
 
@@ -167,7 +168,7 @@ def decimal_column(max_precision: int, min_precision: int = 1) -> Columns:
     def arrays(rows: int) -> st.SearchStrategy:
         def of_type(precision: int, scale: int) -> st.SearchStrategy:
             digits = st.integers(-(10**precision - 1), 10**precision - 1)
-            return column(digits, pa.decimal128(precision, scale), lambda i: decimal.Decimal(i).scaleb(-scale))(rows)
+            return column(digits, pa.decimal128(precision, scale), lambda i: decimal.Decimal(f"{i}E-{scale}"))(rows)
 
         precision = st.integers(min_precision, max_precision)
         return precision.flatmap(lambda p: st.integers(0, p).flatmap(lambda s: of_type(p, s)))
@@ -204,7 +205,6 @@ BUG_KINDS: dict[str, Columns] = {
     "uint64_wide": integer_column(pa.uint64(), 2**53 + 1, 2**64 - 1),
     "float16": column(st.floats(width=16), pa.float16()),
     "decimal_wide": decimal_column(38, min_precision=17),
-    "padded_numbers": string_column(pa.string(), PADDED_NUMBER_TEXT),
 }
 ALL_KINDS = {**COLUMN_KINDS, **BUG_KINDS}
 SAFE = tuple(COLUMN_KINDS)
@@ -258,12 +258,13 @@ def _is_usable_type(data_type: pa.DataType) -> bool:
 
 def check_schema_inference(case: tuple[pa.Table, list[str] | None]) -> None:
     table, requested = case
-    note(f"table: {table.to_pydict()!r}\nschema: {table.schema}")
     try:
         selection = select_columns(table, requested, source="t")
         x = to_matrix(table, selection.columns, source="t")
     except DataError:
+        event("DataError")
         return
+    event(f"a matrix of {x.shape[1]} columns")
     if requested is None:
         assert selection.columns and set(selection.columns).isdisjoint(selection.left_out)
         assert sorted([*selection.columns, *selection.left_out]) == sorted(table.column_names)
@@ -280,7 +281,7 @@ def check_schema_inference(case: tuple[pa.Table, list[str] | None]) -> None:
 
 
 property_test(
-    "schema_inference", check_schema_inference, examples=60, case=schema_cases(),
+    "schema_inference", check_schema_inference, examples=200, case=schema_cases(),
     explicit=[
         {"case": (pa.table({}), None)},
         {"case": (pa.table({"a": ["1", "2.5e3", "-.5", "+Inf"]}), None)},
@@ -296,16 +297,6 @@ property_test(
         "to_matrix casts integers to float64 with a safe cast, so pa.table({'a': [2**53, 2**53 + 1]}) "
         "(int64, or uint64 above 2**53) passes select_columns and then to_matrix raises pyarrow.ArrowInvalid "
         "'Integer value 9007199254740993 not in range', not DataError"
-    )],
-)
-
-property_test(
-    "schema_padded_number_text", check_schema_inference, examples=20, case=schema_cases(focus=("padded_numbers",)),
-    explicit=[{"case": (pa.table({"a": [" 1", "2"]}), None)}],
-    marks=[known_bug(
-        "schema._NUMBER accepts blanks around a number but pyarrow's cast to float64 does not: "
-        "select_columns(pa.table({'a': [' 1', '2']}), None, source='t') raises pyarrow.ArrowInvalid "
-        "\"Failed to parse string: ' 1'\", not DataError (likewise '1\\n', '\\t1')"
     )],
 )
 
@@ -364,7 +355,7 @@ def check_preprocessor(x: np.ndarray, names: list[str], dtypes: list[str]) -> No
 
 
 property_test(
-    "preprocessor_round_trip", check_preprocessor, examples=60, x=standardizable(),
+    "preprocessor_round_trip", check_preprocessor, examples=150, x=standardizable(),
     names=st.lists(st.text(max_size=5), min_size=1, max_size=5),
     dtypes=st.lists(st.sampled_from(["double", "float", "int64", "string", "decimal128(15, 2)"]), min_size=1, max_size=5),
 )
@@ -378,7 +369,7 @@ def write_table(table: pa.Table, path: Path) -> None:
         pq.write_table(table, path)
 
 
-def read_all(path: Path, batch_rows: int, numeric_columns: Sequence[str]) -> dict[str, tuple[int, list[str]]]:
+def read_all(path: Path, batch_rows: int, text_columns: Sequence[str]) -> dict[str, tuple[int, list[str]]]:
     """Rows and column names as read_table and as iter_batches see them; readers that raised
     DataError are left out (any other exception escapes)."""
     seen = {}
@@ -388,22 +379,22 @@ def read_all(path: Path, batch_rows: int, numeric_columns: Sequence[str]) -> dic
     except DataError:
         pass
     try:
-        schema, batches = iter_batches(str(path), batch_rows=batch_rows, numeric_columns=numeric_columns)
+        schema, batches = iter_batches(str(path), batch_rows=batch_rows, text_columns=text_columns)
         rows = sum(batch.num_rows for batch in batches)
         seen["iter_batches"] = (rows, schema.names)
     except DataError:
         pass
+    event(f"read by: {', '.join(seen) or 'neither (DataError)'}")
     return seen
 
 
-def check_table_file(table: pa.Table, suffix: str, batch_rows: int, numeric: list[int]) -> None:
-    note(f"table: {table.to_pydict()!r}\nschema: {table.schema}")
+def check_table_file(table: pa.Table, suffix: str, batch_rows: int, text: list[int]) -> None:
     names = table.column_names
-    numeric_columns = [names[i % len(names)] for i in numeric] if names else []
+    text_columns = [names[i % len(names)] for i in text] if names else []  # as score reads its columns
     with scratch_folder() as folder:
         path = folder / f"table{suffix}"
         write_table(table, path)
-        for reader, (rows, read_names) in read_all(path, batch_rows, numeric_columns).items():
+        for reader, (rows, read_names) in read_all(path, batch_rows, text_columns).items():
             assert (rows, read_names) == (table.num_rows, names), reader
 
 
@@ -412,18 +403,18 @@ def lone_column_with_missing(table: pa.Table) -> bool:
     return table.num_columns == 1 and table.column(0).null_count > 0
 
 
-_TABLE_FILE = {"batch_rows": st.integers(1, 20), "numeric": st.lists(st.integers(0, 10), max_size=3)}
+_TABLE_FILE = {"batch_rows": st.integers(1, 20), "text": st.lists(st.integers(0, 10), max_size=3)}
 
 property_test(
-    "csv_files", check_table_file, examples=50, suffix=st.just(".csv"),
-    table=tables(CSV_SAFE + ("float16", "int64_wide", "decimal_wide", "padded_numbers")).filter(lambda t: not lone_column_with_missing(t)),
+    "csv_files", check_table_file, examples=150, suffix=st.just(".csv"),
+    table=tables(CSV_SAFE + ("float16", "int64_wide", "decimal_wide")).filter(lambda t: not lone_column_with_missing(t)),
     **_TABLE_FILE,
 )
 
 property_test(
     "csv_lone_column_with_missing_values", check_table_file, examples=10, suffix=st.just(".csv"),
     table=tables(CSV_SAFE, focus=("null", "float64", "string"), max_columns=0, min_rows=1),
-    explicit=[{"table": pa.table({"x": [1.0, None, 2.0]}), "suffix": ".csv", "batch_rows": 10, "numeric": []}],
+    explicit=[{"table": pa.table({"x": [1.0, None, 2.0]}), "suffix": ".csv", "batch_rows": 10, "text": []}],
     marks=[known_bug(
         "the CSV readers skip empty lines, and a missing value in a one-column CSV is an empty line: "
         "'x\\n1\\n\\n2\\n' reads as 2 rows, not 3, with no error, so fit drops the row instead of "
@@ -433,7 +424,7 @@ property_test(
 )
 
 property_test(
-    "parquet_files", check_table_file, examples=50, suffix=st.just(".parquet"),
+    "parquet_files", check_table_file, examples=150, suffix=st.just(".parquet"),
     table=tables(tuple(ALL_KINDS)), **_TABLE_FILE,
 )
 
@@ -453,7 +444,7 @@ def check_streaming_agrees(table: pa.Table) -> None:
         path = folder / "big.csv"
         write_table(table, path)
         whole = read_table(str(path))
-        schema, batches = iter_batches(str(path), batch_rows=1000, numeric_columns=["n"])
+        schema, batches = iter_batches(str(path), batch_rows=1000, text_columns=["n"])
         assert sum(batch.num_rows for batch in batches) == whole.num_rows == table.num_rows
 
 
@@ -506,12 +497,30 @@ def apply_plan(data: bytes, plan: Sequence[tuple], regions: dict[str, Sequence[r
     return bytes(out)
 
 
-def check_garbage_table(data: bytes, suffix: str, batch_rows: int) -> None:
-    """Whatever the bytes, the readers return a table or raise DataError."""
+def check_garbage_table(data: bytes, suffix: str, batch_rows: int, tolerated: tuple[type, ...]) -> None:
+    """Whatever the bytes, the readers return a usable table or raise DataError.
+
+    `tolerated` are exceptions of a known bug (an xfail below reproduces it), let through so
+    that the property keeps guarding everything else until the bug is fixed.
+    """
     with scratch_folder() as folder:
         path = folder / f"garbage{suffix}"
         path.write_bytes(data)
-        read_all(path, batch_rows, ["a", "b"])
+        try:
+            read_all(path, batch_rows, ["a", "b"])
+        except tolerated:
+            pass
+
+
+def utf8_header(data: bytes) -> bytes:
+    """`data` as is when pyarrow decodes its CSV header as UTF-8, else all of it made UTF-8."""
+    try:
+        pa_csv.open_csv(io.BytesIO(data)).schema.names
+    except UnicodeDecodeError:
+        return data.decode("utf-8", "replace").encode()
+    except Exception:  # noqa: BLE001 - unreadable for another reason: the property's business
+        pass
+    return data
 
 
 def _valid_file(suffix: str) -> bytes:
@@ -536,19 +545,41 @@ def damaged_files(suffix: str) -> st.SearchStrategy:
 
 
 property_test(
-    "garbage_csv", check_garbage_table, examples=60, data=damaged_files(".csv"), suffix=st.just(".csv"), batch_rows=st.integers(1, 5),
+    "garbage_csv", check_garbage_table, examples=200, data=damaged_files(".csv").map(utf8_header),
+    suffix=st.just(".csv"), batch_rows=st.integers(1, 5), tolerated=st.just(()),
 )
 
+# A header in another encoding: the names are bytes pyarrow hands over undecoded.
+LATIN1_CSV = st.tuples(st.lists(st.text(st.characters(min_codepoint=32, max_codepoint=255, exclude_characters=',"'), min_size=1, max_size=6), min_size=1, max_size=3),
+                       st.integers(1, 4)).map(lambda t: (",".join(t[0]) + "\n" + ("\n".join([",".join("1" * len(t[0]))] * t[1])) + "\n").encode("latin-1"))
 property_test(
-    "garbage_parquet", check_garbage_table, examples=60, data=damaged_files(".parquet"), suffix=st.just(".parquet"), batch_rows=st.integers(1, 5),
-    explicit=[{"data": b"PAR1\x00\x00\x00\x00PAR1", "suffix": ".parquet", "batch_rows": 1}],
+    "csv_header_not_utf8", check_garbage_table, examples=10, data=LATIN1_CSV, suffix=st.just(".csv"),
+    batch_rows=st.integers(1, 5), tolerated=st.just(()),
+    explicit=[{"data": b"caf\xe9,x\n1,2\n3,5\n", "suffix": ".csv", "batch_rows": 1, "tolerated": ()}],
     marks=[known_bug(
-        "io._arrow_errors catches ArrowInvalid, ArrowNotImplementedError and ArrowTypeError but not "
-        "pyarrow's OSError (ArrowIOError), which Parquet raises for damaged metadata or pages: "
-        "read_table('x.parquet') on the 12 bytes b'PAR1\\x00\\x00\\x00\\x00PAR1' raises OSError "
-        "\"Couldn't deserialize thrift: No more data to read\"; so do most bit flips of a real file "
-        "('Corrupt snappy compressed data', 'Unexpected end of stream', ...)"
+        "pyarrow does not check that CSV column names are UTF-8 and flowcli does not either: for a Latin-1 "
+        "file b'caf\\xe9,x\\n1,2\\n3,5\\n', read_table returns a table whose .column_names (and iter_batches a "
+        "schema whose .names) raise UnicodeDecodeError, so `flowcli fit latin1.csv` and `flowcli score m.flow "
+        "latin1.csv` end in a traceback instead of the 'not UTF-8 text' DataError"
     )],
+)
+
+_PARQUET_OSERROR = (
+    "io._arrow_errors catches ArrowInvalid, ArrowNotImplementedError and ArrowTypeError but not "
+    "pyarrow's OSError (ArrowIOError), which Parquet raises for damaged metadata or pages: "
+    "read_table('x.parquet') on the 12 bytes b'PAR1\\x00\\x00\\x00\\x00PAR1' raises OSError "
+    "\"Couldn't deserialize thrift: No more data to read\"; so do most bit flips of a real file "
+    "('Corrupt snappy compressed data', 'Unexpected end of stream', ...)"
+)
+property_test(  # passes while the bug stands: lets its OSError through, guards all else
+    "garbage_parquet_but_oserror", check_garbage_table, examples=200, data=damaged_files(".parquet"),
+    suffix=st.just(".parquet"), batch_rows=st.integers(1, 5), tolerated=st.just((OSError,)),
+)
+property_test(
+    "garbage_parquet", check_garbage_table, examples=10, data=damaged_files(".parquet"), suffix=st.just(".parquet"),
+    batch_rows=st.integers(1, 5), tolerated=st.just(()),
+    explicit=[{"data": b"PAR1\x00\x00\x00\x00PAR1", "suffix": ".parquet", "batch_rows": 1, "tolerated": ()}],
+    marks=[known_bug(_PARQUET_OSERROR)],
 )
 
 
@@ -602,19 +633,29 @@ def load_or_bundle_error(data: bytes) -> TabularFlow | None:
         path.write_bytes(data)
         with no_code_run():
             try:
-                return TabularFlow.load(path)
+                model = TabularFlow.load(path)
             except BundleError:
+                event("BundleError")
                 return None
+    event("loaded")
+    return model
 
 
 def same_weights(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
     return a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]) for k in a)
 
 
+class Original(tuple):
+    """The session bundle's bytes and model; short in Hypothesis' reports of failing examples."""
+
+    def __repr__(self) -> str:
+        return "<the bytes and model of conftest's bundle_path>"
+
+
 @pytest.fixture(scope="module")
-def original(bundle_path) -> tuple[bytes, TabularFlow]:
+def original(bundle_path) -> Original:
     model = TabularFlow.load(bundle_path)  # also imports whatever loading needs, before auditing
-    return bundle_path.read_bytes(), model
+    return Original((bundle_path.read_bytes(), model))
 
 
 # Zip header fields: (offset in the header, width in bytes); see APPNOTE.TXT 4.3.7, 4.3.12, 4.3.16.
@@ -687,7 +728,7 @@ def check_random_bundle(original, data: bytes) -> None:
 
 
 property_test(
-    "damaged_bundle", check_damaged_bundle, examples=60, edits=BUNDLE_EDITS,
+    "damaged_bundle", check_damaged_bundle, examples=300, edits=BUNDLE_EDITS,
     explicit=[{"edits": ([], [])}, {"edits": ([], [("central", MANIFEST, "time", 12345)])}],
 )
 
@@ -706,16 +747,17 @@ _ZIP_OF_JUNK = st.tuples(st.binary(max_size=200), st.binary(max_size=200)).map(
     lambda members: _zip({MANIFEST: members[0], WEIGHTS: members[1]})
 )
 property_test(
-    "random_bundle", check_random_bundle, examples=60,
+    "random_bundle", check_random_bundle, examples=200,
     data=st.one_of(st.binary(max_size=400), st.binary(max_size=400).map(lambda b: b"PK\x03\x04" + b), _ZIP_OF_JUNK),
 )
 
 
 # Re-signed bundles: a crafted manifest or weights, with valid zip CRCs and a matching checksum,
 # as anyone can write. They may load, but then as a usable model; otherwise a BundleError.
+# Integers stay within float64's range: beyond it is the OverflowError bug (resigned_bundle_huge_integer).
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=5)
-    | st.sampled_from([10**400, -(10**400), 2**63, 0, -1, 1e308, 5e-324, "nan", "inf", "1e5", [], {}]),
+    st.none() | st.booleans() | st.integers(-(10**300), 10**300) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=5) | st.sampled_from([2**63, 2**64, 0, -1, 1e308, 5e-324, "nan", "inf", "1e5", [], {}]),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
     max_leaves=6,
 )
@@ -760,7 +802,8 @@ def resign(manifest: dict, tensor_bytes: bytes) -> bytes:
     return _zip({MANIFEST: json.dumps(manifest).encode(), WEIGHTS: tensor_bytes})
 
 
-def check_resigned_bundle(original, manifest_edits: list[tuple], tensor_plan: list[tuple], resave: bool) -> None:
+def load_resigned(original, manifest_edits: list[tuple], tensor_plan: list[tuple], resave: bool) -> TabularFlow | None:
+    """The model of a re-signed copy of the bundle, after checking it is whole; None on BundleError."""
     data, model = original
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         manifest = json.loads(archive.read(MANIFEST))
@@ -771,18 +814,53 @@ def check_resigned_bundle(original, manifest_edits: list[tuple], tensor_plan: li
     tensors = apply_plan(tensors, tensor_plan, header) if tensor_plan else tensors
     loaded = load_or_bundle_error(resign(edit_json(manifest, manifest_edits), tensors))
     if loaded is None:
-        return
+        return None
     weights, config = loaded.weights_, loaded.config_
     assert weights.keys() == config.weight_shapes().keys()
     assert all(w.dtype == np.float32 and w.shape == config.weight_shapes()[k] and np.isfinite(w).all() for k, w in weights.items())
     assert len(loaded.columns_) == config.features
     if not tensor_plan:
         assert same_weights(weights, model.weights_)
+    return loaded
+
+
+def check_resigned_bundle(original, manifest_edits: list[tuple], tensor_plan: list[tuple], resave: bool) -> None:
+    load_resigned(original, manifest_edits, tensor_plan, resave)
+
+
+def check_resigned_bundle_usable(original, manifest_edits: list[tuple]) -> None:
+    """A bundle that loads scores a row at its columns' means, and samples, to finite numbers."""
+    loaded = load_resigned(original, manifest_edits, [], False)
+    if loaded is None:
+        return
+    means = [column.mean for column in loaded.preprocessor_.columns]
+    row = pa.Table.from_arrays([pa.array([mean]) for mean in means], names=loaded.columns_)
+    with np.errstate(all="ignore"):
+        score, sample = loaded.score_samples(row), loaded.sample(2, seed=0)
+    assert np.isfinite(score).all() and np.isfinite(sample.to_numpy()).all(), (score, sample)
 
 
 property_test(
-    "resigned_bundle", check_resigned_bundle, examples=60, manifest_edits=MANIFEST_EDITS,
+    "resigned_bundle", check_resigned_bundle, examples=300, manifest_edits=MANIFEST_EDITS,
     tensor_plan=st.just([]) | mutation_plans(["anywhere", "header"]), resave=st.booleans(),
+)
+
+# Numbers a trained model never has, in the fields that enter the arithmetic.
+_EXTREMES = st.sampled_from([1e308, -1e308, 5e-324, 1e-300, 1e300, 10**300, True, 2**64])
+_ARITHMETIC_FIELDS = st.one_of(
+    st.tuples(st.just("columns"), st.integers(0, 2), st.sampled_from(["mean", "std"])),
+    st.just(("architecture", "scale_bound")),
+)
+property_test(
+    "resigned_bundle_usable", check_resigned_bundle_usable, examples=15,
+    manifest_edits=st.lists(st.tuples(st.just("set"), _ARITHMETIC_FIELDS, _EXTREMES), min_size=1, max_size=2),
+    explicit=[{"manifest_edits": [("set", ("architecture", "scale_bound"), 1e308)]}],
+    marks=[known_bug(
+        "the loader checks only that scale_bound > 0 and that each mean and std is finite (std > 0), so crafted "
+        "bundles load and then score NaN: scale_bound 1e308 gives NaN scores and samples (inf * tanh(0)); "
+        "mean 1e308, or std 5e-324, gives NaN scores; scale_bound 10**400 (a JSON integer) loads and then "
+        "score_samples raises OverflowError"
+    )],
 )
 
 property_test(
@@ -835,14 +913,16 @@ def check_samples(model: TabularFlow, n: int, seed: int, batch_rows: int) -> Non
     batches = list(model.sample_batches(n, seed=seed, batch_rows=batch_rows))
     assert [batch.num_rows for batch in batches][:-1] == [batch_rows] * (len(batches) - 1)
     streamed = pa.Table.from_batches(batches).to_pandas()
-    np.testing.assert_allclose(streamed.to_numpy(), frame.to_numpy(), rtol=1e-6)
+    # A batch of another size may round differently in float32: equal up to that, in standard units.
+    standardize = model.preprocessor_.forward
+    np.testing.assert_allclose(standardize(streamed.to_numpy())[0], standardize(frame.to_numpy())[0], rtol=1e-4, atol=1e-5)
     assert np.isfinite(model.score_samples(frame)).all()
 
 
 property_test(
-    "score_samples", check_scores, examples=40, rows=ROWS, order=st.permutations([0, 1, 2]), extra=st.booleans(),
+    "score_samples", check_scores, examples=100, rows=ROWS, order=st.permutations([0, 1, 2]), extra=st.booleans(),
 )
 
 property_test(
-    "sample", check_samples, examples=40, n=st.integers(1, 500), seed=st.integers(0, 2**64), batch_rows=st.integers(1, 600),
+    "sample", check_samples, examples=60, n=st.integers(1, 500), seed=st.integers(0, 2**64), batch_rows=st.integers(1, 600),
 )

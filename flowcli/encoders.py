@@ -1,0 +1,415 @@
+"""Column encoders: each maps one table column to flow features and back, with its log-weight.
+
+A column becomes `width` real features. The caller supplies noise, uniform on (0, 1), one
+value per feature and row:
+
+- Discrete values are dequantized. A level k of frequency f_k maps to g = Φ⁻¹(F_k + f_k·w),
+  where F_k is the mass of the levels before it, so a flow that leaves g standard normal gives
+  P(k) = f_k exactly. Integers are dequantized as x + w before their continuous transform.
+- A missing value is imputed as g = Φ⁻¹(w) and weighted by 1/φ(g), which integrates it out.
+  Columns that had missing values at fit also carry an indicator, a two-level discrete feature,
+  so the missingness pattern has a probability too.
+
+`encode` returns log|det ∂u/∂x| minus the log-density of the noise it used (the log-weight),
+so that log p_flow(u) + log_weight, averaged over noise draws by log-mean-exp, estimates the
+log-likelihood of the row: a density for continuous values times a probability for discrete
+ones and for the missingness pattern. With no discrete or missing values it is exact.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from flowcli.errors import DataError
+from flowcli.schema import parse_numbers
+
+MAX_LEVELS = 1_000  # beyond this, rare levels share one "other" level
+MAX_RARE_KEPT = 1_000  # rare values kept in the bundle to sample "other" from
+_LOGIT_MARGIN = 1e-3  # [0, 1] maps into (−margin, 1 + margin) before the logit, so 0 and 1 stay finite
+_DAY_UNITS = {"s": 86_400, "ms": 86_400_000, "us": 86_400_000_000, "ns": 86_400_000_000_000}
+
+
+def _ndtri(c: np.ndarray) -> np.ndarray:
+    from scipy.special import ndtri  # imported only for tables that need it
+
+    return ndtri(np.clip(c, 1e-300, 1 - 1e-16))
+
+
+def _ndtr(g: np.ndarray) -> np.ndarray:
+    from scipy.special import ndtr
+
+    return ndtr(g)
+
+
+def _normal_log_pdf(g: np.ndarray) -> np.ndarray:
+    return -0.5 * g * g - 0.5 * math.log(2 * math.pi)
+
+
+@dataclass(frozen=True)
+class Levels:
+    """Probabilities of a finite set of levels, mapped to one standard-normal feature."""
+
+    probabilities: np.ndarray  # (K,), sums to 1
+
+    @property
+    def _starts(self) -> np.ndarray:
+        return np.concatenate([[0.0], np.cumsum(self.probabilities)[:-1]])
+
+    def encode(self, index: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Level indices (N,), −1 where unseen (log-weight −inf), and noise (N,) → (g, log-weight)."""
+        seen = index >= 0
+        k = np.where(seen, index, 0)
+        f = self.probabilities[k]
+        g = _ndtri(self._starts[k] + f * w)
+        with np.errstate(divide="ignore"):
+            log_weight = np.where(seen, np.log(f), -np.inf) - _normal_log_pdf(g)
+        return g, log_weight
+
+    def decode(self, g: np.ndarray) -> np.ndarray:
+        """Feature (N,) → level indices (N,)."""
+        index = np.searchsorted(np.cumsum(self.probabilities), _ndtr(g), side="right")
+        return np.minimum(index, len(self.probabilities) - 1)
+
+
+@dataclass(frozen=True)
+class NumericColumn:
+    """A continuous, integer or datetime column: an optional log or logit, then standardization.
+
+    Integers (and dates) are dequantized by adding the noise; datetimes count in days since
+    1970, so their densities are per day. Samples stay within [low, high] for integers and
+    datetimes, within [0, 1] for logit columns, and positive for log columns.
+    """
+
+    name: str
+    kind: str  # "continuous", "integer" or "datetime"
+    dtype: str  # the arrow type at fit, for the output
+    mean: float
+    std: float
+    transform: str = "identity"  # "identity", "log" or "logit"
+    low: float = -math.inf
+    high: float = math.inf
+    missing_rate: float | None = None  # the indicator's P(missing); None: no indicator
+    discrete: bool = False  # dequantized (integers, dates)
+
+    @property
+    def width(self) -> int:
+        return 1 if self.missing_rate is None else 2
+
+    @property
+    def output_type(self) -> pa.DataType:
+        """The type of sampled values: the type at fit where it can hold them."""
+        target = _arrow_type(self.dtype)
+        if self.kind == "datetime":
+            return target if pa.types.is_timestamp(target) or pa.types.is_date(target) else pa.timestamp("us")
+        if self.kind == "integer":
+            return target if pa.types.is_integer(target) else pa.int64()
+        return target if pa.types.is_floating(target) else pa.float64()
+
+    @classmethod
+    def fit(cls, values: pa.ChunkedArray, name: str, kind: str, source: str) -> NumericColumn:
+        x = numeric_values(values, kind, name=name, source=source)
+        missing = np.isnan(x)
+        observed = x[~missing]
+        low, high = float(observed.min()), float(observed.max())
+        discrete = kind == "integer" or pa.types.is_date(values.type)
+        if discrete:
+            transform = "log" if low >= 0 else "identity"
+            observed = observed + 0.5
+        elif kind == "continuous" and low >= 0 and high <= 1:
+            transform = "logit"
+        elif kind == "continuous" and low > 0:
+            transform = "log"
+        else:
+            transform = "identity"
+        t, _ = _forward_transform(transform, observed)
+        missing_rate = float(missing.mean()) if missing.any() else None
+        dtype = "timestamp[us]" if kind == "datetime" and pa.types.is_string(values.type) else _plain_type(values)
+        return cls(name, kind, dtype, float(t.mean()), float(t.std()) or 1.0,
+                   transform, low, high, missing_rate, discrete)
+
+    def encode(self, values: pa.ChunkedArray | pa.Array, noise: np.ndarray, source: str, first_row: int):
+        x = numeric_values(values, self.kind, name=self.name, source=source, first_row=first_row)
+        missing = np.isnan(x)
+        w = noise[:, 0]
+        v = np.where(missing, 0.5, x + w if self.discrete else x)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t, log_jacobian = _forward_transform(self.transform, v)
+        outside = ~np.isfinite(t) & ~missing  # outside the support seen at fit: density zero
+        u = np.where(outside, 0.0, (t - self.mean) / self.std)
+        log_weight = np.where(outside, -np.inf, log_jacobian - math.log(self.std))
+        imputed = _ndtri(w[missing])
+        u[missing], log_weight[missing] = imputed, -_normal_log_pdf(imputed)
+        if self.missing_rate is None:
+            return u[:, None], log_weight
+        g, indicator_weight = Levels(np.array([1 - self.missing_rate, self.missing_rate])).encode(
+            missing.astype(np.int64), noise[:, 1]
+        )
+        return np.column_stack([u, g]), log_weight + indicator_weight
+
+    def decode(self, u: np.ndarray, rng: np.random.Generator) -> pa.Array:
+        x = _inverse_transform(self.transform, u[:, 0] * self.std + self.mean)
+        if self.discrete:
+            x = np.floor(x)
+        if self.discrete or self.kind == "datetime" or self.transform == "logit":
+            x = np.clip(x, self.low, self.high)
+        missing = None
+        if self.missing_rate is not None:
+            missing = Levels(np.array([1 - self.missing_rate, self.missing_rate])).decode(u[:, 1]) == 1
+        return _to_arrow(x, self.output_type, missing)
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name, "kind": self.kind, "dtype": self.dtype, "mean": self.mean, "std": self.std,
+            "transform": self.transform, "low": _json_float(self.low), "high": _json_float(self.high),
+            "missing_rate": self.missing_rate, "discrete": self.discrete,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> NumericColumn:
+        column = cls(
+            str(data["name"]), str(data["kind"]), str(data["dtype"]), float(data["mean"]), float(data["std"]),
+            str(data.get("transform", "identity")), float(data.get("low", -math.inf)),
+            float(data.get("high", math.inf)), _optional_rate(data.get("missing_rate")), bool(data.get("discrete", False)),
+        )
+        if column.transform not in ("identity", "log", "logit") or not (math.isfinite(column.mean) and math.isfinite(column.std) and column.std > 0):
+            raise ValueError(f"column {column.name!r} has an invalid transform ({column.transform}, {column.mean}, {column.std})")
+        return column
+
+
+@dataclass(frozen=True)
+class CategoricalColumn:
+    """A categorical or boolean column: levels with frequencies, one feature (see `Levels`).
+
+    Missing values at fit are a level of their own (None). With more than MAX_LEVELS levels,
+    the rare ones share an "other" level (the last probability), scored as its frequency over
+    the number of rare values and sampled from up to MAX_RARE_KEPT of them; then any value
+    outside the kept levels scores as "other". Otherwise an unseen value has probability zero,
+    a log-likelihood of −inf.
+    """
+
+    name: str
+    kind: str  # "categorical" or "boolean"
+    dtype: str
+    levels: list  # JSON values, sorted; None is the missing level
+    probabilities: list[float]  # one per level, plus one for "other" when `rare` is not empty
+    rare: list = field(default_factory=list)  # some of the values folded into "other"
+    rare_count: int = 0  # how many distinct values "other" stands for
+
+    width = 1
+
+    @property
+    def output_type(self) -> pa.DataType:
+        return _arrow_type(self.dtype)
+
+    @classmethod
+    def fit(cls, values: pa.ChunkedArray, name: str, kind: str, source: str) -> CategoricalColumn:
+        counts = pc.value_counts(_plain(values))
+        levels, frequencies = counts.field("values").to_pylist(), counts.field("counts").to_numpy()
+        by_count = np.argsort(-frequencies, kind="stable")
+        kept, folded = by_count[: MAX_LEVELS - 1], by_count[MAX_LEVELS - 1:]
+        if len(levels) <= MAX_LEVELS:
+            kept, folded = by_count, by_count[:0]
+        kept = sorted(kept, key=lambda i: _sort_key(levels[i]))
+        shares = frequencies[kept] / len(values)
+        if len(folded):
+            shares = np.append(shares, frequencies[folded].sum() / len(values))
+        return cls(name, kind, _plain_type(values), [levels[i] for i in kept], shares.tolist(),
+                   [levels[i] for i in folded[:MAX_RARE_KEPT]], len(folded))
+
+    @property
+    def _other(self) -> int | None:
+        """The index of the "other" level, or None when nothing was folded."""
+        return len(self.levels) if self.rare else None
+
+    def _index(self, values: pa.ChunkedArray | pa.Array, source: str) -> np.ndarray:
+        """Level index per row: −1 for an unseen value, −2 for a missing value with no level."""
+        values = _plain(values)
+        level_type = _arrow_type(self.dtype)
+        if values.type != level_type:
+            try:
+                values = pc.cast(values, level_type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                raise DataError(
+                    f"{source}: column {self.name!r} holds {values.type} values, which are not its {self.kind} "
+                    f"values of type {level_type}"
+                ) from None
+        present = np.array([i for i, level in enumerate(self.levels) if level is not None])
+        value_set = pa.array([self.levels[i] for i in present], type=level_type)
+        position = pc.fill_null(pc.index_in(values, value_set=value_set), -1).to_numpy(zero_copy_only=False)
+        index = np.where(position >= 0, present[np.maximum(position, 0)], -1 if self._other is None else self._other)
+        index[values.is_null().to_numpy(zero_copy_only=False)] = self.levels.index(None) if None in self.levels else -2
+        return index
+
+    def encode(self, values: pa.ChunkedArray | pa.Array, noise: np.ndarray, source: str, first_row: int):
+        index = self._index(values, source)
+        missing = index == -2
+        g, log_weight = Levels(np.asarray(self.probabilities)).encode(np.where(missing, 0, index), noise[:, 0])
+        if self._other is not None:
+            log_weight = np.where(index == self._other, log_weight - math.log(self.rare_count), log_weight)
+        g[missing] = _ndtri(noise[missing, 0])
+        log_weight[missing] = -_normal_log_pdf(g[missing])
+        return g[:, None], log_weight
+
+    def unseen(self, values: pa.ChunkedArray | pa.Array, source: str) -> int:
+        """How many values were never seen at fit, and so have probability zero."""
+        return int((self._index(values, source) == -1).sum())
+
+    def decode(self, u: np.ndarray, rng: np.random.Generator) -> pa.Array:
+        index = Levels(np.asarray(self.probabilities)).decode(u[:, 0])
+        choices = self.levels + ([None] if self.rare else [])
+        values = [choices[i] for i in index]
+        if self._other is not None:
+            other = np.flatnonzero(index == self._other)
+            for row, pick in zip(other, rng.integers(0, len(self.rare), len(other))):
+                values[row] = self.rare[pick]
+        return pa.array(values, type=self.output_type)
+
+    def to_json(self) -> dict:
+        data = {"name": self.name, "kind": self.kind, "dtype": self.dtype, "levels": self.levels,
+                "probabilities": self.probabilities}
+        if self.rare:
+            data.update(rare=self.rare, rare_count=self.rare_count)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> CategoricalColumn:
+        column = cls(str(data["name"]), str(data["kind"]), str(data["dtype"]), list(data["levels"]),
+                     [float(p) for p in data["probabilities"]], list(data.get("rare", [])), int(data.get("rare_count", 0)))
+        p = np.asarray(column.probabilities)
+        if len(p) != len(column.levels) + bool(column.rare) or not len(p) or np.any(p <= 0) or abs(p.sum() - 1) > 1e-6:
+            raise ValueError(f"column {column.name!r} has invalid level probabilities")
+        if column.rare and column.rare_count < len(column.rare):
+            raise ValueError(f"column {column.name!r} has an invalid rare-level count")
+        _arrow_type(column.dtype)
+        return column
+
+
+def numeric_values(values: pa.ChunkedArray | pa.Array, kind: str, *, name: str, source: str, first_row: int = 0) -> np.ndarray:
+    """A numeric or datetime column as float64 (N,), datetimes in days since 1970; NaN where missing."""
+    if pa.types.is_dictionary(values.type):
+        values = _plain(values)
+    if kind == "datetime":
+        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+            values = parse_datetimes(values, name, source, first_row)
+        if pa.types.is_timestamp(values.type):
+            days = pc.cast(values, pa.int64()).to_numpy(zero_copy_only=False) / _DAY_UNITS[values.type.unit]
+        elif pa.types.is_date(values.type):
+            days = pc.cast(pc.cast(values, pa.date32()), pa.int32()).to_numpy(zero_copy_only=False).astype(np.float64)
+        else:
+            raise DataError(f"{source}: column {name!r} has type {values.type}; the model needs dates or times there")
+        return np.where(values.is_null().to_numpy(zero_copy_only=False), np.nan, days)
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        values = parse_numbers(values, name, source, first_row)
+    elif pa.types.is_boolean(values.type) or not (pa.types.is_integer(values.type) or pa.types.is_floating(values.type) or pa.types.is_decimal(values.type)):
+        raise DataError(f"{source}: column {name!r} has type {values.type}; the model needs numbers there")
+    x = pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
+    if np.isinf(x).any():
+        row = first_row + int(np.argmax(np.isinf(x))) + 1
+        raise DataError(f"{source}: column {name!r} holds an infinite value in row {row}; replace it or leave the cell empty")
+    return x
+
+
+def parse_datetimes(values: pa.ChunkedArray | pa.Array, name: str, source: str, first_row: int) -> pa.Array:
+    """ISO 8601 text to timestamps; a value that is not one fails with its row (1-based)."""
+    values = pc.if_else(pc.equal(pc.utf8_trim_whitespace(values), ""), pa.scalar(None, values.type), values)
+    try:
+        return pc.cast(values, pa.timestamp("us"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    for row, text in enumerate(values.to_pylist()):
+        if text is None:
+            continue
+        try:
+            pc.cast(pa.array([text]), pa.timestamp("us"))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise DataError(
+                f"{source}: column {name!r} holds {text!r} in row {first_row + row + 1}, which is not a date or time "
+                "(write it as ISO 8601, e.g. 2024-05-31 or 2024-05-31T12:00:00)"
+            ) from None
+    raise DataError(f"{source}: column {name!r} cannot be read as dates or times")
+
+
+def encoder_from_json(data: dict) -> NumericColumn | CategoricalColumn:
+    kind = data.get("kind")
+    if kind in ("continuous", "integer", "datetime"):
+        return NumericColumn.from_json(data)
+    if kind in ("categorical", "boolean"):
+        return CategoricalColumn.from_json(data)
+    raise ValueError(f"column kind {kind!r} is not supported by this flowcli version")
+
+
+def fit_encoder(values: pa.ChunkedArray, name: str, kind: str, source: str) -> NumericColumn | CategoricalColumn:
+    """Learn the encoder of one column of kind `kind` from its values at fit."""
+    if kind in ("categorical", "boolean"):
+        return CategoricalColumn.fit(values, name, kind, source)
+    return NumericColumn.fit(values, name, kind, source)
+
+
+def _forward_transform(transform: str, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """t = T(v) and log|T'(v)|."""
+    if transform == "log":
+        t = np.log(v)
+        return t, -t
+    if transform == "logit":
+        y = (v + _LOGIT_MARGIN) / (1 + 2 * _LOGIT_MARGIN)
+        t = np.log(y) - np.log1p(-y)
+        return t, -np.log(y) - np.log1p(-y) - math.log(1 + 2 * _LOGIT_MARGIN)
+    return v, np.zeros_like(v)
+
+
+def _inverse_transform(transform: str, t: np.ndarray) -> np.ndarray:
+    if transform == "log":
+        return np.exp(np.minimum(t, 700.0))
+    if transform == "logit":
+        return (1 + 2 * _LOGIT_MARGIN) / (1 + np.exp(-t)) - _LOGIT_MARGIN
+    return t
+
+
+def _to_arrow(x: np.ndarray, target: pa.DataType, missing: np.ndarray | None) -> pa.Array:
+    """Decoded values (N,) as an arrow array of `target`: days for dates and times; nulls where missing."""
+    if pa.types.is_timestamp(target):
+        return pa.array(np.round(x * _DAY_UNITS[target.unit]).astype(np.int64), mask=missing).cast(target)
+    if pa.types.is_date(target):
+        return pa.array(x.astype(np.int32), mask=missing).cast(pa.date32()).cast(target)
+    if pa.types.is_integer(target):
+        return pa.array(x.astype(np.int64), mask=missing).cast(target)
+    return pa.array(x, mask=missing).cast(target)
+
+
+def _arrow_type(dtype: str) -> pa.DataType:
+    """The arrow type named by str(type), for the types flowcli writes back."""
+    if dtype.startswith("timestamp["):
+        unit, _, tz = dtype[len("timestamp["):-1].partition(", tz=")
+        return pa.timestamp(unit, tz or None)
+    if dtype.startswith("decimal"):
+        return pa.float64()
+    aliases = {"date32[day]": pa.date32(), "date64[ms]": pa.date64(), "large_string": pa.large_string()}
+    return aliases.get(dtype) or pa.type_for_alias(dtype)
+
+
+def _plain(values: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """Dictionary-encoded values (pandas categories) as plain values."""
+    if pa.types.is_dictionary(values.type):
+        return pc.cast(values, values.type.value_type)
+    return values
+
+
+def _plain_type(values: pa.ChunkedArray | pa.Array) -> str:
+    return str(values.type.value_type if pa.types.is_dictionary(values.type) else values.type)
+
+
+def _sort_key(value) -> tuple:
+    return (value is None, str(type(value)), value if value is not None else 0)
+
+
+def _json_float(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _optional_rate(value) -> float | None:
+    return None if value is None else float(value)
