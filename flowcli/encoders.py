@@ -95,6 +95,8 @@ class NumericColumn:
     high: float = math.inf
     missing_rate: float | None = None  # the indicator's P(missing); None: no indicator
     discrete: bool = False  # dequantized (integers, dates)
+    origin: int = 0  # datetimes: the earliest tick at fit; days count from it, exactly
+    span: int = 0  # datetimes: ticks from the earliest to the latest at fit
 
     @property
     def width(self) -> int:
@@ -112,7 +114,11 @@ class NumericColumn:
 
     @classmethod
     def fit(cls, values: pa.ChunkedArray, name: str, kind: str, source: str) -> NumericColumn:
-        x = numeric_values(values, kind, name=name, source=source)
+        origin = span = 0
+        if kind == "datetime":
+            ticks, _ = datetime_ticks(values, None, name=name, source=source)
+            origin, span = int(ticks.min()), int(ticks.max() - ticks.min())
+        x = numeric_values(values, kind, name=name, source=source, origin=origin)
         missing = np.isnan(x)
         observed = x[~missing]
         low, high = float(observed.min()), float(observed.max())
@@ -130,10 +136,11 @@ class NumericColumn:
         missing_rate = float(missing.mean()) if missing.any() else None
         dtype = "timestamp[us]" if kind == "datetime" and pa.types.is_string(values.type) else _plain_type(values)
         return cls(name, kind, dtype, float(t.mean()), float(t.std()) or 1.0,
-                   transform, low, high, missing_rate, discrete)
+                   transform, low, high, missing_rate, discrete, origin, span)
 
     def encode(self, values: pa.ChunkedArray | pa.Array, noise: np.ndarray, source: str, first_row: int):
-        x = numeric_values(values, self.kind, name=self.name, source=source, first_row=first_row)
+        x = numeric_values(values, self.kind, name=self.name, source=source, first_row=first_row,
+                           origin=self.origin, output_type=self.output_type)
         missing = np.isnan(x)
         w = noise[:, 0]
         v = np.where(missing, 0.5, x + w if self.discrete else x)
@@ -160,13 +167,16 @@ class NumericColumn:
         missing = None
         if self.missing_rate is not None:
             missing = Levels(np.array([1 - self.missing_rate, self.missing_rate])).decode(u[:, 1]) == 1
+        if self.kind == "datetime":
+            offsets = np.clip(np.round(x * _ticks_per_day(self.output_type)), 0, self.span).astype(np.int64)
+            return pa.array(self.origin + offsets, mask=missing).cast(pa.int32() if pa.types.is_date(self.output_type) else pa.int64()).cast(self.output_type)
         return _to_arrow(x, self.output_type, missing)
 
     def to_json(self) -> dict:
         return {
             "name": self.name, "kind": self.kind, "dtype": self.dtype, "mean": self.mean, "std": self.std,
             "transform": self.transform, "low": _json_float(self.low), "high": _json_float(self.high),
-            "missing_rate": self.missing_rate, "discrete": self.discrete,
+            "missing_rate": self.missing_rate, "discrete": self.discrete, "origin": self.origin, "span": self.span,
         }
 
     @classmethod
@@ -175,6 +185,7 @@ class NumericColumn:
             str(data["name"]), str(data["kind"]), str(data["dtype"]), float(data["mean"]), float(data["std"]),
             str(data.get("transform", "identity")), float(data.get("low", -math.inf)),
             float(data.get("high", math.inf)), _optional_rate(data.get("missing_rate")), bool(data.get("discrete", False)),
+            int(data.get("origin", 0)), int(data.get("span", 0)),
         )
         if column.transform not in ("identity", "log", "logit") or not (math.isfinite(column.mean) and math.isfinite(column.std) and column.std > 0):
             raise ValueError(f"column {column.name!r} has an invalid transform ({column.transform}, {column.mean}, {column.std})")
@@ -289,20 +300,19 @@ class CategoricalColumn:
         return column
 
 
-def numeric_values(values: pa.ChunkedArray | pa.Array, kind: str, *, name: str, source: str, first_row: int = 0) -> np.ndarray:
-    """A numeric or datetime column as float64 (N,), datetimes in days since 1970; NaN where missing."""
+def numeric_values(
+    values: pa.ChunkedArray | pa.Array, kind: str, *, name: str, source: str, first_row: int = 0,
+    origin: int = 0, output_type: pa.DataType | None = None,
+) -> np.ndarray:
+    """A numeric or datetime column as float64 (N,); NaN where missing.
+
+    Datetimes count days from `origin`, a tick of `output_type`'s unit (the type at fit).
+    """
     if pa.types.is_dictionary(values.type):
         values = _plain(values)
     if kind == "datetime":
-        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
-            values = parse_datetimes(values, name, source, first_row)
-        if pa.types.is_timestamp(values.type):
-            days = pc.cast(values, pa.int64()).to_numpy(zero_copy_only=False) / _DAY_UNITS[values.type.unit]
-        elif pa.types.is_date(values.type):
-            days = pc.cast(pc.cast(values, pa.date32()), pa.int32()).to_numpy(zero_copy_only=False).astype(np.float64)
-        else:
-            raise DataError(f"{source}: column {name!r} has type {values.type}; the model needs dates or times there")
-        return np.where(values.is_null().to_numpy(zero_copy_only=False), np.nan, days)
+        ticks, missing = datetime_ticks(values, output_type, name=name, source=source, first_row=first_row)
+        return np.where(missing, np.nan, (ticks - origin) / _ticks_per_day(output_type or _datetime_type(values)))
     if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
         values = parse_numbers(values, name, source, first_row)
     elif pa.types.is_boolean(values.type) or not (pa.types.is_integer(values.type) or pa.types.is_floating(values.type) or pa.types.is_decimal(values.type)):
@@ -312,6 +322,29 @@ def numeric_values(values: pa.ChunkedArray | pa.Array, kind: str, *, name: str, 
         row = first_row + int(np.argmax(np.isinf(x))) + 1
         raise DataError(f"{source}: column {name!r} holds an infinite value in row {row}; replace it or leave the cell empty")
     return x
+
+
+def datetime_ticks(
+    values: pa.ChunkedArray | pa.Array, output_type: pa.DataType | None, *, name: str, source: str, first_row: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Dates or times as int64 ticks of `output_type`'s unit (default: their own), and the missing mask."""
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        values = parse_datetimes(values, name, source, first_row)
+    if not (pa.types.is_timestamp(values.type) or pa.types.is_date(values.type)):
+        raise DataError(f"{source}: column {name!r} has type {values.type}; the model needs dates or times there")
+    target = output_type or _datetime_type(values)
+    values = pc.cast(values, target)
+    integers = pc.cast(values, pa.int32() if pa.types.is_date(target) else pa.int64())
+    missing = values.is_null().to_numpy(zero_copy_only=False)
+    return pc.fill_null(integers, 0).to_numpy(zero_copy_only=False).astype(np.int64), missing
+
+
+def _datetime_type(values: pa.ChunkedArray | pa.Array) -> pa.DataType:
+    return pa.date32() if pa.types.is_date(values.type) else values.type
+
+
+def _ticks_per_day(target: pa.DataType) -> int:
+    return 1 if pa.types.is_date(target) else _DAY_UNITS[target.unit]
 
 
 def parse_datetimes(values: pa.ChunkedArray | pa.Array, name: str, source: str, first_row: int) -> pa.Array:
@@ -371,11 +404,7 @@ def _inverse_transform(transform: str, t: np.ndarray) -> np.ndarray:
 
 
 def _to_arrow(x: np.ndarray, target: pa.DataType, missing: np.ndarray | None) -> pa.Array:
-    """Decoded values (N,) as an arrow array of `target`: days for dates and times; nulls where missing."""
-    if pa.types.is_timestamp(target):
-        return pa.array(np.round(x * _DAY_UNITS[target.unit]).astype(np.int64), mask=missing).cast(target)
-    if pa.types.is_date(target):
-        return pa.array(x.astype(np.int32), mask=missing).cast(pa.date32()).cast(target)
+    """Decoded numbers (N,) as an arrow array of `target`, with nulls where missing."""
     if pa.types.is_integer(target):
         return pa.array(x.astype(np.int64), mask=missing).cast(target)
     return pa.array(x, mask=missing).cast(target)

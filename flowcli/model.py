@@ -181,8 +181,18 @@ class TabularFlow:
             yield self.preprocessor_.decode(self._flow.inverse(z).astype(np.float64), rng)
 
     def sample(self, n: int, seed: int | None = None) -> pd.DataFrame:
-        """`n` synthetic rows as a DataFrame with the original column names, types and units."""
-        return pa.Table.from_batches(list(self.sample_batches(n, seed)), schema=self.sample_schema).to_pandas()
+        """`n` synthetic rows as a DataFrame with the original column names, types and units.
+
+        Integer and boolean columns come as pandas' nullable dtypes (Int64, boolean), which hold
+        missing values without turning into floats.
+        """
+        import pandas as pd
+
+        nullable = {pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(),
+                    pa.int64(): pd.Int64Dtype(), pa.uint8(): pd.UInt8Dtype(), pa.uint16(): pd.UInt16Dtype(),
+                    pa.uint32(): pd.UInt32Dtype(), pa.uint64(): pd.UInt64Dtype(), pa.bool_(): pd.BooleanDtype()}
+        table = pa.Table.from_batches(list(self.sample_batches(n, seed)), schema=self.sample_schema)
+        return table.to_pandas(types_mapper=nullable.get)
 
     # ----------------------------------------------------------------------------- persistence
     def save(self, path: str | Path, *, force: bool = False, inputs: tuple[str, ...] = ()) -> Path:

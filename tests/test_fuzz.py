@@ -4,14 +4,17 @@ Tables, files and bundles come from users and strangers, so at each boundary the
 do the right thing, or raise the `FlowcliError` subclass that says what is wrong, never any other
 exception. The properties:
 
-1. schema inference on random pyarrow tables: a finite, non-constant matrix, or a `DataError`;
-2. the preprocessing transform: forward then inverse is the identity, its log|det| is −Σ log std,
-   and it survives its JSON form;
+1. schema inference and encoding of random pyarrow tables: finite features of the right shape
+   that survive the bundle's JSON, or a `DataError`;
+2. the preprocessing round trip: decoding the encoded features gives the table back; for
+   continuous columns the log-weight is the log|det| of the map (−Σ log std when no column is
+   transformed), and the encoders survive their JSON form;
 3. the readers on tables written by pyarrow, and on random or damaged bytes: the same rows and
    column names, or a `DataError`;
 4. the bundle loader on random bytes and on damaged or re-signed copies of a real bundle: the
    original weights, or a `BundleError`, and never any code run;
-5. scoring and sampling the session's bundle: finite, of the right shape, and reproducible.
+5. scoring and sampling the session's bundle: finite (or −inf outside the support seen at fit),
+   of the right shape, and reproducible.
 
 Every property runs twice: a quick run in the default selection and a `fuzz`-marked twin with
 many more examples (`pytest -m fuzz tests/test_fuzz.py`). A bug a property found stays here as a
@@ -25,7 +28,7 @@ import decimal
 import hashlib
 import io
 import json
-import math
+import lzma
 import os
 import struct
 import sys
@@ -38,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
@@ -49,10 +53,10 @@ from safetensors.numpy import save as save_tensors
 
 from flowcli import TabularFlow
 from flowcli.bundle import MANIFEST, WEIGHTS
-from flowcli.errors import BundleError, DataError
+from flowcli.errors import BundleError, DataError, FlowcliError
 from flowcli.io import iter_batches, read_table
 from flowcli.preprocess import Preprocessor
-from flowcli.schema import select_columns, to_matrix
+from flowcli.schema import KINDS, select_columns
 
 # ----------------------------------------------------------------------------------- harness
 FUZZ_FACTOR = 20  # the `fuzz` twin of a property runs this many times its default examples
@@ -96,8 +100,9 @@ def property_test(
     module[f"test_{name}_fuzz"] = build(examples * FUZZ_FACTOR, (pytest.mark.fuzz,))
 
 
-def known_bug(reason: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(reason=f"flowcli bug: {reason}", strict=True)
+def known_bug(raises: type[BaseException] | tuple[type[BaseException], ...], reason: str) -> pytest.MarkDecorator:
+    """A strict xfail: the property must fail, with `raises`, until the bug is fixed."""
+    return pytest.mark.xfail(raises=raises, reason=f"flowcli bug: {reason}", strict=True)
 
 
 @pytest.fixture(autouse=True)
@@ -160,8 +165,13 @@ NUMBERS = NUMBER_TEXT | PADDED_NUMBER_TEXT | _BLANKS  # a blank cell is a missin
 
 def string_column(data_type: pa.DataType) -> Columns:
     """Columns of numbers as text, of words, or of both mixed (a stray word in a numeric column)."""
-    flavors = st.sampled_from([NUMBERS, WORDS, NUMBERS | WORDS])
+    flavors = st.sampled_from([NUMBERS, WORDS, NUMBERS | WORDS, st.sampled_from(["a", "b", "c"])])
     return lambda rows: flavors.flatmap(lambda values: column(values, data_type)(rows))
+
+
+def dictionary_column(rows: int) -> st.SearchStrategy:
+    """Dictionary-encoded text, as pandas categories arrive."""
+    return column(st.sampled_from(["x", "y", "z", "é"]), pa.string())(rows).map(lambda a: a.dictionary_encode())
 
 
 def decimal_column(max_precision: int, min_precision: int = 1) -> Columns:
@@ -180,6 +190,12 @@ def nulls_column(rows: int) -> st.SearchStrategy:
     return st.just(pa.nulls(rows))
 
 
+def _floats(width: int, bound: float) -> st.SearchStrategy:
+    """Finite floats (inf is a DataError, NaN is the float_nan bug), within ±bound and a small range."""
+    wide = st.floats(-bound, bound, width=width, allow_nan=False)
+    return wide | st.floats(-3, 3, width=width) | st.sampled_from([0.0, 1.0, 0.5])
+
+
 _TIMES = st.integers(-(2**52), 2**52)  # within every unit's range
 COLUMN_KINDS: dict[str, Columns] = {
     **{f"int{bits}": integer_column(getattr(pa, f"int{bits}")()) for bits in (8, 16, 32)},
@@ -187,15 +203,16 @@ COLUMN_KINDS: dict[str, Columns] = {
     # 64-bit integers as large as float64 holds exactly; beyond that, see the int64_wide bug.
     "int64": integer_column(pa.int64(), -(2**53), 2**53),
     "uint64": integer_column(pa.uint64(), 0, 2**53),
-    "float32": column(st.floats(width=32), pa.float32()),
-    "float64": column(st.floats(), pa.float64()),
+    "float32": column(_floats(32, 2.0**127), pa.float32()),
+    # Squares of larger values overflow: see the float_huge bug.
+    "float64": column(_floats(64, 1e150), pa.float64()),
     "bool": column(st.booleans(), pa.bool_()),
     "timestamp": column(_TIMES, pa.timestamp("ms")),
     "timestamp_tz": column(_TIMES, pa.timestamp("ns", tz="Europe/Paris")),
     "date32": column(st.integers(-(10**6), 10**6), pa.date32()),
-    "decimal": decimal_column(15),  # every such decimal is a distinct float64
     "string": string_column(pa.string()),
     "large_string": string_column(pa.large_string()),
+    "dictionary": dictionary_column,
     "null": nulls_column,
     "binary": column(st.binary(max_size=6), pa.binary()),
 }
@@ -203,12 +220,14 @@ COLUMN_KINDS: dict[str, Columns] = {
 BUG_KINDS: dict[str, Columns] = {
     "int64_wide": integer_column(pa.int64(), 2**53 + 1, 2**63 - 1),
     "uint64_wide": integer_column(pa.uint64(), 2**53 + 1, 2**64 - 1),
-    "float16": column(st.floats(width=16), pa.float16()),
-    "decimal_wide": decimal_column(38, min_precision=17),
+    "decimal": decimal_column(15),
+    "float16": column(_floats(16, 65504), pa.float16()),
+    "float_nan": column(st.sampled_from([float("nan"), 1.0, 2.0]), pa.float64()),
+    "float_huge": column(st.floats(1e160, 1e300) | st.floats(-1e300, -1e160), pa.float64()),
 }
 ALL_KINDS = {**COLUMN_KINDS, **BUG_KINDS}
 SAFE = tuple(COLUMN_KINDS)
-CSV_SAFE = tuple(kind for kind in SAFE if kind != "binary")  # pyarrow writes no binary to CSV
+CSV_SAFE = tuple(kind for kind in SAFE if kind not in ("binary", "dictionary"))  # pyarrow's CSV writer takes neither
 
 COLUMN_NAMES = st.text(max_size=6) | st.sampled_from(["a", "x", "é", "列", " ", "", "1", "a,b", '"q"', "line\nbreak"])
 
@@ -221,7 +240,7 @@ def tables(
     focus: Sequence[str] = (),
     min_columns: int = 0,
     max_columns: int = 5,
-    max_rows: int = 12,
+    max_rows: int = 25,
     min_rows: int = 0,
 ) -> pa.Table:
     """A table of columns of `kinds` plus one of `focus` (when given), in one to three chunks."""
@@ -238,7 +257,34 @@ def tables(
     return pa.concat_tables([table.slice(a, b - a) for a, b in zip(bounds, bounds[1:])])
 
 
-# ---------------------------------------------------------------------- 1. schema inference
+NOISE_SEEDS = st.integers(0, 2**32 - 1)
+
+
+def noise(rows: int, width: int, seed: int, margin: float = 0.0) -> np.ndarray:
+    """Dequantization and imputation noise, uniform on (margin, 1 − margin)."""
+    return np.random.default_rng(seed).uniform(margin, 1 - margin, size=(rows, width))
+
+
+def fit_preprocessor(table: pa.Table, requested: list[str] | None) -> tuple[pa.Table, Preprocessor]:
+    """The modeled columns of `table` and their fitted encoders, as TabularFlow.fit makes them."""
+    selection = select_columns(table, requested, source="t")
+    assert selection.columns, "a selection without columns"
+    assert set(selection.kinds.values()) <= set(KINDS)
+    if requested is None:
+        assert set(selection.columns).isdisjoint(selection.left_out)
+        assert sorted([*selection.columns, *selection.left_out]) == sorted(table.column_names)
+    else:
+        assert selection.columns == list(requested)
+    modeled = table.select(selection.columns)
+    return modeled, Preprocessor.fit(modeled, selection.kinds, source="t")
+
+
+def saved_and_loaded(preprocessor: Preprocessor) -> Preprocessor:
+    """The preprocessor as a bundle stores it (strict JSON) and reads it back."""
+    return Preprocessor.from_json(json.loads(json.dumps(preprocessor.to_json(), allow_nan=False)))
+
+
+# ------------------------------------------------------------------ 1. schema and encoding
 def _requested(table: pa.Table) -> st.SearchStrategy:
     """None (infer the columns) most often, else a list of names, some of them maybe missing."""
     name = st.sampled_from(table.column_names) | COLUMN_NAMES if table.column_names else COLUMN_NAMES
@@ -246,77 +292,99 @@ def _requested(table: pa.Table) -> st.SearchStrategy:
 
 
 def schema_cases(kinds: Sequence[str] = SAFE, focus: Sequence[str] = ()) -> st.SearchStrategy:
+    """(table, requested columns)."""
     return tables(kinds, focus=focus).flatmap(lambda table: st.tuples(st.just(table), _requested(table)))
 
 
-def _is_usable_type(data_type: pa.DataType) -> bool:
-    return any(
-        check(data_type)
-        for check in (pa.types.is_integer, pa.types.is_floating, pa.types.is_decimal, pa.types.is_string, pa.types.is_large_string)
-    )
-
-
-def check_schema_inference(case: tuple[pa.Table, list[str] | None]) -> None:
+def check_schema_and_encoding(case: tuple[pa.Table, list[str] | None], noise_seed: int) -> None:
     table, requested = case
     try:
-        selection = select_columns(table, requested, source="t")
-        x = to_matrix(table, selection.columns, source="t")
+        modeled, preprocessor = fit_preprocessor(table, requested)
+        draws = noise(table.num_rows, preprocessor.width, noise_seed)
+        u, log_weight = preprocessor.encode(modeled, draws, source="t")
     except DataError:
         event("DataError")
         return
-    event(f"a matrix of {x.shape[1]} columns")
-    if requested is None:
-        assert selection.columns and set(selection.columns).isdisjoint(selection.left_out)
-        assert sorted([*selection.columns, *selection.left_out]) == sorted(table.column_names)
-    else:
-        assert selection.columns == list(requested)
-    assert x.dtype == np.float64 and x.shape == (table.num_rows, len(selection.columns))
-    assert np.isfinite(x).all()
-    for j, name in enumerate(selection.columns):
-        values = table.column(name)
-        assert _is_usable_type(values.type), name
-        assert x[:, j].min() < x[:, j].max(), f"column {name!r} is constant in the matrix: {x[:, j]}"
-        as_python = np.array([float(value) for value in values.to_pylist()])
-        np.testing.assert_allclose(x[:, j], as_python, rtol=1e-15)
+    event(f"kinds: {', '.join(sorted({column.kind for column in preprocessor.columns}))}")
+    assert preprocessor.names == modeled.column_names and preprocessor.width >= modeled.num_columns
+    assert u.shape == (table.num_rows, preprocessor.width) and log_weight.shape == (table.num_rows,)
+    assert np.isfinite(u).all(), u
+    assert np.isfinite(log_weight).all(), log_weight  # every value was seen at fit
+    restored = saved_and_loaded(preprocessor)
+    u_again, log_weight_again = restored.encode(modeled, draws, source="t")
+    np.testing.assert_array_equal(u_again, u)
+    np.testing.assert_array_equal(log_weight_again, log_weight)
 
 
+_SCHEMA = {"noise_seed": NOISE_SEEDS}
 property_test(
-    "schema_inference", check_schema_inference, examples=200, case=schema_cases(),
+    "schema_and_encoding", check_schema_and_encoding, examples=200, case=schema_cases(), **_SCHEMA,
     explicit=[
-        {"case": (pa.table({}), None)},
-        {"case": (pa.table({"a": ["1", "2.5e3", "-.5", "+Inf"]}), None)},
-        {"case": (pa.table({"a": ["1", "2", "x"], "b": [1, 2, 3]}), None)},
-        {"case": (pa.Table.from_arrays([pa.array([1, 2]), pa.array([3, 4])], names=["a", "a"]), None)},
+        {"case": (pa.table({}), None), "noise_seed": 0},
+        {"case": (pa.table({"a": ["1", "2.5e3", " -.5", "+Inf", ""]}), None), "noise_seed": 0},
+        {"case": (pa.table({"a": ["1", "2", "3", "x"], "b": [1, 2, 3, 4]}), None), "noise_seed": 0},
+        {"case": (pa.Table.from_arrays([pa.array([1, 2]), pa.array([3, 4])], names=["a", "a"]), None), "noise_seed": 0},
+        {"case": (pa.table({"a": [1.0, 2.0]}), []), "noise_seed": 0},
     ],
 )
 
 property_test(
-    "schema_int64_beyond_float64", check_schema_inference, examples=20, case=schema_cases(focus=("int64_wide", "uint64_wide")),
-    explicit=[{"case": (pa.table({"a": pa.array([2**53, 2**53 + 1], pa.int64())}), None)}],
+    "schema_int64_beyond_float64", check_schema_and_encoding, examples=20,
+    case=schema_cases(focus=("int64_wide", "uint64_wide")), **_SCHEMA,
+    explicit=[{"case": (pa.table({"a": pa.array([2**53 + i for i in range(11)], pa.int64())}), None), "noise_seed": 0}],
     marks=[known_bug(
-        "to_matrix casts integers to float64 with a safe cast, so pa.table({'a': [2**53, 2**53 + 1]}) "
-        "(int64, or uint64 above 2**53) passes select_columns and then to_matrix raises pyarrow.ArrowInvalid "
-        "'Integer value 9007199254740993 not in range', not DataError"
+        pa.ArrowInvalid,
+        "integers reach float64 through a safe cast: an int64 column of the 11 values 2**53 .. 2**53 + 10 "
+        "(kind 'integer': more than 10 distinct) makes Preprocessor.fit, so TabularFlow.fit, raise "
+        "pyarrow.ArrowInvalid 'Integer value 9007199254740993 not in range', not DataError; so does "
+        "uint64 above 2**53 (IDs, hashes, epoch nanoseconds)"
     )],
 )
 
 property_test(
-    "schema_float16", check_schema_inference, examples=20, case=schema_cases(focus=("float16",)),
-    explicit=[{"case": (pa.table({"a": pa.array([1.0, 2.0], pa.float16())}), None)}],
+    "schema_few_decimals", check_schema_and_encoding, examples=20, case=schema_cases(focus=("decimal",)), **_SCHEMA,
+    explicit=[{"case": (pa.table({"a": pa.array([decimal.Decimal("1.50"), decimal.Decimal("2.25")], pa.decimal128(5, 2))}), None), "noise_seed": 0}],
     marks=[known_bug(
-        "half floats count as numbers, but pyarrow has no min_max kernel for them: "
-        "select_columns(pa.table({'a': pa.array([1.0, 2.0], pa.float16())}), None, source='t') raises "
-        "pyarrow.ArrowNotImplementedError; a Parquet file with a float16 column cannot be fit"
+        pa.ArrowInvalid,
+        "a decimal column with at most 10 distinct values is categorical with decimal.Decimal levels, but "
+        "its level type is float64: Preprocessor.encode raises pyarrow.ArrowInvalid \"Could not convert "
+        "Decimal('1.50') ... to double\" for pa.table({'a': pa.array([Decimal('1.50'), Decimal('2.25')], "
+        "pa.decimal128(5, 2))}), so TabularFlow.fit fails on it (a Parquet price column); and the levels "
+        "are not JSON (TypeError: Decimal is not JSON serializable)"
     )],
 )
 
 property_test(
-    "schema_wide_decimals", check_schema_inference, examples=20, case=schema_cases(focus=("decimal_wide",)),
-    explicit=[{"case": (pa.table({"a": pa.array([decimal.Decimal("1.00000000000000000001"), decimal.Decimal(1)], pa.decimal128(38, 20))}), None)}],
+    "schema_nan_level", check_schema_and_encoding, examples=20, case=schema_cases(focus=("float_nan",)), **_SCHEMA,
+    explicit=[{"case": (pa.table({"a": [1.0, float("nan"), 2.0]}), None), "noise_seed": 0}],
     marks=[known_bug(
-        "select_columns checks constancy on the decimals, to_matrix casts them to float64: "
-        "decimal128(38, 20) values [1.00000000000000000001, 1] are selected as non-constant but become "
-        "the constant column [1.0, 1.0], so Preprocessor.fit gets std 0 (log_det inf, u NaN)"
+        ValueError,
+        "a float column with NaN and at most 10 distinct values becomes categorical with a NaN level, which "
+        "the bundle's strict JSON cannot hold: for pa.table({'a': [1.0, nan, 2.0]}) (or a numpy array or "
+        "Parquet file with NaN), TabularFlow.fit trains and then save raises ValueError 'Out of range float "
+        "values are not JSON compliant: nan', not DataError"
+    )],
+)
+
+property_test(
+    "schema_float16_levels", check_schema_and_encoding, examples=20, case=schema_cases(focus=("float16",)), **_SCHEMA,
+    explicit=[{"case": (pa.table({"a": pa.array([1.0, 2.0, 2.0], pa.float16())}), None), "noise_seed": 0}],
+    marks=[known_bug(
+        pa.ArrowNotImplementedError,
+        "a float16 column with at most 10 distinct values is categorical, and pyarrow has no index_in kernel "
+        "for half floats: for pa.table({'a': pa.array([1.0, 2.0, 2.0], pa.float16())}) Preprocessor.encode "
+        "(so TabularFlow.fit) raises pyarrow.ArrowNotImplementedError, not DataError (a Parquet float16 column)"
+    )],
+)
+
+property_test(
+    "schema_huge_floats", check_schema_and_encoding, examples=20, case=schema_cases(focus=("float_huge",)), **_SCHEMA,
+    explicit=[{"case": (pa.table({"a": [(-1) ** i * 1e200 * (i + 1) for i in range(11)]}), None), "noise_seed": 0}],
+    marks=[known_bug(
+        AssertionError,
+        "a continuous column with values beyond about 1e154 has an infinite std (its squares overflow), so every "
+        "row gets log-weight -inf: pa.table({'a': [1e200, -2e200, 3e200, ..., 1.1e201]}) (11 distinct, finite "
+        "values) encodes to log-weights -inf, which fit trains on and score returns for every row"
     )],
 )
 
@@ -325,39 +393,111 @@ property_test(
 @st.composite
 def standardizable(draw) -> np.ndarray:
     """Finite float64 matrices whose columns live on scales from 1e-9 to 1e12, off-center."""
-    rows, features = draw(st.integers(2, 40)), draw(st.integers(1, 5))
+    rows, features = draw(st.integers(11, 40)), draw(st.integers(1, 5))
     base = draw(hnp.arrays(np.float64, (rows, features), elements=st.integers(-(10**6), 10**6).map(lambda i: i / 1000)))
     scales = 10.0 ** np.array(draw(st.lists(st.floats(-9, 12), min_size=features, max_size=features)))
     offsets = np.array(draw(st.lists(st.just(0.0) | st.floats(-1e6, 1e6), min_size=features, max_size=features)))
     x = (base + offsets) * scales
-    assume(np.isfinite(x).all() and (x.min(axis=0) < x.max(axis=0)).all())
+    assume(np.isfinite(x).all() and all(len(np.unique(x[:, j])) > 10 for j in range(features)))  # continuous
     return x
 
 
-def check_preprocessor(x: np.ndarray, names: list[str], dtypes: list[str]) -> None:
-    features = x.shape[1]
-    names, dtypes = (names * features)[:features], (dtypes * features)[:features]
-    transform = Preprocessor.fit(x, names, dtypes)
-    u, log_det = transform.forward(x)
-    std = np.sqrt(np.mean((x - x.mean(axis=0)) ** 2, axis=0))
+def _log_jacobian(preprocessor: Preprocessor, x: np.ndarray, names: list[str]) -> np.ndarray:
+    """Σ_j log|∂u_j/∂x_j| per row by central differences: an oracle independent of the encoders."""
+    total = np.zeros(len(x))
+    half = np.full((len(x), preprocessor.width), 0.5)
+    for j in range(x.shape[1]):
+        scale = np.abs(x[:, j]).max() or 1.0
+        h = 1e-6 * np.where(x[:, j] != 0, np.abs(x[:, j]), scale)
+        up, down = x.copy(), x.copy()
+        up[:, j] += h
+        down[:, j] -= h
+        u_up = preprocessor.encode(pa.table({n: up[:, k] for k, n in enumerate(names)}), half)[0][:, j]
+        u_down = preprocessor.encode(pa.table({n: down[:, k] for k, n in enumerate(names)}), half)[0][:, j]
+        total += np.log(np.abs(u_up - u_down) / (up[:, j] - down[:, j]))
+    return total
 
-    assert u.shape == x.shape and log_det.shape == (len(x),) and (log_det == log_det[0]).all()
-    assert math.isclose(log_det[0], -np.log(std).sum(), rel_tol=1e-9, abs_tol=1e-9)
+
+def check_continuous_round_trip(x: np.ndarray) -> None:
+    names = [f"c{j}" for j in range(x.shape[1])]
+    table = pa.table({name: x[:, j] for j, name in enumerate(names)})
+    transform = Preprocessor.fit(table, dict.fromkeys(names, "continuous"), source="t")
+    assert transform.is_exact(table) and transform.width == x.shape[1]
+    u, log_weight = transform.encode(table, np.full(x.shape, 0.5))
+    assert np.isfinite(u).all() and np.isfinite(log_weight).all()
     np.testing.assert_allclose(u.mean(axis=0), 0, atol=1e-6)
     np.testing.assert_allclose(u.std(axis=0), 1, rtol=1e-6)
-    back = transform.inverse(u)
-    assert back.dtype == np.float64
-    assert (np.abs(back - x) <= 1e-12 * (np.abs(x) + np.abs(x.mean(axis=0)))).all(), np.abs(back - x).max()
 
-    restored = Preprocessor.from_json(json.loads(json.dumps(transform.to_json(), allow_nan=False)))
+    back = transform.decode(u, np.random.default_rng(0))
+    assert back.schema.names == names and all(t == pa.float64() for t in back.schema.types)
+    x_back = np.column_stack([back.column(j).to_numpy() for j in range(x.shape[1])])
+    tolerance = 1e-9 * (np.abs(x) + np.abs(x).max(axis=0))
+    assert (np.abs(x_back - x) <= tolerance).all(), np.abs(x_back - x).max()
+
+    np.testing.assert_allclose(log_weight, _log_jacobian(transform, x, names), rtol=1e-6, atol=1e-5)
+    if all(column.transform == "identity" for column in transform.columns):
+        std = np.sqrt(np.mean((x - x.mean(axis=0)) ** 2, axis=0))
+        np.testing.assert_allclose(log_weight, -np.log(std).sum(), rtol=1e-9, atol=1e-9)
+    event(f"transforms: {', '.join(sorted({column.transform for column in transform.columns}))}")
+
+    restored = saved_and_loaded(transform)
     assert restored == transform
-    assert np.array_equal(restored.forward(x)[0], u) and np.array_equal(restored.inverse(u), back)
+    assert np.array_equal(restored.encode(table, np.full(x.shape, 0.5))[0], u)
 
 
+property_test("continuous_round_trip", check_continuous_round_trip, examples=100, x=standardizable())
+
+
+def _as_numbers(values: pa.Array) -> np.ndarray:
+    """A numeric or numeric-text column as float64, NaN where missing (null, blank or 'nan')."""
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        return np.array([float(v) if v is not None and v.strip() else np.nan for v in values.to_pylist()])
+    return pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
+
+
+def _same_values(original: pa.ChunkedArray, decoded: pa.Array, kind: str) -> None:
+    """Decoded values equal the original ones: exactly for discrete kinds, closely for the rest."""
+    original = original.combine_chunks()
+    if pa.types.is_dictionary(original.type):
+        original = original.dictionary_decode()
+    if kind in ("categorical", "boolean", "integer") or pa.types.is_date(original.type):
+        assert decoded.to_pylist() == original.cast(decoded.type).to_pylist()
+    elif kind == "datetime":
+        present = original.is_valid().to_numpy(zero_copy_only=False)
+        assert decoded.is_valid().to_numpy(zero_copy_only=False).tolist() == present.tolist()
+        ticks = [pc.cast(v, pa.int64()).to_numpy(zero_copy_only=False)[present] for v in (original, decoded)]
+        span = int(ticks[0].max() - ticks[0].min()) if present.any() else 0
+        assert (np.abs(ticks[1] - ticks[0]) <= 2 + span * 1e-12).all(), (ticks, span)
+    else:
+        x, y = _as_numbers(original), _as_numbers(decoded)
+        assert np.isnan(y).tolist() == np.isnan(x).tolist()
+        present = ~np.isnan(x)
+        assert (np.abs(y[present] - x[present]) <= 1e-9 * (np.abs(x[present]) + np.abs(x[present]).max(initial=0))).all()
+
+
+def check_table_round_trip(case: tuple[pa.Table, list[str] | None], noise_seed: int) -> None:
+    """decode(encode(table)) is the table: its values, types where they can hold them, and nulls."""
+    table, requested = case
+    try:
+        modeled, preprocessor = fit_preprocessor(table, requested)
+        u, _ = preprocessor.encode(modeled, noise(table.num_rows, preprocessor.width, noise_seed, margin=0.01), source="t")
+    except DataError:
+        event("DataError")
+        return
+    decoded = preprocessor.decode(u, np.random.default_rng(noise_seed))
+    assert decoded.schema.names == modeled.column_names and decoded.num_rows == table.num_rows
+    for column, name in zip(preprocessor.columns, modeled.column_names):
+        event(f"kind: {column.kind}")
+        assert decoded.column(name).type == column.output_type
+        _same_values(modeled.column(name), decoded.column(name), column.kind)
+
+
+# Integers within 2**40: beyond, x + noise loses the noise's precision (dequantization is float64).
+ROUND_TRIP_KINDS = tuple(kind for kind in SAFE if kind not in ("int64", "uint64")) + ("int40",)
+COLUMN_KINDS_FOR_ROUND_TRIP = {"int40": integer_column(pa.int64(), -(2**40), 2**40)}
+ALL_KINDS.update(COLUMN_KINDS_FOR_ROUND_TRIP)
 property_test(
-    "preprocessor_round_trip", check_preprocessor, examples=150, x=standardizable(),
-    names=st.lists(st.text(max_size=5), min_size=1, max_size=5),
-    dtypes=st.lists(st.sampled_from(["double", "float", "int64", "string", "decimal128(15, 2)"]), min_size=1, max_size=5),
+    "table_round_trip", check_table_round_trip, examples=150, case=schema_cases(ROUND_TRIP_KINDS), noise_seed=NOISE_SEEDS,
 )
 
 
@@ -369,7 +509,7 @@ def write_table(table: pa.Table, path: Path) -> None:
         pq.write_table(table, path)
 
 
-def read_all(path: Path, batch_rows: int, text_columns: Sequence[str]) -> dict[str, tuple[int, list[str]]]:
+def read_all(path: Path, batch_rows: int, column_types: dict[str, pa.DataType]) -> dict[str, tuple[int, list[str]]]:
     """Rows and column names as read_table and as iter_batches see them; readers that raised
     DataError are left out (any other exception escapes)."""
     seen = {}
@@ -379,7 +519,7 @@ def read_all(path: Path, batch_rows: int, text_columns: Sequence[str]) -> dict[s
     except DataError:
         pass
     try:
-        schema, batches = iter_batches(str(path), batch_rows=batch_rows, text_columns=text_columns)
+        schema, batches = iter_batches(str(path), batch_rows=batch_rows, column_types=column_types)
         rows = sum(batch.num_rows for batch in batches)
         seen["iter_batches"] = (rows, schema.names)
     except DataError:
@@ -388,13 +528,13 @@ def read_all(path: Path, batch_rows: int, text_columns: Sequence[str]) -> dict[s
     return seen
 
 
-def check_table_file(table: pa.Table, suffix: str, batch_rows: int, text: list[int]) -> None:
+def check_table_file(table: pa.Table, suffix: str, batch_rows: int, types: list[tuple[int, pa.DataType]]) -> None:
     names = table.column_names
-    text_columns = [names[i % len(names)] for i in text] if names else []  # as score reads its columns
+    column_types = {names[i % len(names)]: data_type for i, data_type in types} if names else {}  # as score reads
     with scratch_folder() as folder:
         path = folder / f"table{suffix}"
         write_table(table, path)
-        for reader, (rows, read_names) in read_all(path, batch_rows, text_columns).items():
+        for reader, (rows, read_names) in read_all(path, batch_rows, column_types).items():
             assert (rows, read_names) == (table.num_rows, names), reader
 
 
@@ -403,19 +543,22 @@ def lone_column_with_missing(table: pa.Table) -> bool:
     return table.num_columns == 1 and table.column(0).null_count > 0
 
 
-_TABLE_FILE = {"batch_rows": st.integers(1, 20), "text": st.lists(st.integers(0, 10), max_size=3)}
+# The types score reads a model's columns as (TabularFlow.read_types), on any column.
+READ_TYPES = st.sampled_from([pa.string(), pa.float64(), pa.int64(), pa.bool_(), pa.timestamp("us"), pa.date32()])
+_TABLE_FILE = {"batch_rows": st.integers(1, 20), "types": st.lists(st.tuples(st.integers(0, 10), READ_TYPES), max_size=3)}
 
 property_test(
     "csv_files", check_table_file, examples=150, suffix=st.just(".csv"),
-    table=tables(CSV_SAFE + ("float16", "int64_wide", "decimal_wide")).filter(lambda t: not lone_column_with_missing(t)),
+    table=tables(CSV_SAFE + ("float16", "int64_wide", "decimal", "float_nan", "float_huge")).filter(lambda t: not lone_column_with_missing(t)),
     **_TABLE_FILE,
 )
 
 property_test(
     "csv_lone_column_with_missing_values", check_table_file, examples=10, suffix=st.just(".csv"),
     table=tables(CSV_SAFE, focus=("null", "float64", "string"), max_columns=0, min_rows=1),
-    explicit=[{"table": pa.table({"x": [1.0, None, 2.0]}), "suffix": ".csv", "batch_rows": 10, "text": []}],
+    explicit=[{"table": pa.table({"x": [1.0, None, 2.0]}), "suffix": ".csv", "batch_rows": 10, "types": []}],
     marks=[known_bug(
+        AssertionError,
         "the CSV readers skip empty lines, and a missing value in a one-column CSV is an empty line: "
         "'x\\n1\\n\\n2\\n' reads as 2 rows, not 3, with no error, so fit drops the row instead of "
         "reporting it and score writes fewer scores than input rows (misaligned with the input)"
@@ -430,9 +573,10 @@ property_test(
 
 
 @st.composite
-def multi_block_csv_tables(draw) -> pa.Table:
+def multi_block_csv_tables(draw, line_breaks: bool = True) -> pa.Table:
     """CSV tables larger than iter_batches' 64 KiB block: a text column and a number column."""
-    words = draw(st.lists(st.text(st.characters(codec="utf-8"), min_size=1, max_size=30), min_size=1, max_size=5))
+    characters = st.characters(codec="utf-8", exclude_characters="" if line_breaks else "\n\r")
+    words = draw(st.lists(st.text(characters, min_size=1, max_size=30), min_size=1, max_size=5))
     rows = draw(st.integers(2000, 4000))
     numbers = np.arange(rows, dtype=np.int64)
     return pa.table({"text": [words[i % len(words)] for i in range(rows)], "n": numbers})
@@ -444,15 +588,20 @@ def check_streaming_agrees(table: pa.Table) -> None:
         path = folder / "big.csv"
         write_table(table, path)
         whole = read_table(str(path))
-        schema, batches = iter_batches(str(path), batch_rows=1000, text_columns=["n"])
+        schema, batches = iter_batches(str(path), batch_rows=1000, column_types={"n": pa.string()})
         assert sum(batch.num_rows for batch in batches) == whole.num_rows == table.num_rows
 
+
+property_test(
+    "csv_streaming", check_streaming_agrees, examples=5, table=multi_block_csv_tables(line_breaks=False),
+)
 
 _NEWLINE_ROWS = pa.table({"text": ["first line\nsecond line"] * 4000, "n": np.arange(4000)})
 property_test(
     "csv_streaming_quoted_newlines", check_streaming_agrees, examples=5, table=multi_block_csv_tables(),
     explicit=[{"table": _NEWLINE_ROWS}],
     marks=[known_bug(
+        DataError,
         "iter_batches (score) reads CSV in 64 KiB blocks without newlines_in_values, so a quoted value "
         "with a line break that straddles a block boundary fails: a 4000-row CSV with a text column "
         "'first line\\nsecond line' and a number column reads whole with read_table (fit) but "
@@ -507,7 +656,7 @@ def check_garbage_table(data: bytes, suffix: str, batch_rows: int, tolerated: tu
         path = folder / f"garbage{suffix}"
         path.write_bytes(data)
         try:
-            read_all(path, batch_rows, ["a", "b"])
+            read_all(path, batch_rows, {"a": pa.string(), "b": pa.float64()})
         except tolerated:
             pass
 
@@ -557,6 +706,7 @@ property_test(
     batch_rows=st.integers(1, 5), tolerated=st.just(()),
     explicit=[{"data": b"caf\xe9,x\n1,2\n3,5\n", "suffix": ".csv", "batch_rows": 1, "tolerated": ()}],
     marks=[known_bug(
+        UnicodeDecodeError,
         "pyarrow does not check that CSV column names are UTF-8 and flowcli does not either: for a Latin-1 "
         "file b'caf\\xe9,x\\n1,2\\n3,5\\n', read_table returns a table whose .column_names (and iter_batches a "
         "schema whose .names) raise UnicodeDecodeError, so `flowcli fit latin1.csv` and `flowcli score m.flow "
@@ -579,7 +729,7 @@ property_test(
     "garbage_parquet", check_garbage_table, examples=10, data=damaged_files(".parquet"), suffix=st.just(".parquet"),
     batch_rows=st.integers(1, 5), tolerated=st.just(()),
     explicit=[{"data": b"PAR1\x00\x00\x00\x00PAR1", "suffix": ".parquet", "batch_rows": 1, "tolerated": ()}],
-    marks=[known_bug(_PARQUET_OSERROR)],
+    marks=[known_bug(OSError, _PARQUET_OSERROR)],
 )
 
 
@@ -590,16 +740,16 @@ _CODE_EVENTS = ("pickle.find_class", "marshal.loads", "os.system", "os.exec", "o
                 "os.fork", "subprocess.Popen", "ctypes.dlopen", "ctypes.call_function")
 
 
-def _audit(event: str, args: tuple) -> None:
+def _audit(name: str, args: tuple) -> None:
     if not _AUDIT:
         return
-    if event in _CODE_EVENTS:
-        _AUDIT[-1].append(event)
-    elif event in ("exec", "compile"):
+    if name in _CODE_EVENTS:
+        _AUDIT[-1].append(name)
+    elif name in ("exec", "compile"):
         # Importing a module execs code from its file; anything else (source text) is suspect.
-        filename = getattr(args[0], "co_filename", None) if event == "exec" else args[1]
+        filename = getattr(args[0], "co_filename", None) if name == "exec" else args[1]
         if not isinstance(filename, str) or (filename.startswith("<") and not filename.startswith("<frozen")):
-            _AUDIT[-1].append(f"{event} {filename!r}")
+            _AUDIT[-1].append(f"{name} {filename!r}")
 
 
 @contextmanager
@@ -614,6 +764,16 @@ def no_code_run() -> Iterator[None]:
     finally:
         events = _AUDIT.pop()
     assert not events, f"loading ran code: {events}"
+
+
+@pytest.mark.parametrize("run_code", [
+    lambda: eval("1 + 1"),
+    lambda: __import__("pickle").loads(__import__("pickle").dumps(__import__("collections").OrderedDict())),
+])
+def test_no_code_run_notices_code(run_code):
+    """The guard of property 4 is not vacuous: it sees eval and unpickling."""
+    with pytest.raises(AssertionError, match="loading ran code"), no_code_run():
+        run_code()
 
 
 def _zip(members: dict[str, bytes]) -> bytes:
@@ -737,6 +897,7 @@ property_test(
     edits=st.tuples(st.just([]), st.lists(st.tuples(st.just("central"), st.sampled_from([MANIFEST, WEIGHTS]), st.just("method"), _INTERESTING), min_size=1, max_size=1)),
     explicit=[{"edits": ([], [("central", WEIGHTS, "method", zipfile.ZIP_LZMA)])}],
     marks=[known_bug(
+        lzma.LZMAError,
         "bundle.read_bundle does not catch lzma.LZMAError: set the compression method of "
         "weights.safetensors in the zip's central directory to 14 (ZIP_LZMA) and TabularFlow.load "
         "raises LZMAError 'Invalid or unsupported options', not BundleError"
@@ -829,15 +990,15 @@ def check_resigned_bundle(original, manifest_edits: list[tuple], tensor_plan: li
 
 
 def check_resigned_bundle_usable(original, manifest_edits: list[tuple]) -> None:
-    """A bundle that loads scores a row at its columns' means, and samples, to finite numbers."""
+    """A bundle that loads scores a typical row (−inf at worst, never NaN) and samples numbers."""
     loaded = load_resigned(original, manifest_edits, [], False)
     if loaded is None:
         return
-    means = [column.mean for column in loaded.preprocessor_.columns]
-    row = pa.Table.from_arrays([pa.array([mean]) for mean in means], names=loaded.columns_)
+    typical = [(column.low + column.high) / 2 for column in original[1].preprocessor_.columns]
+    row = pa.Table.from_arrays([pa.array([value]) for value in typical], names=loaded.columns_)
     with np.errstate(all="ignore"):
         score, sample = loaded.score_samples(row), loaded.sample(2, seed=0)
-    assert np.isfinite(score).all() and np.isfinite(sample.to_numpy()).all(), (score, sample)
+    assert not np.isnan(score).any() and not np.isnan(sample.to_numpy(dtype=np.float64, na_value=0.0)).any(), (score, sample)
 
 
 property_test(
@@ -848,7 +1009,7 @@ property_test(
 # Numbers a trained model never has, in the fields that enter the arithmetic.
 _EXTREMES = st.sampled_from([1e308, -1e308, 5e-324, 1e-300, 1e300, 10**300, True, 2**64])
 _ARITHMETIC_FIELDS = st.one_of(
-    st.tuples(st.just("columns"), st.integers(0, 2), st.sampled_from(["mean", "std"])),
+    st.tuples(st.just("columns"), st.integers(0, 2), st.sampled_from(["mean", "std", "low", "high", "missing_rate"])),
     st.just(("architecture", "scale_bound")),
 )
 property_test(
@@ -856,26 +1017,31 @@ property_test(
     manifest_edits=st.lists(st.tuples(st.just("set"), _ARITHMETIC_FIELDS, _EXTREMES), min_size=1, max_size=2),
     explicit=[{"manifest_edits": [("set", ("architecture", "scale_bound"), 1e308)]}],
     marks=[known_bug(
+        (AssertionError, OverflowError),
         "the loader checks only that scale_bound > 0 and that each mean and std is finite (std > 0), so crafted "
-        "bundles load and then score NaN: scale_bound 1e308 gives NaN scores and samples (inf * tanh(0)); "
-        "mean 1e308, or std 5e-324, gives NaN scores; scale_bound 10**400 (a JSON integer) loads and then "
+        "bundles load and then score NaN: \"scale_bound\": 1e308 gives NaN scores and samples (inf * tanh(0)); "
+        "\"std\": 5e-324 gives NaN scores; \"scale_bound\": 10**400 (a JSON integer) loads and then "
         "score_samples raises OverflowError"
     )],
 )
 
 property_test(
     "resigned_bundle_huge_integer", check_resigned_bundle, examples=10,
-    manifest_edits=st.tuples(
-        st.just("set"), st.tuples(st.just("columns"), st.integers(0, 2), st.sampled_from(["mean", "std"])),
-        st.sampled_from([10**309, -(10**400)]),
+    manifest_edits=st.one_of(
+        st.tuples(st.just("set"), st.tuples(st.just("columns"), st.integers(0, 2), st.sampled_from(["mean", "std", "low", "high"])),
+                  st.sampled_from([10**309, -(10**400)])),
+        st.tuples(st.just("set"), st.tuples(st.just("columns"), st.integers(0, 2), st.sampled_from(["origin", "span"])),
+                  st.sampled_from([float("inf"), float("-inf")])),
     ).map(lambda edit: [edit]),
     tensor_plan=st.just([]), resave=st.just(False),
     explicit=[{"manifest_edits": [("set", ("columns", 0, "mean"), 10**400)], "tensor_plan": [], "resave": False}],
     marks=[known_bug(
-        "Preprocessor.from_json calls float() on the manifest's mean and std, and TabularFlow.load catches "
-        "KeyError, TypeError, ValueError and AttributeError but not OverflowError: a bundle whose manifest "
-        "says \"mean\": 1 followed by 400 zeros (an integer, valid JSON) raises OverflowError "
-        "'int too large to convert to float', not BundleError"
+        OverflowError,
+        "NumericColumn.from_json calls float() on mean, std, low and high and int() on origin and span, and "
+        "Preprocessor.from_json catches KeyError, TypeError and ValueError but not OverflowError: a bundle whose "
+        "manifest says \"mean\": 1 followed by 400 zeros (an integer, valid JSON) raises OverflowError 'int too "
+        "large to convert to float', and \"origin\": Infinity (which json.loads accepts) 'cannot convert float "
+        "infinity to integer', not BundleError"
     )],
 )
 
@@ -886,36 +1052,55 @@ def model(original) -> TabularFlow:
     return original[1]
 
 
-ROWS = hnp.arrays(np.float64, st.tuples(st.integers(1, 40), st.just(3)), elements=st.floats(-1e6, 1e6))
+# A row's values: anywhere within ±1e6, or at a fraction of the way through the range seen at fit.
+ROWS = st.lists(
+    st.lists(st.floats(-1e6, 1e6).map(lambda v: ("value", v)) | st.floats(0, 1).map(lambda f: ("within", f)), min_size=3, max_size=3),
+    min_size=1, max_size=40,
+)
 
 
-def check_scores(model: TabularFlow, rows: np.ndarray, order: list[int], extra: bool) -> None:
-    """Finite, one per row, whatever the column order or extra columns, and row by row the same."""
-    columns = model.columns_
-    frame = pd.DataFrame({columns[j]: rows[:, j] for j in order})
+def rows_matrix(model: TabularFlow, rows: list[list[tuple[str, float]]]) -> np.ndarray:
+    ranges = [(column.low, column.high) for column in model.preprocessor_.columns]
+    return np.array([
+        [value if how == "value" else low + value * (high - low) for (how, value), (low, high) in zip(row, ranges)]
+        for row in rows
+    ])
+
+
+def check_scores(model: TabularFlow, rows: list, order: list[int], extra: bool) -> None:
+    """One per row, whatever the column order or extra columns, and row by row the same; finite
+    when every value lies within the range seen at fit, and never NaN or +inf."""
+    x, columns = rows_matrix(model, rows), model.columns_
+    frame = pd.DataFrame({columns[j]: x[:, j] for j in order})
     if extra:
         frame["unused"] = "text"
     scores = model.score_samples(frame)
-    assert scores.shape == (len(rows),) and scores.dtype == np.float64
-    assert np.isfinite(scores).all(), scores
-    in_order = model.score_samples(pa.table({name: rows[:, j] for j, name in enumerate(columns)}))
+    assert scores.shape == (len(x),) and scores.dtype == np.float64
+    within = np.all([(x[:, j] >= c.low) & (x[:, j] <= c.high) for j, c in enumerate(model.preprocessor_.columns)], axis=0)
+    assert np.isfinite(scores[within]).all(), scores[within]
+    assert not np.isnan(scores).any() and (scores < np.inf).all(), scores
+    event("some row outside the range seen at fit" if not within.all() else "all rows within")
+    in_order = model.score_samples(pa.table({name: x[:, j] for j, name in enumerate(columns)}))
     np.testing.assert_array_equal(scores, in_order)
-    alone = np.array([model.score_samples(pa.table({name: rows[i:i + 1, j] for j, name in enumerate(columns)}))[0] for i in range(min(len(rows), 3))])
+    alone = np.array([model.score_samples(pa.table({name: x[i:i + 1, j] for j, name in enumerate(columns)}))[0] for i in range(min(len(x), 3))])
     np.testing.assert_allclose(alone, scores[:len(alone)], rtol=1e-5, atol=1e-5)
 
 
 def check_samples(model: TabularFlow, n: int, seed: int, batch_rows: int) -> None:
-    """n finite rows in the model's columns; the same seed, the same rows, in batches or not."""
+    """n finite rows in the model's columns and types; the same seed, the same rows, in batches or not."""
     frame = model.sample(n, seed=seed)
     assert list(frame.columns) == model.columns_ and len(frame) == n
-    assert (frame.dtypes == np.float64).all() and np.isfinite(frame.to_numpy()).all()
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    assert table.schema.types == model.sample_schema.types
+    assert np.isfinite(frame.to_numpy(dtype=np.float64)).all()
     pd.testing.assert_frame_equal(model.sample(n, seed=seed), frame)
     batches = list(model.sample_batches(n, seed=seed, batch_rows=batch_rows))
     assert [batch.num_rows for batch in batches][:-1] == [batch_rows] * (len(batches) - 1)
-    streamed = pa.Table.from_batches(batches).to_pandas()
-    # A batch of another size may round differently in float32: equal up to that, in standard units.
-    standardize = model.preprocessor_.forward
-    np.testing.assert_allclose(standardize(streamed.to_numpy())[0], standardize(frame.to_numpy())[0], rtol=1e-4, atol=1e-5)
+    streamed = pa.Table.from_batches(batches)
+    # A batch of another size may round differently in float32: equal up to that, in the flow's units.
+    half = np.full((n, model.preprocessor_.width), 0.5)
+    encode = model.preprocessor_.encode
+    np.testing.assert_allclose(encode(streamed, half)[0], encode(table, half)[0], rtol=1e-4, atol=1e-4)
     assert np.isfinite(model.score_samples(frame)).all()
 
 
@@ -925,4 +1110,51 @@ property_test(
 
 property_test(
     "sample", check_samples, examples=60, n=st.integers(1, 500), seed=st.integers(0, 2**64), batch_rows=st.integers(1, 600),
+)
+
+
+def check_scores_never_nan(model: TabularFlow, rows: np.ndarray) -> None:
+    """Any finite row gets a log-likelihood (−inf at worst for an absurd outlier), or a DataError."""
+    frame = pd.DataFrame({name: rows[:, j] for j, name in enumerate(model.columns_)})
+    try:
+        with np.errstate(all="ignore"):
+            scores = model.score_samples(frame)
+    except DataError:
+        return
+    assert not np.isnan(scores).any(), scores
+
+
+property_test(
+    "score_samples_extreme_rows", check_scores_never_nan, examples=20,
+    rows=hnp.arrays(np.float64, st.tuples(st.integers(1, 5), st.just(3)), elements=st.floats(allow_nan=False, allow_infinity=False)),
+    explicit=[{"rows": np.array([[0.5, -3e4, 1e40]])}],
+    marks=[known_bug(
+        AssertionError,
+        "the flow runs in float32, so a finite value whose standardized form passes float32's range (about 3e38) "
+        "overflows and the row scores NaN: for conftest's bundle, score_samples of small=0.5, large=-3e4, "
+        "plain=1e40 (or 1e38) is [nan], while plain=1e37 scores -4.8e73, so the most extreme outliers drop out "
+        "of a `score | sort -g` or nsmallest ranking instead of coming first (values outside a bounded "
+        "column's range rightly score -inf)"
+    )],
+)
+
+
+def check_sample_any_seed(model: TabularFlow, n: int, seed: int) -> None:
+    """Any int seed (the API's type, and `flowcli sample --seed`'s) samples, or is refused as a FlowcliError."""
+    try:
+        frame = model.sample(n, seed=seed)
+    except FlowcliError:
+        return
+    assert len(frame) == n and np.isfinite(frame.to_numpy()).all()
+
+
+property_test(
+    "sample_negative_seed", check_sample_any_seed, examples=10, n=st.integers(1, 5), seed=st.integers(max_value=-1),
+    explicit=[{"n": 3, "seed": -1}],
+    marks=[known_bug(
+        ValueError,
+        "a negative seed reaches numpy.random.default_rng: TabularFlow.sample(3, seed=-1) raises ValueError "
+        "'expected non-negative integer', and `flowcli sample model.flow -n 3 --seed -1` (the option has no "
+        "minimum) ends in that traceback"
+    )],
 )
