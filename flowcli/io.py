@@ -25,7 +25,7 @@ from flowcli.errors import DataError, FlowcliError
 FORMATS = ("csv", "parquet")
 _SUFFIX_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 _COMPRESSIONS = {".gz", ".bz2", ".zst", ".lz4"}
-_CSV_BLOCK_BYTES = 4 << 20
+_CSV_BLOCK_BYTES = 16 << 20  # the longest row a CSV may have; also the streaming read size
 
 
 def table_format(location: str, format: str | None = None) -> str:
@@ -78,12 +78,10 @@ def iter_batches(
         convert = pa_csv.ConvertOptions(
             column_types=column_types or {}, strings_can_be_null=True
         )
-        # About 40 bytes per row is a typical CSV width; the block size bounds memory either way.
-        block_bytes = max(1 << 16, min(64 << 20, batch_rows * 40))
         reader = pa_csv.open_csv(
-            _csv_input(source), read_options=pa_csv.ReadOptions(block_size=block_bytes), convert_options=convert
+            _csv_input(source), read_options=pa_csv.ReadOptions(block_size=_CSV_BLOCK_BYTES), convert_options=convert
         )
-        return reader.schema, _guarded(source, reader)
+        return reader.schema, _guarded(source, _rebatched(reader, batch_rows))
 
 
 def write_batches(
@@ -156,6 +154,13 @@ def _check_readable(source: str) -> None:
         raise DataError(f"{source}: the file is empty; give a table with a header row and data rows")
 
 
+def _rebatched(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
+    """Cut large CSV blocks into batches of at most `rows`, so memory follows the batch size."""
+    for batch in batches:
+        for start in range(0, batch.num_rows, rows):
+            yield batch.slice(start, rows)
+
+
 def _guarded(source: str, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     with _arrow_errors(source):
         yield from batches
@@ -177,6 +182,8 @@ def _describe_arrow_error(source: str, message: str) -> str:
     message = lines[0] if lines else "unreadable table"
     if message == "Empty CSV file":
         return f"{source}: the file is empty; give a table with a header row and data rows"
+    if "straddling object" in message:
+        return f"{source}: a row is longer than {_CSV_BLOCK_BYTES >> 20} MiB, or a quoted field never ends; check the file's quoting"
     # pyarrow quotes the offending bytes; keep the line printable and short.
     printable = "".join(char if char.isprintable() else "?" for char in message)
     if len(printable) > 160:

@@ -137,7 +137,8 @@ def infer_kind(values: pa.ChunkedArray, name: str, source: str) -> tuple[str | N
 
 
 def require_columns(available: Sequence[str], needed: Sequence[str], *, source: str) -> None:
-    """Fail, naming them, when columns the model needs are not among `available`."""
+    """Fail, naming them, when columns the model needs are missing from `available` or repeated."""
+    _reject_duplicate_names([name for name in available if name in needed], source)
     missing = [name for name in needed if name not in available]
     if missing:
         raise DataError(
