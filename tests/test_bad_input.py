@@ -284,12 +284,13 @@ def fifo(name: str) -> Setup:
     return setup
 
 
-def edited_table(name: str, edit: Callable[[pd.DataFrame], None]) -> Setup:
-    """The session's table with `edit(frame)` applied (cells are objects: any text fits)."""
+def edited_table(name: str, *edits: Callable[[pd.DataFrame], None]) -> Setup:
+    """The session's table with each `edit(frame)` applied (cells are objects: any text fits)."""
 
     def setup(tmp: Path, src: Sources) -> None:
         frame = pd.read_csv(src.table).astype(object)
-        edit(frame)
+        for edit in edits:
+            edit(frame)
         frame.to_csv(tmp / name, index=False)
 
     return setup
@@ -444,7 +445,7 @@ CASES = [
     Case("fit-parquet-list-column-in-columns", parquet("mixed.parquet", numbers_and_list),
          ("fit", "mixed.parquet", "--columns", "a,vals", "-o", "out.flow", *FAST), 1, ("mixed.parquet", "'vals'", "--columns")),
     # NaN is a missing value (modelled); infinity is no value at all: name its column and row.
-    Case("fit-nan-and-inf-cells", edited_table("holes.csv", lambda f: (set_cells("small", [4], "nan")(f), set_cells("plain", [9], "inf")(f))),
+    Case("fit-nan-and-inf-cells", edited_table("holes.csv", set_cells("small", [4], "nan"), set_cells("plain", [9], "inf")),
          ("fit", "holes.csv", "-o", "out.flow", *FAST), 1, ("holes.csv", "'plain'", "row 10", "infinite")),
     Case("score-inf-cells", steps(model(), edited_table("holes.csv", set_cells("large", [6, 8], "-inf"))),
          ("score", "model.flow", "holes.csv", "-o", "out.csv"), 1, ("holes.csv", "'large'", "row 7", "infinite")),
