@@ -7,7 +7,9 @@ given the mode a plain `open()` would give it, and renamed into place.
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +18,8 @@ from flowcli.errors import OutputError
 
 
 def check_destination(destination: Path, *, force: bool, inputs: Iterable[str | Path] = ()) -> None:
-    """Refuse a destination that is an input, lies in a missing folder, or exists without `force`."""
+    """Refuse a destination that is an input, lies in a missing or read-only folder, is not a
+    regular file (a folder, a device, a pipe), or exists without `force`."""
     for source in inputs:
         if str(source) != "-" and Path(source).exists() and destination.exists():
             if os.path.samefile(source, destination):
@@ -25,6 +28,10 @@ def check_destination(destination: Path, *, force: bool, inputs: Iterable[str | 
         raise OutputError(f"{destination}: folder {destination.parent} does not exist; create it or choose another -o path")
     if destination.is_dir():
         raise OutputError(f"{destination}: is a folder; give a file path with -o")
+    if destination.exists() and not destination.is_file():
+        raise OutputError(f"{destination}: is not a regular file (a device or a pipe?); flowcli replaces only files")
+    if not os.access(destination.parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{destination}: folder {destination.parent} is not writable; choose another -o path")
     if destination.exists() and not force:
         raise OutputError(f"{destination}: already exists; pass --force to replace it")
 
@@ -34,18 +41,40 @@ def atomic_path(destination: Path, *, force: bool, inputs: Iterable[str | Path] 
     """Yield a temporary path beside `destination`; when the block succeeds, it becomes `destination`."""
     destination = Path(destination)
     check_destination(destination, force=force, inputs=inputs)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=destination.parent)
-    os.close(descriptor)
-    temporary = Path(temporary)
+    temporary = None
     try:
-        yield temporary
-        _fsync(temporary)
-        # mkstemp makes 0600 files; give the bundle the mode the user's umask would give it.
-        os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, destination)
+        try:
+            with _interrupts_held():  # so that `finally` always knows the file it must remove
+                descriptor, name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=destination.parent)
+                temporary = Path(name)
+            os.close(descriptor)
+            yield temporary
+            _fsync(temporary)
+            # mkstemp makes 0600 files; give the file the mode the user's umask would give it.
+            os.chmod(temporary, 0o666 & ~_umask())
+            os.replace(temporary, destination)
+        except OSError as error:  # a full disk, a folder that turned read-only
+            if isinstance(error, BrokenPipeError):
+                raise
+            reason = error.strerror or type(error).__name__
+            raise OutputError(f"{destination}: cannot write ({reason}); nothing was written there") from None
         _fsync_folder(destination.parent)
     finally:
-        temporary.unlink(missing_ok=True)
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
+
+
+@contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) back until the block ends, where the platform allows it."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _fsync(path: Path) -> None:

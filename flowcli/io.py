@@ -28,7 +28,7 @@ _COMPRESSIONS = {".gz", ".bz2", ".zst", ".lz4"}
 _CSV_BLOCK_BYTES = 16 << 20  # the longest row a CSV may have; also the streaming read size
 
 
-def table_format(location: str, format: str | None = None) -> str:
+def table_format(location: str, format: str | None = None, *, output: bool = False) -> str:
     """'csv' or 'parquet': `format` when given, else the file suffix; stdin and stdout default to CSV."""
     if format is not None:
         if format not in FORMATS:
@@ -41,6 +41,8 @@ def table_format(location: str, format: str | None = None) -> str:
         return "csv"
     if suffixes and suffixes[-1] in _SUFFIX_FORMATS:
         return _SUFFIX_FORMATS[suffixes[-1]]
+    if output:
+        raise DataError(f"{location}: unknown output format; name the file .csv or .parquet")
     raise DataError(f"{location}: unknown table format; name the file .csv or .parquet, or pass --format")
 
 
@@ -99,7 +101,7 @@ def write_batches(
     leaves no header behind. If a later batch fails while writing to stdout, the error says
     that what stdout already holds is partial.
     """
-    fmt = table_format(destination, format)
+    fmt = table_format(destination, format, output=True)
     batches = iter(batches)
     first = next(batches, None)
     rows = 0

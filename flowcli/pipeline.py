@@ -7,14 +7,15 @@ Scoring and sampling stream in batches, so memory stays flat however long the in
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from flowcli.atomic import check_destination
-from flowcli.errors import DataError
-from flowcli.io import iter_batches, read_table, write_batches
+from flowcli.errors import DataError, OutputError
+from flowcli.io import iter_batches, read_table, table_format, write_batches
 from flowcli.model import TabularFlow
 from flowcli.schema import parse_numbers, require_columns
 
@@ -23,6 +24,18 @@ if TYPE_CHECKING:
 
 BATCH_ROWS = 65_536
 SCORE_COLUMN = "log_likelihood"
+
+
+def _check_room(destination: Path, estimated_bytes: int) -> None:
+    """Refuse, before writing, an output that cannot fit in the free space of its folder."""
+    if not destination.parent.is_dir():
+        return  # the writer names the missing folder
+    free = shutil.disk_usage(destination.parent).free
+    if estimated_bytes > free:
+        raise OutputError(
+            f"{destination}: the output needs about {estimated_bytes / 2**30:,.1f} GiB but only "
+            f"{free / 2**30:,.1f} GiB is free there; lower -n or write elsewhere"
+        )
 
 
 def default_bundle_path(data: str) -> Path:
@@ -109,5 +122,7 @@ def sample_file(
 ) -> None:
     """Write `n` synthetic rows with the original column names and units."""
     model = TabularFlow.load(bundle)
+    if output != "-":
+        _check_room(Path(output), n * len(model.columns_) * (9 if table_format(output, output_format, output=True) == "parquet" else 20))
     write_batches(output, model.sample_schema, model.sample_batches(n, seed, batch_rows), output_format,
                   force=force, inputs=(str(bundle),))

@@ -60,7 +60,7 @@ from flowcli.preprocess import Preprocessor
 from flowcli.schema import KINDS, select_columns
 
 # ----------------------------------------------------------------------------------- harness
-FUZZ_FACTOR = 20  # the `fuzz` twin of a property runs this many times its default examples
+FUZZ_FACTOR = 12  # the `fuzz` twin of a property runs this many times its default examples
 # Failing examples are replayed on the next run. One database per property (its two twins share
 # it), since several properties share a body and Hypothesis keys examples by the body's source;
 # kept in the temporary folder, out of the working tree.

@@ -250,9 +250,6 @@ main()
 """
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "atomic_path creates the temporary with tempfile.mkstemp before its try/finally, so a SIGINT that lands "
-    "between the file's creation and `try:` leaves an empty hidden .part file behind"))
 def test_sigint_right_after_the_temporary_is_created_leaves_nothing(tmp_path: Path, inputs: Inputs):
     target = TARGETS["score"]
     destination = tmp_path / target.destination
