@@ -188,7 +188,7 @@ class NumericColumn:
             int(data.get("origin", 0)), int(data.get("span", 0)),
         )
         if column.transform not in ("identity", "log", "logit") or not (math.isfinite(column.mean) and math.isfinite(column.std) and column.std > 0):
-            raise ValueError(f"column {column.name!r} has an invalid transform ({column.transform}, {column.mean}, {column.std})")
+            raise ValueError(f"column {column.name!r} has an invalid standardization ({column.transform}, mean {column.mean}, std {column.std})")
         return column
 
 

@@ -91,4 +91,4 @@ class Preprocessor:
         try:
             return cls(tuple(encoder_from_json(entry) for entry in data))
         except (KeyError, TypeError, ValueError) as error:
-            raise BundleError(f"the manifest's columns are invalid ({type(error).__name__}: {error})") from None
+            raise BundleError(f"the manifest is malformed: its columns are invalid ({type(error).__name__}: {error})") from None

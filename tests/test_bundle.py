@@ -345,7 +345,7 @@ def test_failed_write_leaves_old_file_and_no_temporary(fitted, tmp_path, monkeyp
     path = tmp_path / "model.flow"
     if existing:
         path.write_bytes(b"old contents")
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OutputError, match="No space left"):
         fitted.save(path, force=True)
     assert part_files(tmp_path) == []
     if existing:
@@ -588,11 +588,11 @@ MANIFEST_EDITS = {
     "more-layers": (lambda m: m["architecture"].update(layers=m["architecture"]["layers"] + 1), ["do not match the architecture"]),
     "wider-hidden": (lambda m: m["architecture"].update(hidden=m["architecture"]["hidden"] * 2), ["has shape"]),
     "columns-not-a-list": (lambda m: m.update(columns=7), ["malformed"]),
-    "column-kind": (lambda m: m["columns"][0].update(kind="categorical"), ["'categorical' is not supported"]),
+    "column-kind": (lambda m: m["columns"][0].update(kind="hologram"), ["'hologram' is not supported"]),
     "column-zero-std": (lambda m: m["columns"][0].update(std=0.0), ["invalid standardization"]),
     "column-missing-mean": (lambda m: m["columns"][0].pop("mean"), ["malformed", "mean"]),
     "column-text-std": (lambda m: m["columns"][0].update(std="wide"), ["malformed"]),
-    "one-column-fewer": (lambda m: m["columns"].pop(), ["lists 2 columns for a flow of 3"]),
+    "one-column-fewer": (lambda m: m["columns"].pop(), ["make 2 features for a flow of 3"]),
     "training-string": (lambda m: m.update(training="ab"), ["malformed"]),
     "left-out-number": (lambda m: m.update(left_out=3), ["malformed"]),
 }
