@@ -25,7 +25,7 @@ class FlowConfig:
 
     def __post_init__(self) -> None:
         sizes = (self.features, self.layers, self.hidden, self.depth)
-        if any(type(size) is not int or size < 1 for size in sizes) or not self.scale_bound > 0:
+        if any(type(size) is not int or size < 1 for size in sizes) or not 0 < self.scale_bound <= 10:
             raise ValueError(f"invalid flow configuration: {self}")
 
     def split(self, layer: int) -> tuple[np.ndarray, np.ndarray]:

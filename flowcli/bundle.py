@@ -79,6 +79,8 @@ def read_bundle(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
 def _read_member(archive: zipfile.ZipFile, name: str, path: Path) -> bytes:
     """Read one member, refusing one larger than its limit (zip bombs declare small sizes, too)."""
     limit = _MAX_BYTES[name]
+    if archive.getinfo(name).compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise BundleError(f"{path}: {name} uses a compression flowcli never writes; this is not a bundle flowcli wrote")
     if archive.getinfo(name).file_size > limit:
         raise BundleError(f"{path}: {name} is larger than {limit} bytes; this is not a bundle flowcli wrote")
     with archive.open(name) as member:

@@ -105,7 +105,7 @@ def fit(
     hidden: Annotated[Optional[int], typer.Option(min=1, help="Units per hidden layer [default: sized from the data].")] = None,
     val_fraction: Annotated[float, typer.Option(min=0.001, max=0.9, help="Share of rows held out for validation.")] = 0.1,
     patience: Annotated[int, typer.Option(min=1, help="Stop after this many epochs without a better validation NLL.")] = 20,
-    seed: Annotated[int, typer.Option(help="Seed for the split, initialization and shuffling.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed for the split, initialization and shuffling.")] = 0,
     device: Annotated[Device, typer.Option(help="Where to train; auto takes CUDA when available.")] = Device.auto,
     quiet: Quiet = False,
     force: Force = False,
@@ -171,7 +171,7 @@ def sample(
     model: BundleArgument,
     num_samples: Annotated[int, typer.Option("-n", "--num-samples", min=1, help="How many rows to write.", show_default=False)],
     output: Annotated[str, typer.Option("-o", "--output", help="CSV or Parquet by suffix; '-' writes CSV to stdout.")] = "-",
-    seed: Annotated[Optional[int], typer.Option(help="The same seed gives the same rows [default: random].")] = None,
+    seed: Annotated[Optional[int], typer.Option(min=0, help="The same seed gives the same rows [default: random].")] = None,
     force: Force = False,
 ) -> None:
     """Write synthetic rows with the original column names, in the original units.

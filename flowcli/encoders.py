@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flowcli.errors import DataError
-from flowcli.schema import parse_numbers
+from flowcli.schema import parse_numbers, plain_values
 
 MAX_LEVELS = 1_000  # beyond this, rare levels share one "other" level
 MAX_RARE_KEPT = 1_000  # rare values kept in the bundle to sample "other" from
@@ -121,6 +121,8 @@ class NumericColumn:
         x = numeric_values(values, kind, name=name, source=source, origin=origin)
         missing = np.isnan(x)
         observed = x[~missing]
+        if not len(observed):
+            raise DataError(f"{source}: column {name!r} is entirely missing; leave it out with --ignore {name}")
         low, high = float(observed.min()), float(observed.max())
         discrete = kind == "integer" or pa.types.is_date(values.type)
         if discrete:
@@ -133,10 +135,11 @@ class NumericColumn:
         else:
             transform = "identity"
         t, _ = _forward_transform(transform, observed)
+        scale = float(np.max(np.abs(t))) or 1.0  # divide first, so that squares of 1e200 do not overflow
+        mean, std = float(np.mean(t / scale) * scale), float(np.std(t / scale) * scale) or 1.0
         missing_rate = float(missing.mean()) if missing.any() else None
         dtype = "timestamp[us]" if kind == "datetime" and pa.types.is_string(values.type) else _plain_type(values)
-        return cls(name, kind, dtype, float(t.mean()), float(t.std()) or 1.0,
-                   transform, low, high, missing_rate, discrete, origin, span)
+        return cls(name, kind, dtype, mean, std, transform, low, high, missing_rate, discrete, origin, span)
 
     def encode(self, values: pa.ChunkedArray | pa.Array, noise: np.ndarray, source: str, first_row: int):
         x = numeric_values(values, self.kind, name=self.name, source=source, first_row=first_row,
@@ -187,7 +190,7 @@ class NumericColumn:
             float(data.get("high", math.inf)), _optional_rate(data.get("missing_rate")), bool(data.get("discrete", False)),
             int(data.get("origin", 0)), int(data.get("span", 0)),
         )
-        if column.transform not in ("identity", "log", "logit") or not (math.isfinite(column.mean) and math.isfinite(column.std) and column.std > 0):
+        if column.transform not in ("identity", "log", "logit") or not (math.isfinite(column.mean) and 1e-200 < column.std < 1e300):
             raise ValueError(f"column {column.name!r} has an invalid standardization ({column.transform}, mean {column.mean}, std {column.std})")
         return column
 
@@ -219,7 +222,7 @@ class CategoricalColumn:
 
     @classmethod
     def fit(cls, values: pa.ChunkedArray, name: str, kind: str, source: str) -> CategoricalColumn:
-        counts = pc.value_counts(_plain(values))
+        counts = pc.value_counts(plain_values(values))
         levels, frequencies = counts.field("values").to_pylist(), counts.field("counts").to_numpy()
         by_count = np.argsort(-frequencies, kind="stable")
         kept, folded = by_count[: MAX_LEVELS - 1], by_count[MAX_LEVELS - 1:]
@@ -239,7 +242,7 @@ class CategoricalColumn:
 
     def _index(self, values: pa.ChunkedArray | pa.Array, source: str) -> np.ndarray:
         """Level index per row: −1 for an unseen value, −2 for a missing value with no level."""
-        values = _plain(values)
+        values = plain_values(values)
         level_type = _arrow_type(self.dtype)
         if values.type != level_type:
             try:
@@ -309,7 +312,7 @@ def numeric_values(
     Datetimes count days from `origin`, a tick of `output_type`'s unit (the type at fit).
     """
     if pa.types.is_dictionary(values.type):
-        values = _plain(values)
+        values = plain_values(values)
     if kind == "datetime":
         ticks, missing = datetime_ticks(values, output_type, name=name, source=source, first_row=first_row)
         return np.where(missing, np.nan, (ticks - origin) / _ticks_per_day(output_type or _datetime_type(values)))
@@ -317,7 +320,7 @@ def numeric_values(
         values = parse_numbers(values, name, source, first_row)
     elif pa.types.is_boolean(values.type) or not (pa.types.is_integer(values.type) or pa.types.is_floating(values.type) or pa.types.is_decimal(values.type)):
         raise DataError(f"{source}: column {name!r} has type {values.type}; the model needs numbers there")
-    x = pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
+    x = pc.cast(values, pa.float64(), safe=False).to_numpy(zero_copy_only=False)  # ints past 2**53 round
     if np.isinf(x).any():
         row = first_row + int(np.argmax(np.isinf(x))) + 1
         raise DataError(f"{source}: column {name!r} holds an infinite value in row {row}; replace it or leave the cell empty")
@@ -421,15 +424,8 @@ def _arrow_type(dtype: str) -> pa.DataType:
     return aliases.get(dtype) or pa.type_for_alias(dtype)
 
 
-def _plain(values: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
-    """Dictionary-encoded values (pandas categories) as plain values."""
-    if pa.types.is_dictionary(values.type):
-        return pc.cast(values, values.type.value_type)
-    return values
-
-
 def _plain_type(values: pa.ChunkedArray | pa.Array) -> str:
-    return str(values.type.value_type if pa.types.is_dictionary(values.type) else values.type)
+    return str(plain_values(values[:0]).type)
 
 
 def _sort_key(value) -> tuple:

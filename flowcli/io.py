@@ -51,12 +51,15 @@ def read_table(source: str, format: str | None = None) -> pa.Table:
     fmt = table_format(source, format)
     with _arrow_errors(source):
         if fmt == "parquet":
-            return pq.read_table(_parquet_input(source))
-        return pa_csv.read_csv(
-            _csv_input(source),
-            read_options=pa_csv.ReadOptions(block_size=_CSV_BLOCK_BYTES),
-            convert_options=pa_csv.ConvertOptions(strings_can_be_null=True),
-        )
+            table = pq.read_table(_parquet_input(source))
+        else:
+            table = pa_csv.read_csv(
+                _csv_input(source),
+                read_options=pa_csv.ReadOptions(block_size=_CSV_BLOCK_BYTES),
+                convert_options=pa_csv.ConvertOptions(strings_can_be_null=True),
+            )
+        table.column_names  # decodes the header: a file that is not UTF-8 fails here, with its name
+        return table
 
 
 def iter_batches(
@@ -76,6 +79,7 @@ def iter_batches(
     with _arrow_errors(source):
         if fmt == "parquet":
             parquet = pq.ParquetFile(_parquet_input(source))
+            parquet.schema_arrow.names  # decodes the names inside the guard
             return parquet.schema_arrow, _guarded(source, parquet.iter_batches(batch_size=batch_rows))
         convert = pa_csv.ConvertOptions(
             column_types=column_types or {}, strings_can_be_null=True
@@ -83,6 +87,7 @@ def iter_batches(
         reader = pa_csv.open_csv(
             _csv_input(source), read_options=pa_csv.ReadOptions(block_size=_CSV_BLOCK_BYTES), convert_options=convert
         )
+        reader.schema.names  # decodes the header inside the guard
         return reader.schema, _guarded(source, _rebatched(reader, batch_rows))
 
 
@@ -177,6 +182,10 @@ def _arrow_errors(source: str) -> Iterator[None]:
         raise DataError(_describe_arrow_error(source, str(error))) from None
     except UnicodeDecodeError:
         raise DataError(f"{source}: the file is not UTF-8 text; save it as UTF-8 CSV or as Parquet") from None
+    except OSError as error:  # pyarrow reports a damaged Parquet file as an I/O error
+        if isinstance(error, BrokenPipeError):
+            raise
+        raise DataError(_describe_arrow_error(source, str(error))) from None
 
 
 def _describe_arrow_error(source: str, message: str) -> str:

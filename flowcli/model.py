@@ -175,6 +175,8 @@ class TabularFlow:
 
     def sample_batches(self, n: int, seed: int | None = None, batch_rows: int = SAMPLE_BATCH_ROWS) -> Iterator[pa.RecordBatch]:
         """`n` synthetic rows in batches, with the original names, types and units; a seed fixes them."""
+        if seed is not None and seed < 0:
+            raise DataError(f"seed {seed} is negative; give a seed of 0 or more")
         rng = np.random.default_rng(seed)
         for start in range(0, n, batch_rows):
             z = rng.standard_normal((min(batch_rows, n - start), self.config_.features), dtype=np.float32)
@@ -216,7 +218,7 @@ class TabularFlow:
             model.created_ = str(manifest["created"])
         except BundleError as error:
             raise BundleError(f"{path}: {error}") from None
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as error:
             raise BundleError(f"{path}: the manifest is malformed ({type(error).__name__}: {error})") from None
         if model.preprocessor_.width != model.config_.features:
             raise BundleError(f"{path}: the manifest's columns make {model.preprocessor_.width} features for a flow of {model.config_.features}")

@@ -64,4 +64,6 @@ class NumpyRealNVP:
         """log p(x) per row (N,) as float64, in the units of x."""
         z, log_det = self.forward(x)
         z = z.astype(np.float64)
-        return -0.5 * np.einsum("ij,ij->i", z, z) - 0.5 * z.shape[1] * math.log(2 * math.pi) + log_det
+        log_p = -0.5 * np.einsum("ij,ij->i", z, z) - 0.5 * z.shape[1] * math.log(2 * math.pi) + log_det
+        # A row so extreme that float32 overflows has, in the limit, density zero.
+        return np.where(np.isnan(log_p), -np.inf, log_p)

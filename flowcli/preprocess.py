@@ -90,5 +90,5 @@ class Preprocessor:
             raise BundleError("the manifest is malformed: its columns are not a list of column records")
         try:
             return cls(tuple(encoder_from_json(entry) for entry in data))
-        except (KeyError, TypeError, ValueError) as error:
+        except (KeyError, TypeError, ValueError, OverflowError) as error:
             raise BundleError(f"the manifest is malformed: its columns are invalid ({type(error).__name__}: {error})") from None

@@ -103,8 +103,7 @@ def select_columns(
 
 def infer_kind(values: pa.ChunkedArray, name: str, source: str) -> tuple[str | None, str | None]:
     """(kind, None) for a column flowcli can model, or (None, why it is left out)."""
-    if pa.types.is_dictionary(values.type):
-        values = pc.cast(values, values.type.value_type)
+    values = plain_values(values)
     present = len(values) - values.null_count
     if present == 0:
         return None, "is entirely missing"
@@ -157,6 +156,18 @@ def parse_numbers(values: pa.Array | pa.ChunkedArray, name: str, source: str, fi
         raise not_a_number(source, name, bad[1], first_row + bad[0] + 1)
     trimmed = pc.utf8_trim_whitespace(values)
     return pc.cast(pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed), pa.float64())
+
+
+def plain_values(values: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """Values as flowcli keeps levels: dictionaries decoded (pandas categories), decimals and
+    half floats as float64, and NaN as missing."""
+    if pa.types.is_dictionary(values.type):
+        values = pc.cast(values, values.type.value_type)
+    if pa.types.is_decimal(values.type) or pa.types.is_float16(values.type):
+        values = pc.cast(values, pa.float64())
+    if pa.types.is_floating(values.type):
+        values = pc.if_else(pc.is_nan(values), pa.scalar(None, values.type), values)
+    return values
 
 
 def _mostly_numbers(values: pa.ChunkedArray) -> bool:
