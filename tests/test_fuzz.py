@@ -19,7 +19,9 @@ exception. The properties:
 Every property runs twice: a quick run in the default selection and a `fuzz`-marked twin with
 many more examples (`pytest -m fuzz tests/test_fuzz.py`). A bug a property found stays here as a
 strict xfail whose explicit `@example` is the minimal reproduction, next to a passing version
-of the same property whose strategy steers clear of that bug, so the rest stays guarded.
+of the same property whose strategy steers clear of that bug, so the rest stays guarded. Once
+the bug is fixed, its property passes, the reproduction stays as a regression example, and the
+general properties cover what they had steered clear of.
 """
 
 from __future__ import annotations
@@ -29,8 +31,6 @@ import hashlib
 import io
 import itertools
 import json
-import lzma
-import re
 import struct
 import sys
 import tempfile
@@ -78,7 +78,7 @@ def property_test(
 ) -> None:
     """Define test_<name>, `body` over `strategies`, and test_<name>_fuzz, its `fuzz`-marked twin
     with FUZZ_FACTOR times the examples. `explicit` are examples (keyword arguments) run first,
-    every time: the minimal reproductions of known bugs.
+    every time: the minimal reproductions of bugs, open or fixed.
     """
 
     def build(max_examples: int, extra_marks: Sequence[pytest.MarkDecorator]) -> Callable:
@@ -151,8 +151,8 @@ def _cased(word: str) -> st.SearchStrategy:
 
 _DIGITS = st.text("0123456789", min_size=1, max_size=5)
 _MANTISSA = st.one_of(_DIGITS, _DIGITS.map(lambda d: d + "."), st.tuples(_DIGITS, _DIGITS).map(".".join), _DIGITS.map(lambda d: "." + d))
-# Two exponent digits at most: larger numbers reach the float_huge bug (1e999 is inf, a DataError).
-_EXPONENT = st.just("") | st.tuples(st.sampled_from("eE"), st.sampled_from(["", "+", "-"]), st.text("0123456789", min_size=1, max_size=2)).map("".join)
+# Up to three exponent digits: huge numbers, and ones past float64 (1e999 is inf, a DataError).
+_EXPONENT = st.just("") | st.tuples(st.sampled_from("eE"), st.sampled_from(["", "+", "-"]), st.text("0123456789", min_size=1, max_size=3)).map("".join)
 # Text a CSV reader would take for a number (the grammar of flowcli.schema._NUMBER, minus blanks).
 NUMBER_TEXT = st.tuples(
     st.sampled_from(["", "+", "-"]),
@@ -193,45 +193,40 @@ def nulls_column(rows: int) -> st.SearchStrategy:
 
 
 def _floats(width: int, bound: float) -> st.SearchStrategy:
-    """Finite floats (inf is a DataError, NaN is the float_nan bug), within ±bound and a small range."""
+    """Floats within ±bound and a small range, and NaN (a missing value); not inf (a DataError)."""
     wide = st.floats(-bound, bound, width=width, allow_nan=False)
-    return wide | st.floats(-3, 3, width=width) | st.sampled_from([0.0, 1.0, 0.5])
+    return wide | st.floats(-3, 3, width=width) | st.sampled_from([0.0, 1.0, 0.5, float("nan")])
 
 
 _TIMES = st.integers(-(2**52), 2**52)  # within every unit's range
 COLUMN_KINDS: dict[str, Columns] = {
     **{f"int{bits}": integer_column(getattr(pa, f"int{bits}")()) for bits in (8, 16, 32)},
     **{f"uint{bits}": integer_column(getattr(pa, f"uint{bits}")()) for bits in (8, 16, 32)},
-    # 64-bit integers as large as float64 holds exactly; beyond that, see the int64_wide bug.
+    # 64-bit integers as large as float64 holds exactly, and beyond (rounded to float64).
     "int64": integer_column(pa.int64(), -(2**53), 2**53),
     "uint64": integer_column(pa.uint64(), 0, 2**53),
+    "int64_wide": integer_column(pa.int64(), 2**53 + 1, 2**63 - 1),
+    "uint64_wide": integer_column(pa.uint64(), 2**53 + 1, 2**64 - 1),
     "int40": integer_column(pa.int64(), -(2**40), 2**40),
+    "float16": column(_floats(16, 65504), pa.float16()),
     "float32": column(_floats(32, 2.0**127), pa.float32()),
-    # Squares of larger values overflow: see the float_huge bug.
-    "float64": column(_floats(64, 1e150), pa.float64()),
+    "float64": column(_floats(64, sys.float_info.max), pa.float64()),
+    "float_nan": column(st.sampled_from([float("nan"), 1.0, 2.0]), pa.float64()),  # few levels, NaN missing
+    "float_huge": column(st.floats(1e160, 1e300) | st.floats(-1e300, -1e160), pa.float64()),  # squares overflow
+    "decimal": decimal_column(15),
     "bool": column(st.booleans(), pa.bool_()),
     "timestamp": column(_TIMES, pa.timestamp("ms")),
     "timestamp_tz": column(_TIMES, pa.timestamp("ns", tz="Europe/Paris")),
     "date32": column(st.integers(-(10**6), 10**6), pa.date32()),
     "string": string_column(pa.string()),
     "large_string": string_column(pa.large_string()),
+    "nan_text": column(st.sampled_from(["nan", "NaN", "", "  "]), pa.string()),  # numbers, all of them missing
     "dictionary": dictionary_column,
     "null": nulls_column,
     "binary": column(st.binary(max_size=6), pa.binary()),
 }
-# Kinds that reach a bug (see the xfails below); kept out of the passing properties.
-BUG_KINDS: dict[str, Columns] = {
-    "int64_wide": integer_column(pa.int64(), 2**53 + 1, 2**63 - 1),
-    "uint64_wide": integer_column(pa.uint64(), 2**53 + 1, 2**64 - 1),
-    "decimal": decimal_column(15),
-    "float16": column(_floats(16, 65504), pa.float16()),
-    "float_nan": column(st.sampled_from([float("nan"), 1.0, 2.0]), pa.float64()),
-    "float_huge": column(st.floats(1e160, 1e300) | st.floats(-1e300, -1e160), pa.float64()),
-    "nan_text": column(st.sampled_from(["nan", "NaN", "", "  "]), pa.string()),
-}
-ALL_KINDS = {**COLUMN_KINDS, **BUG_KINDS}
-SAFE = tuple(COLUMN_KINDS)
-CSV_SAFE = tuple(kind for kind in SAFE if kind not in ("binary", "dictionary"))  # pyarrow's CSV writer takes neither
+ALL_KINDS = tuple(COLUMN_KINDS)
+CSV_KINDS = tuple(kind for kind in ALL_KINDS if kind not in ("binary", "dictionary"))  # pyarrow's CSV writer takes neither
 
 COLUMN_NAMES = st.text(max_size=6) | st.sampled_from(["a", "x", "é", "列", " ", "", "1", "a,b", '"q"', "line\nbreak"])
 
@@ -239,7 +234,7 @@ COLUMN_NAMES = st.text(max_size=6) | st.sampled_from(["a", "x", "é", "列", " "
 @st.composite
 def tables(
     draw,
-    kinds: Sequence[str] = SAFE,
+    kinds: Sequence[str] = ALL_KINDS,
     *,
     focus: Sequence[str] = (),
     min_columns: int = 0,
@@ -255,7 +250,7 @@ def tables(
     names = draw(st.lists(COLUMN_NAMES, min_size=len(chosen), max_size=len(chosen), unique=draw(st.booleans())))
     if not chosen:
         return pa.table({})
-    table = pa.Table.from_arrays([draw(ALL_KINDS[kind](rows)) for kind in chosen], names=names)
+    table = pa.Table.from_arrays([draw(COLUMN_KINDS[kind](rows)) for kind in chosen], names=names)
     cuts = sorted(draw(st.lists(st.integers(0, rows), max_size=2)))
     bounds = [0, *cuts, rows]
     return pa.concat_tables([table.slice(a, b - a) for a, b in itertools.pairwise(bounds)])
@@ -295,20 +290,9 @@ def _requested(table: pa.Table) -> st.SearchStrategy:
     return st.none() | st.none() | st.lists(name, max_size=4)
 
 
-def numbers_but_none(values: pa.ChunkedArray) -> bool:
-    """Text that counts as numbers, yet every value is missing: 'nan' and blanks (the nan_text bug)."""
-    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
-        return False
-    texts = {re.sub(r"^[+-]?nan$", "nan", v.strip().lower()) for v in values.to_pylist() if v is not None}
-    return "nan" in texts and texts <= {"nan", ""}
-
-
-def schema_cases(kinds: Sequence[str] = SAFE, focus: Sequence[str] = ()) -> st.SearchStrategy:
-    """(table, requested columns); without focus, no table reaches the nan_text bug."""
-    chosen = tables(kinds, focus=focus)
-    if not focus:
-        chosen = chosen.filter(lambda table: not any(numbers_but_none(table.column(i)) for i in range(table.num_columns)))
-    return chosen.flatmap(lambda table: st.tuples(st.just(table), _requested(table)))
+def schema_cases(kinds: Sequence[str] = ALL_KINDS, focus: Sequence[str] = ()) -> st.SearchStrategy:
+    """(table, requested columns), with a column of one of `focus` when given."""
+    return tables(kinds, focus=focus).flatmap(lambda table: st.tuples(st.just(table), _requested(table)))
 
 
 def check_schema_and_encoding(case: tuple[pa.Table, list[str] | None], noise_seed: int) -> None:
@@ -343,77 +327,26 @@ property_test(
     ],
 )
 
-property_test(
-    "schema_int64_beyond_float64", check_schema_and_encoding, examples=20,
-    case=schema_cases(focus=("int64_wide", "uint64_wide")), **_SCHEMA,
-    explicit=[{"case": (pa.table({"a": pa.array([2**53 + i for i in range(11)], pa.int64())}), None), "noise_seed": 0}],
-    marks=[known_bug(
-        pa.ArrowInvalid,
-        "integers reach float64 through a safe cast: an int64 column of the 11 values 2**53 .. 2**53 + 10 "
-        "(kind 'integer': more than 10 distinct) makes Preprocessor.fit, so TabularFlow.fit, raise "
-        "pyarrow.ArrowInvalid 'Integer value 9007199254740993 not in range', not DataError; so does "
-        "uint64 above 2**53 (IDs, hashes, epoch nanoseconds)"
-    )],
-)
-
-property_test(
-    "schema_few_decimals", check_schema_and_encoding, examples=20, case=schema_cases(focus=("decimal",)), **_SCHEMA,
-    explicit=[{"case": (pa.table({"a": pa.array([decimal.Decimal("1.50"), decimal.Decimal("2.25")], pa.decimal128(5, 2))}), None), "noise_seed": 0}],
-    marks=[known_bug(
-        pa.ArrowInvalid,
-        "a decimal column with at most 10 distinct values is categorical with decimal.Decimal levels, but "
-        "its level type is float64: Preprocessor.encode raises pyarrow.ArrowInvalid \"Could not convert "
-        "Decimal('1.50') ... to double\" for pa.table({'a': pa.array([Decimal('1.50'), Decimal('2.25')], "
-        "pa.decimal128(5, 2))}), so TabularFlow.fit fails on it (a Parquet price column); and the levels "
-        "are not JSON (TypeError: Decimal is not JSON serializable)"
-    )],
-)
-
-property_test(
-    "schema_nan_level", check_schema_and_encoding, examples=20, case=schema_cases(focus=("float_nan",)), **_SCHEMA,
-    explicit=[{"case": (pa.table({"a": [1.0, float("nan"), 2.0]}), None), "noise_seed": 0}],
-    marks=[known_bug(
-        ValueError,
-        "a float column with NaN and at most 10 distinct values becomes categorical with a NaN level, which "
-        "the bundle's strict JSON cannot hold: for pa.table({'a': [1.0, nan, 2.0]}) (or a numpy array or "
-        "Parquet file with NaN), TabularFlow.fit trains and then save raises ValueError 'Out of range float "
-        "values are not JSON compliant: nan', not DataError"
-    )],
-)
-
-property_test(
-    "schema_float16_levels", check_schema_and_encoding, examples=20, case=schema_cases(focus=("float16",)), **_SCHEMA,
-    explicit=[{"case": (pa.table({"a": pa.array([1.0, 2.0, 2.0], pa.float16())}), None), "noise_seed": 0}],
-    marks=[known_bug(
-        pa.ArrowNotImplementedError,
-        "a float16 column with at most 10 distinct values is categorical, and pyarrow has no index_in kernel "
-        "for half floats: for pa.table({'a': pa.array([1.0, 2.0, 2.0], pa.float16())}) Preprocessor.encode "
-        "(so TabularFlow.fit) raises pyarrow.ArrowNotImplementedError, not DataError (a Parquet float16 column)"
-    )],
-)
-
-property_test(
-    "schema_nan_text", check_schema_and_encoding, examples=20, case=schema_cases(focus=("nan_text",)), **_SCHEMA,
-    explicit=[{"case": (pa.table({"a": ["nan", ""]}), None), "noise_seed": 0}],
-    marks=[known_bug(
-        ValueError,
-        "a text column whose only non-blank values are 'nan' counts as numbers (continuous), but all its values "
-        "are missing, and NumericColumn.fit takes the min of none: pa.table({'a': ['nan', '']}) makes "
-        "Preprocessor.fit raise ValueError 'zero-size array to reduction operation minimum', and so does "
-        "TabularFlow().fit(pd.DataFrame({'a': ['nan', ''] * 6, 'b': np.arange(12.0)})), not DataError"
-    )],
-)
-
-property_test(
-    "schema_huge_floats", check_schema_and_encoding, examples=20, case=schema_cases(focus=("float_huge",)), **_SCHEMA,
-    explicit=[{"case": (pa.table({"a": [(-1) ** i * 1e200 * (i + 1) for i in range(11)]}), None), "noise_seed": 0}],
-    marks=[pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning"), known_bug(
-        AssertionError,
-        "a continuous column with values beyond about 1e154 has an infinite std (its squares overflow), so every "
-        "row gets log-weight -inf: pa.table({'a': [1e200, -2e200, 3e200, ..., 1.1e201]}) (11 distinct, finite "
-        "values) encodes to log-weights -inf, which fit trains on and score returns for every row"
-    )],
-)
+# Columns that once broke fit or save, each with its minimal reproduction, now a regression example.
+FOCUSED_SCHEMA_CASES = {
+    # Integers past 2**53 round to float64 (IDs, hashes, epoch nanoseconds), int64 and uint64 alike.
+    "int64_beyond_float64": (("int64_wide", "uint64_wide"), pa.table({"a": pa.array([2**53 + i for i in range(11)], pa.int64())})),
+    # Decimals with few distinct values are levels, stored as float64 (a Parquet price column).
+    "few_decimals": (("decimal",), pa.table({"a": pa.array([decimal.Decimal("1.50"), decimal.Decimal("2.25")], pa.decimal128(5, 2))})),
+    # NaN is a missing value, never a level that the bundle's strict JSON could not hold.
+    "nan_level": (("float_nan",), pa.table({"a": [1.0, float("nan"), 2.0]})),
+    # Half floats with few distinct values are levels, as float64.
+    "float16_levels": (("float16",), pa.table({"a": pa.array([1.0, 2.0, 2.0], pa.float16())})),
+    # Text whose only numbers are 'nan' and blanks is entirely missing: a DataError that says so.
+    "nan_text": (("nan_text",), pa.table({"a": ["nan", ""]})),
+    # Values past 1e154, whose squares overflow, still get a finite scale and log-weights.
+    "huge_floats": (("float_huge",), pa.table({"a": [(-1) ** i * 1e200 * (i + 1) for i in range(11)]})),
+}
+for _name, (_focus, _table) in FOCUSED_SCHEMA_CASES.items():
+    property_test(
+        f"schema_{_name}", check_schema_and_encoding, examples=20, case=schema_cases(focus=_focus), **_SCHEMA,
+        explicit=[{"case": (_table, None), "noise_seed": 0}],
+    )
 
 
 # ------------------------------------------------------------------------- 2. preprocessing
@@ -487,6 +420,8 @@ def _same_values(original: pa.ChunkedArray, decoded: pa.Array, kind: str) -> Non
     original = original.combine_chunks()
     if pa.types.is_dictionary(original.type):
         original = original.dictionary_decode()
+    if pa.types.is_floating(original.type):  # NaN is a missing value: it decodes as null
+        original = pc.if_else(pc.is_nan(original), pa.scalar(None, original.type), original)
     if pa.types.is_date(original.type):  # as day numbers: python's dates stop at year 1 and 9999
         assert pc.cast(decoded, pa.int32()).to_pylist() == pc.cast(original.cast(decoded.type), pa.int32()).to_pylist()
     elif kind in ("categorical", "boolean", "integer"):
@@ -522,7 +457,7 @@ def check_table_round_trip(case: tuple[pa.Table, list[str] | None], noise_seed: 
 
 
 # Integers within 2**40: beyond, x + noise loses the noise's precision (dequantization is float64).
-ROUND_TRIP_KINDS = tuple(kind for kind in SAFE if kind not in ("int64", "uint64"))
+ROUND_TRIP_KINDS = tuple(kind for kind in ALL_KINDS if kind not in ("int64", "uint64", "int64_wide", "uint64_wide"))
 property_test(
     "table_round_trip", check_table_round_trip, examples=150, case=schema_cases(ROUND_TRIP_KINDS), noise_seed=NOISE_SEEDS,
 )
@@ -576,13 +511,13 @@ _TABLE_FILE = {"batch_rows": st.integers(1, 20), "types": st.lists(st.tuples(st.
 
 property_test(
     "csv_files", check_table_file, examples=150, suffix=st.just(".csv"),
-    table=tables(CSV_SAFE + ("float16", "int64_wide", "decimal", "float_nan", "float_huge")).filter(lambda t: not lone_column_with_missing(t)),
+    table=tables(CSV_KINDS).filter(lambda t: not lone_column_with_missing(t)),
     **_TABLE_FILE,
 )
 
 property_test(
     "csv_lone_column_with_missing_values", check_table_file, examples=10, suffix=st.just(".csv"),
-    table=tables(CSV_SAFE, focus=("null", "float64", "string"), max_columns=0, min_rows=1),
+    table=tables(CSV_KINDS, focus=("null", "float64", "string"), max_columns=0, min_rows=1),
     explicit=[{"table": pa.table({"x": [1.0, None, 2.0]}), "suffix": ".csv", "batch_rows": 10, "types": []}],
     marks=[known_bug(
         AssertionError,
@@ -594,8 +529,7 @@ property_test(
 )
 
 property_test(
-    "parquet_files", check_table_file, examples=150, suffix=st.just(".parquet"),
-    table=tables(tuple(ALL_KINDS)), **_TABLE_FILE,
+    "parquet_files", check_table_file, examples=150, suffix=st.just(".parquet"), table=tables(), **_TABLE_FILE,
 )
 
 
@@ -681,34 +615,12 @@ def apply_plan(data: bytes, plan: Sequence[tuple], regions: dict[str, Sequence[r
     return bytes(out)
 
 
-def check_garbage_table(data: bytes, suffix: str, batch_rows: int, tolerated: tuple[type, ...]) -> None:
-    """Whatever the bytes, the readers return a usable table or raise DataError.
-
-    `tolerated` are exceptions of a known bug (an xfail below reproduces it), let through so
-    that the property keeps guarding everything else until the bug is fixed.
-    """
+def check_garbage_table(data: bytes, suffix: str, batch_rows: int) -> None:
+    """Whatever the bytes, the readers return a usable table or raise DataError."""
     with scratch_folder() as folder:
         path = folder / f"garbage{suffix}"
         path.write_bytes(data)
-        try:
-            read_all(path, batch_rows, {"a": pa.string(), "b": pa.float64()})
-        except tolerated:
-            pass
-
-
-def header_decodes(data: bytes) -> bool:
-    """Whether pyarrow decodes the CSV header of `data` as UTF-8 (the csv_header_not_utf8 bug)."""
-    try:
-        return isinstance(pa_csv.open_csv(io.BytesIO(data)).schema.names, list)
-    except UnicodeDecodeError:
-        return False
-    except (pa.ArrowException, ValueError):
-        return True  # unreadable for another reason: the property's business
-
-
-def utf8_header(data: bytes) -> bytes:
-    """`data` as is when its CSV header decodes, else all of it made UTF-8."""
-    return data if header_decodes(data) else data.decode("utf-8", "replace").encode()
+        read_all(path, batch_rows, {"a": pa.string(), "b": pa.float64()})
 
 
 def _valid_file(suffix: str) -> bytes:
@@ -733,42 +645,21 @@ def damaged_files(suffix: str) -> st.SearchStrategy:
 
 
 property_test(
-    "garbage_csv", check_garbage_table, examples=200, data=damaged_files(".csv").map(utf8_header),
-    suffix=st.just(".csv"), batch_rows=st.integers(1, 5), tolerated=st.just(()),
+    "garbage_csv", check_garbage_table, examples=200, data=damaged_files(".csv"), suffix=st.just(".csv"), batch_rows=st.integers(1, 5),
 )
 
-# A header in another encoding: the names are bytes pyarrow hands over undecoded.
+# A header in another encoding, which pyarrow hands over undecoded: a DataError, 'not UTF-8 text'.
 LATIN1_CSV = st.tuples(st.lists(st.text(st.characters(min_codepoint=32, max_codepoint=255, exclude_characters=',"'), min_size=1, max_size=6), min_size=1, max_size=3),
                        st.integers(1, 4)).map(lambda t: (",".join(t[0]) + "\n" + ("\n".join([",".join("1" * len(t[0]))] * t[1])) + "\n").encode("latin-1"))
 property_test(
-    "csv_header_not_utf8", check_garbage_table, examples=10, data=LATIN1_CSV, suffix=st.just(".csv"),
-    batch_rows=st.integers(1, 5), tolerated=st.just(()),
-    explicit=[{"data": b"caf\xe9,x\n1,2\n3,5\n", "suffix": ".csv", "batch_rows": 1, "tolerated": ()}],
-    marks=[known_bug(
-        UnicodeDecodeError,
-        "pyarrow does not check that CSV column names are UTF-8 and flowcli does not either: for a Latin-1 "
-        "file b'caf\\xe9,x\\n1,2\\n3,5\\n', read_table returns a table whose .column_names (and iter_batches a "
-        "schema whose .names) raise UnicodeDecodeError, so `flowcli fit latin1.csv` and `flowcli score m.flow "
-        "latin1.csv` end in a traceback instead of the 'not UTF-8 text' DataError"
-    )],
+    "csv_header_not_utf8", check_garbage_table, examples=10, data=LATIN1_CSV, suffix=st.just(".csv"), batch_rows=st.integers(1, 5),
+    explicit=[{"data": b"caf\xe9,x\n1,2\n3,5\n", "suffix": ".csv", "batch_rows": 1}],
 )
 
-_PARQUET_OSERROR = (
-    "io._arrow_errors catches ArrowInvalid, ArrowNotImplementedError and ArrowTypeError but not "
-    "pyarrow's OSError (ArrowIOError), which Parquet raises for damaged metadata or pages: "
-    "read_table('x.parquet') on the 12 bytes b'PAR1\\x00\\x00\\x00\\x00PAR1' raises OSError "
-    "\"Couldn't deserialize thrift: No more data to read\"; so do most bit flips of a real file "
-    "('Corrupt snappy compressed data', 'Unexpected end of stream', ...)"
-)
-property_test(  # passes while the bug stands: lets its OSError through, guards all else
-    "garbage_parquet_but_oserror", check_garbage_table, examples=200, data=damaged_files(".parquet"),
-    suffix=st.just(".parquet"), batch_rows=st.integers(1, 5), tolerated=st.just((OSError,)),
-)
+# Damaged Parquet metadata or pages, which pyarrow reports as OSError, are a DataError too.
 property_test(
-    "garbage_parquet", check_garbage_table, examples=10, data=damaged_files(".parquet"), suffix=st.just(".parquet"),
-    batch_rows=st.integers(1, 5), tolerated=st.just(()),
-    explicit=[{"data": b"PAR1\x00\x00\x00\x00PAR1", "suffix": ".parquet", "batch_rows": 1, "tolerated": ()}],
-    marks=[known_bug(OSError, _PARQUET_OSERROR)],
+    "garbage_parquet", check_garbage_table, examples=200, data=damaged_files(".parquet"), suffix=st.just(".parquet"),
+    batch_rows=st.integers(1, 5), explicit=[{"data": b"PAR1\x00\x00\x00\x00PAR1", "suffix": ".parquet", "batch_rows": 1}],
 )
 
 
@@ -931,16 +822,12 @@ property_test(
     explicit=[{"edits": ([], [])}, {"edits": ([], [("central", MANIFEST, "time", 12345)])}],
 )
 
+# A member whose compression method is not one flowcli writes (stored, deflated), such as 14
+# (LZMA) in the central directory, is a BundleError, never a decompressor's own exception.
 property_test(
     "damaged_bundle_compression_method", check_damaged_bundle, examples=10,
     edits=st.tuples(st.just([]), st.lists(st.tuples(st.just("central"), st.sampled_from([MANIFEST, WEIGHTS]), st.just("method"), _INTERESTING), min_size=1, max_size=1)),
     explicit=[{"edits": ([], [("central", WEIGHTS, "method", zipfile.ZIP_LZMA)])}],
-    marks=[known_bug(
-        lzma.LZMAError,
-        "bundle.read_bundle does not catch lzma.LZMAError: set the compression method of "
-        "weights.safetensors in the zip's central directory to 14 (ZIP_LZMA) and TabularFlow.load "
-        "raises LZMAError 'Invalid or unsupported options', not BundleError"
-    )],
 )
 
 _ZIP_OF_JUNK = st.tuples(st.binary(max_size=200), st.binary(max_size=200)).map(
@@ -954,10 +841,10 @@ property_test(
 
 # Re-signed bundles: a crafted manifest or weights, with valid zip CRCs and a matching checksum,
 # as anyone can write. They may load, but then as a usable model; otherwise a BundleError.
-# Integers stay within float64's range: beyond it is the OverflowError bug (resigned_bundle_huge_integer).
+# Integers past float64's range, and the infinities json.loads reads, are malformed: a BundleError.
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-(10**300), 10**300) | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=5) | st.sampled_from([2**63, 2**64, 0, -1, 1e308, 5e-324, "nan", "inf", "1e5", [], {}]),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+    | st.text(max_size=5) | st.sampled_from([2**63, 2**64, 10**400, 0, -1, 1e308, 5e-324, "nan", "inf", "1e5", [], {}]),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
     max_leaves=6,
 )
@@ -1029,7 +916,8 @@ def check_resigned_bundle(original, manifest_edits: list[tuple], tensor_plan: li
 
 
 def check_resigned_bundle_usable(original, manifest_edits: list[tuple]) -> None:
-    """A bundle that loads scores a typical row (−inf at worst, never NaN) and samples numbers."""
+    """A bundle that loads scores a typical row (−inf at worst, never NaN) and samples numbers: the
+    loader bounds the scale and each std, so extreme numbers there are a BundleError."""
     loaded = load_resigned(original, manifest_edits, [], False)
     if loaded is None:
         return
@@ -1046,7 +934,7 @@ property_test(
 )
 
 # Numbers a trained model never has, in the fields that enter the arithmetic.
-_EXTREMES = st.sampled_from([1e308, -1e308, 5e-324, 1e-300, 1e300, 10**300, True, 2**64])
+_EXTREMES = st.sampled_from([1e308, -1e308, 5e-324, 1e-300, 1e300, 10**300, 10**400, True, 2**64])
 _ARITHMETIC_FIELDS = st.one_of(
     st.tuples(st.just("columns"), st.integers(0, 2), st.sampled_from(["mean", "std", "low", "high", "missing_rate"])),
     st.just(("architecture", "scale_bound")),
@@ -1054,16 +942,14 @@ _ARITHMETIC_FIELDS = st.one_of(
 property_test(
     "resigned_bundle_usable", check_resigned_bundle_usable, examples=15,
     manifest_edits=st.lists(st.tuples(st.just("set"), _ARITHMETIC_FIELDS, _EXTREMES), min_size=1, max_size=2),
-    explicit=[{"manifest_edits": [("set", ("architecture", "scale_bound"), 1e308)]}],
-    marks=[known_bug(
-        (AssertionError, OverflowError),
-        "the loader checks only that scale_bound > 0 and that each mean and std is finite (std > 0), so crafted "
-        "bundles load and then score NaN: \"scale_bound\": 1e308 gives NaN scores and samples (inf * tanh(0)); "
-        "\"std\": 5e-324 gives NaN scores; \"scale_bound\": 10**400 (a JSON integer) loads and then "
-        "score_samples raises OverflowError"
-    )],
+    explicit=[
+        {"manifest_edits": [("set", ("architecture", "scale_bound"), 1e308)]},
+        {"manifest_edits": [("set", ("architecture", "scale_bound"), 10**400)]},
+        {"manifest_edits": [("set", ("columns", 0, "std"), 5e-324)]},
+    ],
 )
 
+# Numbers a float or an int cannot hold ("mean": 10**400, "origin": Infinity): a malformed manifest.
 property_test(
     "resigned_bundle_huge_integer", check_resigned_bundle, examples=10,
     manifest_edits=st.one_of(
@@ -1073,15 +959,10 @@ property_test(
                   st.sampled_from([float("inf"), float("-inf")])),
     ).map(lambda edit: [edit]),
     tensor_plan=st.just([]), resave=st.just(False),
-    explicit=[{"manifest_edits": [("set", ("columns", 0, "mean"), 10**400)], "tensor_plan": [], "resave": False}],
-    marks=[known_bug(
-        OverflowError,
-        "NumericColumn.from_json calls float() on mean, std, low and high and int() on origin and span, and "
-        "Preprocessor.from_json catches KeyError, TypeError and ValueError but not OverflowError: a bundle whose "
-        "manifest says \"mean\": 1 followed by 400 zeros (an integer, valid JSON) raises OverflowError 'int too "
-        "large to convert to float', and \"origin\": Infinity (which json.loads accepts) 'cannot convert float "
-        "infinity to integer', not BundleError"
-    )],
+    explicit=[
+        {"manifest_edits": [("set", ("columns", 0, "mean"), 10**400)], "tensor_plan": [], "resave": False},
+        {"manifest_edits": [("set", ("columns", 0, "origin"), float("inf"))], "tensor_plan": [], "resave": False},
+    ],
 )
 
 
@@ -1153,7 +1034,8 @@ property_test(
 
 
 def check_scores_never_nan(model: TabularFlow, rows: np.ndarray) -> None:
-    """Any finite row gets a log-likelihood (−inf at worst for an absurd outlier), or a DataError."""
+    """Any finite row gets a log-likelihood, or a DataError: −inf at worst, for an outlier so extreme
+    that the float32 flow overflows, which then ranks first among the least likely, never NaN."""
     frame = pd.DataFrame({name: rows[:, j] for j, name in enumerate(model.columns_)})
     try:
         with np.errstate(all="ignore"):
@@ -1167,19 +1049,12 @@ property_test(
     "score_samples_extreme_rows", check_scores_never_nan, examples=20,
     rows=hnp.arrays(np.float64, st.tuples(st.integers(1, 5), st.just(3)), elements=st.floats(allow_nan=False, allow_infinity=False)),
     explicit=[{"rows": np.array([[0.5, -3e4, 1e40]])}],
-    marks=[known_bug(
-        AssertionError,
-        "the flow runs in float32, so a finite value whose standardized form passes float32's range (about 3e38) "
-        "overflows and the row scores NaN: for conftest's bundle, score_samples of small=0.5, large=-3e4, "
-        "plain=1e40 (or 1e38) is [nan], while plain=1e37 scores -4.8e73, so the most extreme outliers drop out "
-        "of a `score | sort -g` or nsmallest ranking instead of coming first (values outside a bounded "
-        "column's range rightly score -inf)"
-    )],
 )
 
 
 def check_sample_any_seed(model: TabularFlow, n: int, seed: int) -> None:
-    """Any int seed (the API's type, and `flowcli sample --seed`'s) samples, or is refused as a FlowcliError."""
+    """Any int seed (the API's type, and `flowcli sample --seed`'s) samples, or is refused as a
+    FlowcliError: a negative seed is a DataError, never numpy's ValueError."""
     try:
         frame = model.sample(n, seed=seed)
     except FlowcliError:
@@ -1190,10 +1065,4 @@ def check_sample_any_seed(model: TabularFlow, n: int, seed: int) -> None:
 property_test(
     "sample_negative_seed", check_sample_any_seed, examples=10, n=st.integers(1, 5), seed=st.integers(max_value=-1),
     explicit=[{"n": 3, "seed": -1}],
-    marks=[known_bug(
-        ValueError,
-        "a negative seed reaches numpy.random.default_rng: TabularFlow.sample(3, seed=-1) raises ValueError "
-        "'expected non-negative integer', and `flowcli sample model.flow -n 3 --seed -1` (the option has no "
-        "minimum) ends in that traceback"
-    )],
 )
