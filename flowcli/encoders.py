@@ -321,9 +321,13 @@ def numeric_values(
     elif pa.types.is_boolean(values.type) or not (pa.types.is_integer(values.type) or pa.types.is_floating(values.type) or pa.types.is_decimal(values.type)):
         raise DataError(f"{source}: column {name!r} has type {values.type}; the model needs numbers there")
     x = pc.cast(values, pa.float64(), safe=False).to_numpy(zero_copy_only=False)  # ints past 2**53 round
-    if np.isinf(x).any():
-        row = first_row + int(np.argmax(np.isinf(x))) + 1
-        raise DataError(f"{source}: column {name!r} holds an infinite value in row {row}; replace it or leave the cell empty")
+    infinite = np.isinf(x)
+    if infinite.any():
+        row = first_row + int(np.argmax(infinite)) + 1
+        raise DataError(
+            f"{source}: column {name!r} holds {int(infinite.sum())} infinite value(s), the first in row {row}; "
+            "replace them or leave the cells empty"
+        )
     return x
 
 

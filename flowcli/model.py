@@ -21,6 +21,7 @@ from flowcli import __version__
 from flowcli.architecture import FlowConfig, default_config
 from flowcli.bundle import FORMAT_VERSION, read_bundle, write_bundle
 from flowcli.errors import BundleError, DataError, FlowcliWarning
+from flowcli.encoders import CategoricalColumn
 from flowcli.numpy_flow import NumpyRealNVP
 from flowcli.preprocess import Preprocessor
 from flowcli.schema import require_columns, select_columns
@@ -95,6 +96,10 @@ class TabularFlow:
             raise DataError(f"{source}: {table.num_rows} rows are too few to train; give at least {MIN_ROWS}")
         table = table.select(selection.columns)
         self.preprocessor_ = Preprocessor.fit(table, selection.kinds, source=source)
+        for column in self.preprocessor_.columns:
+            if isinstance(column, CategoricalColumn) and column.levels == [column.levels[0]] and not column.rare:
+                warnings.warn(f"{source}: column {column.name!r} is constant ({column.levels[0]!r} in every row); "
+                              "it is modeled as certain", FlowcliWarning, 2)
         rng = np.random.default_rng(self.seed)
         u, log_weight = self.preprocessor_.encode(table, rng.uniform(size=(table.num_rows, self.preprocessor_.width)), source=source)
 

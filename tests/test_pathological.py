@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from flowcli import TabularFlow
-from flowcli.errors import DataError, FlowcliError
+from flowcli.errors import DataError, FlowcliError, FlowcliWarning
 
 RNG = np.random.default_rng(0)
 
@@ -62,7 +62,8 @@ def test_pathological_table_gives_a_finite_model(make, tmp_path):
 
 def test_a_point_mass_is_certain():
     table = pd.DataFrame({"a": [1.5] * 100, "b": [2.0] * 100})
-    model = TabularFlow(epochs=2, layers=2, hidden=8).fit(table)
+    with pytest.warns(FlowcliWarning, match="constant"):
+        model = TabularFlow(epochs=2, layers=2, hidden=8).fit(table)
     np.testing.assert_allclose(model.score_samples(table), 0.0, atol=0.01)  # probability one
     assert model.sample(10, seed=0).eq({"a": 1.5, "b": 2.0}).all().all()
 
