@@ -162,3 +162,22 @@ def test_divergent_learning_rate_still_gives_a_finite_model():
     assert all(np.isfinite(value).all() for value in model.weights_.values())
     assert np.isfinite(model.score_samples(x)).all()
     assert np.isfinite(model.training_["best_val_nll"])
+
+
+def test_a_non_finite_loss_reloads_the_best_weights_at_a_lower_learning_rate():
+    from flowcli.architecture import FlowConfig
+    from flowcli.train import TrainSettings, train_flow
+
+    rng = np.random.default_rng(0)
+    u = rng.standard_normal((400, 3))
+    calls = 0
+
+    def redraw():  # the second epoch's data is poisoned with NaN, as a diverging step would leave it
+        nonlocal calls
+        calls += 1
+        return np.full_like(u, np.nan) if calls == 1 else u
+
+    weights, summary = train_flow(u, u[:50], FlowConfig(features=3, layers=2, hidden=8), TrainSettings(epochs=5), redraw=redraw)
+    assert summary.recoveries == 1
+    assert summary.epochs == 5 and len(summary.history) == 4  # the poisoned epoch is not counted
+    assert all(np.isfinite(value).all() for value in weights.values())
