@@ -26,12 +26,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flowcli.errors import DataError
-from flowcli.schema import parse_numbers, plain_values
+from flowcli.values import arrow_type, datetime_ticks, numeric_values, plain_values, ticks_per_day, to_arrow
 
 MAX_LEVELS = 1_000  # beyond this, rare levels share one "other" level
 MAX_RARE_KEPT = 1_000  # rare values kept in the bundle to sample "other" from
 _LOGIT_MARGIN = 1e-3  # [0, 1] maps into (−margin, 1 + margin) before the logit, so 0 and 1 stay finite
-_DAY_UNITS = {"s": 86_400, "ms": 86_400_000, "us": 86_400_000_000, "ns": 86_400_000_000_000}
 
 
 def _ndtri(c: np.ndarray) -> np.ndarray:
@@ -105,7 +104,7 @@ class NumericColumn:
     @property
     def output_type(self) -> pa.DataType:
         """The type of sampled values: the type at fit where it can hold them."""
-        target = _arrow_type(self.dtype)
+        target = arrow_type(self.dtype)
         if self.kind == "datetime":
             return target if pa.types.is_timestamp(target) or pa.types.is_date(target) else pa.timestamp("us")
         if self.kind == "integer":
@@ -171,9 +170,9 @@ class NumericColumn:
         if self.missing_rate is not None:
             missing = Levels(np.array([1 - self.missing_rate, self.missing_rate])).decode(u[:, 1]) == 1
         if self.kind == "datetime":
-            offsets = np.clip(np.round(x * _ticks_per_day(self.output_type)), 0, self.span).astype(np.int64)
+            offsets = np.clip(np.round(x * ticks_per_day(self.output_type)), 0, self.span).astype(np.int64)
             return pa.array(self.origin + offsets, mask=missing).cast(pa.int32() if pa.types.is_date(self.output_type) else pa.int64()).cast(self.output_type)
-        return _to_arrow(x, self.output_type, missing)
+        return to_arrow(x, self.output_type, missing)
 
     def to_json(self) -> dict:
         return {
@@ -218,7 +217,7 @@ class CategoricalColumn:
 
     @property
     def output_type(self) -> pa.DataType:
-        return _arrow_type(self.dtype)
+        return arrow_type(self.dtype)
 
     @classmethod
     def fit(cls, values: pa.ChunkedArray, name: str, kind: str, source: str) -> CategoricalColumn:
@@ -243,7 +242,7 @@ class CategoricalColumn:
     def _index(self, values: pa.ChunkedArray | pa.Array, source: str) -> np.ndarray:
         """Level index per row: −1 for an unseen value, −2 for a missing value with no level."""
         values = plain_values(values)
-        level_type = _arrow_type(self.dtype)
+        level_type = arrow_type(self.dtype)
         if values.type != level_type:
             try:
                 values = pc.cast(values, level_type)
@@ -299,79 +298,8 @@ class CategoricalColumn:
             raise ValueError(f"column {column.name!r} has invalid level probabilities")
         if column.rare and column.rare_count < len(column.rare):
             raise ValueError(f"column {column.name!r} has an invalid rare-level count")
-        _arrow_type(column.dtype)
+        arrow_type(column.dtype)
         return column
-
-
-def numeric_values(
-    values: pa.ChunkedArray | pa.Array, kind: str, *, name: str, source: str, first_row: int = 0,
-    origin: int = 0, output_type: pa.DataType | None = None,
-) -> np.ndarray:
-    """A numeric or datetime column as float64 (N,); NaN where missing.
-
-    Datetimes count days from `origin`, a tick of `output_type`'s unit (the type at fit).
-    """
-    if pa.types.is_dictionary(values.type):
-        values = plain_values(values)
-    if kind == "datetime":
-        ticks, missing = datetime_ticks(values, output_type, name=name, source=source, first_row=first_row)
-        return np.where(missing, np.nan, (ticks - origin) / _ticks_per_day(output_type or _datetime_type(values)))
-    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
-        values = parse_numbers(values, name, source, first_row)
-    elif pa.types.is_boolean(values.type) or not (pa.types.is_integer(values.type) or pa.types.is_floating(values.type) or pa.types.is_decimal(values.type)):
-        raise DataError(f"{source}: column {name!r} has type {values.type}; the model needs numbers there")
-    x = pc.cast(values, pa.float64(), safe=False).to_numpy(zero_copy_only=False)  # ints past 2**53 round
-    infinite = np.isinf(x)
-    if infinite.any():
-        row = first_row + int(np.argmax(infinite)) + 1
-        raise DataError(
-            f"{source}: column {name!r} holds {int(infinite.sum())} infinite value(s), the first in row {row}; "
-            "replace them or leave the cells empty"
-        )
-    return x
-
-
-def datetime_ticks(
-    values: pa.ChunkedArray | pa.Array, output_type: pa.DataType | None, *, name: str, source: str, first_row: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Dates or times as int64 ticks of `output_type`'s unit (default: their own), and the missing mask."""
-    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
-        values = parse_datetimes(values, name, source, first_row)
-    if not (pa.types.is_timestamp(values.type) or pa.types.is_date(values.type)):
-        raise DataError(f"{source}: column {name!r} has type {values.type}; the model needs dates or times there")
-    target = output_type or _datetime_type(values)
-    values = pc.cast(values, target)
-    integers = pc.cast(values, pa.int32() if pa.types.is_date(target) else pa.int64())
-    missing = values.is_null().to_numpy(zero_copy_only=False)
-    return pc.fill_null(integers, 0).to_numpy(zero_copy_only=False).astype(np.int64), missing
-
-
-def _datetime_type(values: pa.ChunkedArray | pa.Array) -> pa.DataType:
-    return pa.date32() if pa.types.is_date(values.type) else values.type
-
-
-def _ticks_per_day(target: pa.DataType) -> int:
-    return 1 if pa.types.is_date(target) else _DAY_UNITS[target.unit]
-
-
-def parse_datetimes(values: pa.ChunkedArray | pa.Array, name: str, source: str, first_row: int) -> pa.Array:
-    """ISO 8601 text to timestamps; a value that is not one fails with its row (1-based)."""
-    values = pc.if_else(pc.equal(pc.utf8_trim_whitespace(values), ""), pa.scalar(None, values.type), values)
-    try:
-        return pc.cast(values, pa.timestamp("us"))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        pass
-    for row, text in enumerate(values.to_pylist()):
-        if text is None:
-            continue
-        try:
-            pc.cast(pa.array([text]), pa.timestamp("us"))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            raise DataError(
-                f"{source}: column {name!r} holds {text!r} in row {first_row + row + 1}, which is not a date or time "
-                "(write it as ISO 8601, e.g. 2024-05-31 or 2024-05-31T12:00:00)"
-            ) from None
-    raise DataError(f"{source}: column {name!r} cannot be read as dates or times")
 
 
 def encoder_from_json(data: dict) -> NumericColumn | CategoricalColumn:
@@ -408,24 +336,6 @@ def _inverse_transform(transform: str, t: np.ndarray) -> np.ndarray:
     if transform == "logit":
         return (1 + 2 * _LOGIT_MARGIN) / (1 + np.exp(-t)) - _LOGIT_MARGIN
     return t
-
-
-def _to_arrow(x: np.ndarray, target: pa.DataType, missing: np.ndarray | None) -> pa.Array:
-    """Decoded numbers (N,) as an arrow array of `target`, with nulls where missing."""
-    if pa.types.is_integer(target):
-        return pa.array(x.astype(np.int64), mask=missing).cast(target)
-    return pa.array(x, mask=missing).cast(target)
-
-
-def _arrow_type(dtype: str) -> pa.DataType:
-    """The arrow type named by str(type), for the types flowcli writes back."""
-    if dtype.startswith("timestamp["):
-        unit, _, tz = dtype[len("timestamp["):-1].partition(", tz=")
-        return pa.timestamp(unit, tz or None)
-    if dtype.startswith("decimal"):
-        return pa.float64()
-    aliases = {"date32[day]": pa.date32(), "date64[ms]": pa.date64(), "large_string": pa.large_string()}
-    return aliases.get(dtype) or pa.type_for_alias(dtype)
 
 
 def _plain_type(values: pa.ChunkedArray | pa.Array) -> str:

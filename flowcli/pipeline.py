@@ -17,7 +17,8 @@ from flowcli.atomic import check_destination
 from flowcli.errors import DataError, OutputError
 from flowcli.io import iter_batches, read_table, table_format, write_batches
 from flowcli.model import TabularFlow
-from flowcli.schema import parse_numbers, require_columns
+from flowcli.schema import require_columns
+from flowcli.values import parse_numbers
 
 if TYPE_CHECKING:
     from flowcli.train import EpochReport

@@ -15,9 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flowcli.errors import DataError
+from flowcli.values import NUMBER, first_non_number, is_number_type, mostly_numbers, plain_values
 
-# A decimal or scientific number, as pyarrow's CSV reader would accept it.
-_NUMBER = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$|^\s*[-+]?(inf|infinity|nan)\s*$"
 
 
 KINDS = ("continuous", "integer", "categorical", "boolean", "datetime")
@@ -35,26 +34,6 @@ class Selection:
     @property
     def columns(self) -> list[str]:
         return list(self.kinds)
-
-
-def first_non_number(values: pa.Array | pa.ChunkedArray) -> tuple[int, str] | None:
-    """The 0-based row and text of the first string in `values` that is not a number.
-
-    Nulls and blank strings are missing values, not words, so they are skipped here.
-    """
-    is_number = pc.match_substring_regex(values, _NUMBER, ignore_case=True)
-    is_blank = pc.match_substring_regex(values, r"^\s*$")
-    bad = pc.and_(pc.invert(pc.or_kleene(is_number, is_blank)), pc.is_valid(values))
-    if not pc.any(bad).as_py():
-        return None
-    row = pc.index(bad, True).as_py()
-    return row, values[row].as_py()
-
-
-def not_a_number(source: str, column: str, text: str, row: int | None) -> DataError:
-    """The error for a word in a numeric column; `row` is 1-based, or None when unknown."""
-    where = f" in row {row}" if row else ""
-    return DataError(f"{source}: column {column!r} holds {text!r}{where}, which is not a number; fix or remove that value")
 
 
 def select_columns(
@@ -111,15 +90,15 @@ def infer_kind(values: pa.ChunkedArray, name: str, source: str) -> tuple[str | N
         return "boolean", None
     if pa.types.is_timestamp(values.type) or pa.types.is_date(values.type):
         return "datetime", None
-    if _is_number_type(values.type):
+    if is_number_type(values.type):
         if pc.count_distinct(values).as_py() <= FEW_LEVELS:
             return "categorical", None
         return ("integer" if pa.types.is_integer(values.type) else "continuous"), None
     if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
-        if _mostly_numbers(values):
+        if mostly_numbers(values):
             bad = first_non_number(values)
             if bad is not None:
-                number = pc.index(pc.match_substring_regex(values, _NUMBER, ignore_case=True), True).as_py()
+                number = pc.index(pc.match_substring_regex(values, NUMBER, ignore_case=True), True).as_py()
                 raise DataError(
                     f"{source}: column {name!r} mixes numbers and text (e.g. {values[number].as_py()!r} in row "
                     f"{number + 1} and {bad[1]!r} in row {bad[0] + 1}); fix the text or pass --categorical {name}"
@@ -143,42 +122,6 @@ def require_columns(available: Sequence[str], needed: Sequence[str], *, source: 
         raise DataError(
             f"{source}: missing column {_names(missing)}, which the model needs; it was fit on {_names(needed)}"
         )
-
-
-def parse_numbers(values: pa.Array | pa.ChunkedArray, name: str, source: str, first_row: int) -> pa.Array:
-    """Text to float64; blanks become missing, and a word fails with its row (1-based)."""
-    try:
-        return pc.cast(values, pa.float64())  # the fast path: clean numbers
-    except pa.ArrowInvalid:
-        pass
-    bad = first_non_number(values)
-    if bad is not None:
-        raise not_a_number(source, name, bad[1], first_row + bad[0] + 1)
-    trimmed = pc.utf8_trim_whitespace(values)
-    return pc.cast(pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed), pa.float64())
-
-
-def plain_values(values: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
-    """Values as flowcli keeps levels: dictionaries decoded (pandas categories), decimals and
-    half floats as float64, and NaN as missing."""
-    if pa.types.is_dictionary(values.type):
-        values = pc.cast(values, values.type.value_type)
-    if pa.types.is_decimal(values.type) or pa.types.is_float16(values.type):
-        values = pc.cast(values, pa.float64())
-    if pa.types.is_floating(values.type):
-        values = pc.if_else(pc.is_nan(values), pa.scalar(None, values.type), values)
-    return values
-
-
-def _mostly_numbers(values: pa.ChunkedArray) -> bool:
-    """True when at least half the non-blank strings are numbers: a numeric column with typos."""
-    numbers = pc.sum(pc.match_substring_regex(values, _NUMBER, ignore_case=True)).as_py() or 0
-    present = pc.sum(pc.invert(pc.match_substring_regex(values, r"^\s*$"))).as_py() or 0
-    return present > 0 and numbers >= 0.5 * present
-
-
-def _is_number_type(data_type: pa.DataType) -> bool:
-    return pa.types.is_integer(data_type) or pa.types.is_floating(data_type) or pa.types.is_decimal(data_type)
 
 
 def _reject_duplicate_names(names: Sequence[str], source: str) -> None:
