@@ -6,10 +6,9 @@ given the mode a plain `open()` would give it, and renamed into place.
 
 from __future__ import annotations
 
+import glob
 import os
-import signal
 import tempfile
-import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,12 +40,14 @@ def atomic_path(destination: Path, *, force: bool, inputs: Iterable[str | Path] 
     """Yield a temporary path beside `destination`; when the block succeeds, it becomes `destination`."""
     destination = Path(destination)
     check_destination(destination, force=force, inputs=inputs)
+    # The process id in the name lets `finally` find the file even when Ctrl-C lands between
+    # its creation and the assignment of its name.
+    prefix = f".{destination.name}.{os.getpid()}."
     temporary = None
     try:
         try:
-            with _interrupts_held():  # so that `finally` always knows the file it must remove
-                descriptor, name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=destination.parent)
-                temporary = Path(name)
+            descriptor, name = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=destination.parent)
+            temporary = Path(name)
             os.close(descriptor)
             yield temporary
             _fsync(temporary)
@@ -60,21 +61,8 @@ def atomic_path(destination: Path, *, force: bool, inputs: Iterable[str | Path] 
             raise OutputError(f"{destination}: cannot write ({reason}); nothing was written there") from None
         _fsync_folder(destination.parent)
     finally:
-        if temporary is not None:
-            temporary.unlink(missing_ok=True)
-
-
-@contextmanager
-def _interrupts_held() -> Iterator[None]:
-    """Hold Ctrl-C (SIGINT) back until the block ends, where the platform allows it."""
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for leftover in [temporary] if temporary else destination.parent.glob(glob.escape(prefix) + "*.part"):
+            leftover.unlink(missing_ok=True)
 
 
 def _fsync(path: Path) -> None:
