@@ -189,7 +189,7 @@ class NumericColumn:
             float(data.get("high", math.inf)), _optional_rate(data.get("missing_rate")), bool(data.get("discrete", False)),
             int(data.get("origin", 0)), int(data.get("span", 0)),
         )
-        if column.transform not in ("identity", "log", "logit") or not (math.isfinite(column.mean) and 1e-200 < column.std < 1e300):
+        if column.transform not in ("identity", "log", "logit") or not (math.isfinite(column.mean) and 1e-200 < column.std < math.inf):
             raise ValueError(f"column {column.name!r} has an invalid standardization ({column.transform}, mean {column.mean}, std {column.std})")
         return column
 
