@@ -151,8 +151,8 @@ def _cased(word: str) -> st.SearchStrategy:
 
 _DIGITS = st.text("0123456789", min_size=1, max_size=5)
 _MANTISSA = st.one_of(_DIGITS, _DIGITS.map(lambda d: d + "."), st.tuples(_DIGITS, _DIGITS).map(".".join), _DIGITS.map(lambda d: "." + d))
-# Two exponent digits at most: with three, a column's std can pass 1e300 (['1e301', '0']), which fit
-# saves and load refuses as malformed, an open flowcli bug (see STD_LOADABLE).
+# Two exponent digits at most: with three, values can span more than float64's range
+# (['1.7e308', '-1.7e308', '1.7e308']), an open flowcli bug (see FLOAT64_BOUND).
 _EXPONENT = st.just("") | st.tuples(st.sampled_from("eE"), st.sampled_from(["", "+", "-"]), st.text("0123456789", min_size=1, max_size=2)).map("".join)
 # Text a CSV reader would take for a number (the grammar of flowcli.schema._NUMBER, minus blanks).
 NUMBER_TEXT = st.tuples(
@@ -200,11 +200,10 @@ def _floats(width: int, bound: float) -> st.SearchStrategy:
 
 
 _TIMES = st.integers(-(2**52), 2**52)  # within every unit's range
-# An open flowcli bug: fit standardizes a column whatever its std, but the loader takes only
-# 1e-200 < std < 1e300, so a model fit to [0, 1, ..., 9, 3.4785e300] (std 1e300), or to values all
-# within ±1e-210, saves and then fails to load (BundleError 'invalid standardization'). Values
-# within ±1e299 keep every std below 1e300.
-STD_LOADABLE = 1e299
+# An open flowcli bug: NumericColumn.encode computes t − mean, which overflows when a column's
+# values span more than float64's range: fit to [-1.797e308, 1.798e308, 1.780e308, ...] (12
+# distinct values), a value seen at fit encodes to u = −inf. Within ±max/2 no difference overflows.
+FLOAT64_BOUND = sys.float_info.max / 2
 COLUMN_KINDS: dict[str, Columns] = {
     **{f"int{bits}": integer_column(getattr(pa, f"int{bits}")()) for bits in (8, 16, 32)},
     **{f"uint{bits}": integer_column(getattr(pa, f"uint{bits}")()) for bits in (8, 16, 32)},
@@ -216,7 +215,7 @@ COLUMN_KINDS: dict[str, Columns] = {
     "int40": integer_column(pa.int64(), -(2**40), 2**40),
     "float16": column(_floats(16, 65504), pa.float16()),
     "float32": column(_floats(32, 2.0**127), pa.float32()),
-    "float64": column(_floats(64, STD_LOADABLE), pa.float64()),
+    "float64": column(_floats(64, FLOAT64_BOUND), pa.float64()),
     "float_nan": column(st.sampled_from([float("nan"), 1.0, 2.0]), pa.float64()),  # few levels, NaN missing
     "float_huge": column(st.floats(1e160, 1e300) | st.floats(-1e300, -1e160), pa.float64()),  # squares overflow
     "decimal": decimal_column(15),
@@ -442,7 +441,7 @@ def _same_values(original: pa.ChunkedArray, decoded: pa.Array, kind: str) -> Non
         x, y = _as_numbers(original), _as_numbers(decoded)
         assert np.isnan(y).tolist() == np.isnan(x).tolist()
         present = ~np.isnan(x)
-        assert (np.abs(y[present] - x[present]) <= 1e-9 * (np.abs(x[present]) + np.abs(x[present]).max(initial=0))).all()
+        assert (np.abs(y[present] - x[present]) <= 1e-9 * np.abs(x[present]) + 1e-9 * np.abs(x[present]).max(initial=0)).all()
 
 
 def check_table_round_trip(case: tuple[pa.Table, list[str] | None], noise_seed: int) -> None:
