@@ -30,6 +30,8 @@ from flowcli.values import arrow_type, datetime_ticks, numeric_values, plain_val
 
 MAX_LEVELS = 1_000  # beyond this, rare levels share one "other" level
 MAX_RARE_KEPT = 1_000  # rare values kept in the bundle to sample "other" from
+_MIN_STD = 1e-300  # a narrower spread is treated as this one, so 1 / std stays finite
+_FLOAT_MAX = np.finfo(np.float64).max
 _LOGIT_MARGIN = 1e-3  # [0, 1] maps into (−margin, 1 + margin) before the logit, so 0 and 1 stay finite
 
 
@@ -135,7 +137,7 @@ class NumericColumn:
             transform = "identity"
         t, _ = _forward_transform(transform, observed)
         scale = float(np.max(np.abs(t))) or 1.0  # divide first, so that squares of 1e200 do not overflow
-        mean, std = float(np.mean(t / scale) * scale), float(np.std(t / scale) * scale) or 1.0
+        mean, std = float(np.mean(t / scale) * scale), max(float(np.std(t / scale) * scale), _MIN_STD)
         missing_rate = float(missing.mean()) if missing.any() else None
         dtype = "timestamp[us]" if kind == "datetime" and pa.types.is_string(values.type) else _plain_type(values)
         return cls(name, kind, dtype, mean, std, transform, low, high, missing_rate, discrete, origin, span)
@@ -149,7 +151,7 @@ class NumericColumn:
         with np.errstate(divide="ignore", invalid="ignore"):
             t, log_jacobian = _forward_transform(self.transform, v)
         outside = ~np.isfinite(t) & ~missing  # outside the support seen at fit: density zero
-        u = np.where(outside, 0.0, (t - self.mean) / self.std)
+        u = np.where(outside, 0.0, t / self.std - self.mean / self.std)  # divided first: no overflow near ±1.8e308
         log_weight = np.where(outside, -np.inf, log_jacobian - math.log(self.std))
         imputed = _ndtri(w[missing])
         u[missing], log_weight[missing] = imputed, -_normal_log_pdf(imputed)
@@ -161,7 +163,9 @@ class NumericColumn:
         return np.column_stack([u, g]), log_weight + indicator_weight
 
     def decode(self, u: np.ndarray, rng: np.random.Generator) -> pa.Array:
-        x = _inverse_transform(self.transform, u[:, 0] * self.std + self.mean)
+        with np.errstate(over="ignore"):
+            t = np.nan_to_num(u[:, 0] * self.std + self.mean, posinf=_FLOAT_MAX, neginf=-_FLOAT_MAX)
+        x = _inverse_transform(self.transform, t)
         if self.discrete:
             x = np.floor(x)
         if self.discrete or self.kind == "datetime" or self.transform == "logit":
@@ -189,7 +193,8 @@ class NumericColumn:
             float(data.get("high", math.inf)), _optional_rate(data.get("missing_rate")), bool(data.get("discrete", False)),
             int(data.get("origin", 0)), int(data.get("span", 0)),
         )
-        if column.transform not in ("identity", "log", "logit") or not (math.isfinite(column.mean) and 1e-200 < column.std < math.inf):
+        column.output_type  # a dtype that names no arrow type is an error here, not at scoring time
+        if column.transform not in ("identity", "log", "logit") or not (math.isfinite(column.mean) and _MIN_STD <= column.std < math.inf):
             raise ValueError(f"column {column.name!r} has an invalid standardization ({column.transform}, mean {column.mean}, std {column.std})")
         return column
 
