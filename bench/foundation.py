@@ -9,6 +9,7 @@ writing one float column, measured in the same run; figures are medians over the
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import statistics
@@ -97,13 +98,36 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
+    table = markdown_table(results, args)
+    print(table)
+    replace_in_readme(table)
+
+
+def markdown_table(results: dict, args: argparse.Namespace) -> str:
     s, f = results["score"], results["fit"]
-    print(f"| `flowcli --help` (min of 5) | {help_seconds:.3f} s |")
-    print(f"| `flowcli score` on 10 rows (min of 5) | {ten_row_seconds:.2f} s |")
-    print(f"| fit 50,000 × 8, `--max-time {args.fit_seconds:g}` | {f['epochs']} epochs, best validation NLL {f['best_val_nll']:.3f} nats/row, peak {f['peak_rss_mib']:.0f} MiB |")
-    print(f"| score {args.score_rows:,} × 8 CSV (median of {args.repeats}) | {s['flowcli_seconds_median']:.2f} s, peak {s['flowcli_peak_rss_mib_median']:.0f} MiB |")
-    print(f"| pyarrow floor: read + write one column | {s['floor_seconds_median']:.2f} s, peak {s['floor_peak_rss_mib_median']:.0f} MiB |")
-    print(f"| score / floor (median ratio) | {s['ratio_to_floor_median']:.2f}× |")
+    rows = [
+        (f"measure (2-core machine, bench/foundation.py, {datetime.date.today()})", "result"),
+        ("---", "---"),
+        ("`flowcli --help` (min of 5)", f"{results['help_seconds_min']:.3f} s"),
+        ("`flowcli score` on 10 rows (min of 5)", f"{results['score_10_rows_seconds_min']:.2f} s"),
+        (f"fit 50,000 × 8, `--max-time {args.fit_seconds:g}`",
+         f"{f['epochs']} epochs (stopped by {f['stopped']}), best validation NLL {f['best_val_nll']:.3f} nats/row, peak {f['peak_rss_mib']:.0f} MiB"),
+        (f"score {args.score_rows:,} × 8 CSV (median of {args.repeats})",
+         f"{s['flowcli_seconds_median']:.2f} s, peak {s['flowcli_peak_rss_mib_median']:.0f} MiB"),
+        ("pyarrow floor: read + write one column", f"{s['floor_seconds_median']:.2f} s, peak {s['floor_peak_rss_mib_median']:.0f} MiB"),
+        ("score / floor (median ratio)", f"{s['ratio_to_floor_median']:.1f}×"),
+    ]
+    return "\n".join(f"| {a} | {b} |" for a, b in rows)
+
+
+def replace_in_readme(table: str) -> None:
+    """Put the table between the README's bench/foundation.py markers."""
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- bench/foundation.py writes the table below -->\n", "\n<!-- end of bench/foundation.py -->"
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        readme.write_text(before + start + table + end + rest.split(end, 1)[1])
 
 
 if __name__ == "__main__":
