@@ -136,6 +136,7 @@ def fit(
                 kinds=kinds, ignore=_names(ignore), force=force,
                 hyperparameters=hyperparameters, on_epoch=on_epoch, stop_requested=stop_requested,
             )
+        stop_requested.written()
         summary = fit_summary(model.describe(), output)
         if stop_requested():
             print_note(f"interrupted: {summary}", quiet=False)
