@@ -151,6 +151,9 @@ def score(
     output: Annotated[str, typer.Option("-o", "--output", help="CSV or Parquet by suffix; '-' writes CSV to stdout.")] = "-",
     format: FormatOption = None,
     with_input: Annotated[bool, typer.Option("--with-input", help="Put the input columns before the score.")] = False,
+    percentile: Annotated[bool, typer.Option("--percentile", help="Add the share (%) of validation rows at fit that were less likely.", rich_help_panel="Anomalies")] = False,
+    threshold: Annotated[Optional[float], typer.Option(min=0, max=100, help="Keep only rows below this percentile (adds the percentile).", rich_help_panel="Anomalies")] = None,
+    top: Annotated[Optional[int], typer.Option(min=1, help="Keep only the K least likely rows, least likely first.", rich_help_panel="Anomalies")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Fail on a category never seen at fit, instead of scoring it -inf.")] = False,
     force: Force = False,
     quiet: Quiet = False,
@@ -158,13 +161,14 @@ def score(
     """Write the log-likelihood of every row of DATA, in input order.
 
     The column `log_likelihood` is the natural log of the density in the units of the
-    model's columns. Example: flowcli score data.flow new.csv | tail -n +2 | sort -g | head
+    model's columns. Example: flowcli score data.flow new.csv --with-input --top 20
     """
     from flowcli.console import warnings_to_stderr
     from flowcli.pipeline import score_file
 
     with user_errors(), warnings_to_stderr(quiet=quiet):
-        score_file(model, data, output, format=format and format.value, with_input=with_input, strict=strict, force=force)
+        score_file(model, data, output, format=format and format.value, with_input=with_input, percentile=percentile,
+                   threshold=threshold, top=top, strict=strict, force=force)
 
 
 @app.command()

@@ -122,11 +122,12 @@ class TabularFlow:
             redraw=redraw, on_epoch=on_epoch, stop_requested=stop_requested,
         )
         self.training_ = summary.to_json()
+        self._flow = NumpyRealNVP(self.config_, self.weights_)
+        self.validation_quantiles_ = _quantiles(self.score_samples(table.take(val_rows), source=source))
         self.left_out_ = selection.left_out
         self.data_ = {"rows": table.num_rows, "fingerprint": _fingerprint(table)}
         self.versions_ = {"flowcli": __version__, "torch": _torch_version()}
         self.created_ = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-        self._flow = NumpyRealNVP(self.config_, self.weights_)
         return self
 
     # ----------------------------------------------------------------------------- inference
@@ -173,6 +174,13 @@ class TabularFlow:
             estimates.append(self._flow.log_prob(u) + log_weight)
         with np.errstate(divide="ignore"):
             return logsumexp(np.stack(estimates), axis=0) - np.log(len(estimates))
+
+    def validation_percentile(self, scores: np.ndarray) -> np.ndarray:
+        """For log-likelihoods (N,), the share of validation rows at fit that were less likely, in %."""
+        if not self.validation_quantiles_:
+            raise DataError("this bundle holds no validation scores (it predates them); fit it again for percentiles")
+        quantiles = np.asarray(self.validation_quantiles_)
+        return np.interp(scores, quantiles, np.linspace(0, 100, len(quantiles)), left=0.0, right=100.0)
 
     def mean_log_likelihood(self, data: Any) -> float:
         """The average of `score_samples` over the rows of `data`, in nats per row."""
@@ -221,6 +229,7 @@ class TabularFlow:
             model.data_ = dict(manifest["data"])
             model.versions_ = dict(manifest["versions"])
             model.created_ = str(manifest["created"])
+            model.validation_quantiles_ = [float(q) for q in manifest.get("validation_quantiles", [])]
         except BundleError as error:
             raise BundleError(f"{path}: {error}") from None
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as error:
@@ -247,6 +256,7 @@ class TabularFlow:
             "architecture": self.config_.to_json(),
             "hyperparameters": self.get_params(),
             "training": self.training_,
+            "validation_quantiles": self.validation_quantiles_,
             "data": self.data_,
         }
 
@@ -283,6 +293,12 @@ def _check_weights(weights: dict[str, np.ndarray], config: FlowConfig, path: str
         value = weights[name]
         if value.shape != shape or value.dtype != np.float32 or not np.isfinite(value).all():
             raise BundleError(f"{path}: weight {name} has shape {value.shape} and type {value.dtype}; expected finite float32 {shape}")
+
+
+def _quantiles(scores: np.ndarray, points: int = 1001) -> list[float]:
+    """Up to `points` evenly spaced quantiles of finite scores, for percentiles later."""
+    scores = scores[np.isfinite(scores)]
+    return np.quantile(scores, np.linspace(0, 1, min(points, len(scores)))).tolist() if len(scores) else []
 
 
 def split_rows(rows: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -6,12 +6,13 @@ Scoring and sampling stream in batches, so memory stays flat however long the in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from flowcli.atomic import check_destination
 from flowcli.errors import DataError, OutputError
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 BATCH_ROWS = 65_536
 SCORE_COLUMN = "log_likelihood"
+PERCENTILE_COLUMN = "percentile"
 
 
 def _check_room(destination: Path, estimated_bytes: int) -> None:
@@ -77,38 +79,71 @@ def score_file(
     format: str | None = None,
     output_format: str | None = None,
     with_input: bool = False,
+    percentile: bool = False,
+    threshold: float | None = None,
+    top: int | None = None,
     strict: bool = False,
     force: bool = False,
     batch_rows: int = BATCH_ROWS,
 ) -> int:
-    """Write `log_likelihood` for every row of `data`, in input order; returns the row count."""
+    """Write `log_likelihood` for the rows of `data`; returns how many rows were written.
+
+    By default every row, in input order. `percentile` adds the share (%) of validation rows at
+    fit that were less likely; `threshold` keeps the rows below that percentile; `top` keeps the
+    `top` least likely rows, least likely first, in memory for `top` rows only.
+    """
     model = TabularFlow.load(bundle)
     schema, batches = iter_batches(data, format, batch_rows=batch_rows, column_types=model.read_types)
     require_columns(schema.names, model.columns_, source=data)
-    if with_input and SCORE_COLUMN in schema.names:
-        raise DataError(f"{data}: already has a column {SCORE_COLUMN!r}; rename it to use --with-input")
-    score_field = pa.field(SCORE_COLUMN, pa.float64())
+    percentile = percentile or threshold is not None
+    added = [pa.field(SCORE_COLUMN, pa.float64())] + ([pa.field(PERCENTILE_COLUMN, pa.float64())] if percentile else [])
+    clashes = [field.name for field in added if field.name in schema.names]
+    if with_input and clashes:
+        raise DataError(f"{data}: already has a column {clashes[0]!r}; rename it to use --with-input")
     # Numbers read as text (so that a stray word is found by row) go back out as numbers.
     numbers_as_text = [
         column.name for column in model.preprocessor_.columns
         if column.kind in ("continuous", "integer") and pa.types.is_string(schema.field(column.name).type)
     ]
-    input_schema = pa.schema([pa.field(f.name, pa.float64()) if f.name in numbers_as_text else f for f in schema])
-    out_schema = input_schema.append(score_field) if with_input else pa.schema([score_field])
+    input_fields = [pa.field(f.name, pa.float64()) if f.name in numbers_as_text else f for f in schema]
+    out_schema = pa.schema((input_fields if with_input else []) + added)
 
     def scored() -> Iterator[pa.RecordBatch]:
         rows = 0
         for batch in batches:
-            columns = [pa.array(model.score_samples(batch, strict=strict, source=data, first_row=rows), pa.float64())]
+            scores = model.score_samples(batch, strict=strict, source=data, first_row=rows)
+            columns = [pa.array(scores, pa.float64())]
+            if percentile:
+                shares = model.validation_percentile(scores)
+                columns.append(pa.array(shares, pa.float64()))
             if with_input:
                 columns[:0] = [
                     parse_numbers(batch.column(name), name, data, rows) if name in numbers_as_text else batch.column(name)
                     for name in batch.schema.names
                 ]
             rows += batch.num_rows
-            yield pa.RecordBatch.from_arrays(columns, schema=out_schema)
+            out = pa.RecordBatch.from_arrays(columns, schema=out_schema)
+            yield out if threshold is None else out.filter(pa.array(shares < threshold))
 
-    return write_batches(output, out_schema, scored(), output_format, force=force, inputs=(data, str(bundle)))
+    results = scored() if top is None else least_likely(scored(), top)
+    return write_batches(output, out_schema, results, output_format, force=force, inputs=(data, str(bundle)))
+
+
+def least_likely(batches: Iterable[pa.RecordBatch], k: int) -> Iterator[pa.RecordBatch]:
+    """The `k` rows of `batches` with the lowest log-likelihood, least likely first (ties in input
+    order), holding at most about 2k rows at a time."""
+    kept = None
+    for batch in batches:
+        kept = pa.Table.from_batches([batch]) if kept is None else pa.concat_tables([kept, pa.Table.from_batches([batch])])
+        if kept.num_rows > 2 * k:
+            kept = _lowest(kept, k)
+    if kept is not None:
+        yield from _lowest(kept, k).to_batches()
+
+
+def _lowest(table: pa.Table, k: int) -> pa.Table:
+    order = pc.sort_indices(table, sort_keys=[(SCORE_COLUMN, "ascending")])  # stable
+    return table.take(order[:k]).combine_chunks()
 
 
 def sample_file(
