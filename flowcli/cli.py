@@ -106,7 +106,8 @@ def fit(
     val_fraction: Annotated[float, typer.Option(min=0.001, max=0.9, help="Share of rows held out for validation.")] = 0.1,
     patience: Annotated[int, typer.Option(min=1, help="Stop after this many epochs without a better validation NLL.")] = 20,
     seed: Annotated[int, typer.Option(min=0, help="Seed for the split, initialization and shuffling.")] = 0,
-    device: Annotated[Device, typer.Option(help="Where to train; auto takes CUDA when available.")] = Device.auto,
+    device: Annotated[Device, typer.Option(envvar="FLOWCLI_DEVICE", help="Where to train; auto takes CUDA when available.")] = Device.auto,
+    log_json: Annotated[Optional[Path], typer.Option("--log-json", help="Append one JSON object per epoch to this file.")] = None,
     quiet: Quiet = False,
     force: Force = False,
 ) -> None:
@@ -117,7 +118,7 @@ def fit(
     """
     if data == "-" and output is None:
         raise typer.BadParameter("reading stdin needs -o/--output for the bundle", param_hint="'-o'")
-    from flowcli.console import fit_progress, print_note, warnings_to_stderr
+    from flowcli.console import epoch_log, every, fit_progress, print_note, warnings_to_stderr
     from flowcli.interrupt import first_interrupt_stops
     from flowcli.pipeline import default_bundle_path, fit_file
     from flowcli.report import fit_summary
@@ -130,7 +131,8 @@ def fit(
     kinds = {name: kind for kind, names in (("categorical", categorical), ("integer", integer),
              ("continuous", continuous), ("datetime", datetime)) for name in _names(names)}
     with user_errors(), warnings_to_stderr(quiet=quiet), first_interrupt_stops() as stop_requested:
-        with fit_progress(quiet=quiet) as on_epoch:
+        with fit_progress(quiet=quiet) as draw, epoch_log(log_json) as log:
+            on_epoch = every(draw, log)
             model = fit_file(
                 data, output, format=format and format.value, columns=_names(columns) if columns is not None else None,
                 kinds=kinds, ignore=_names(ignore), force=force,
@@ -208,6 +210,11 @@ def inspect(
 
 def main() -> None:
     """The console-script entry point: usage errors become one `error:` line and exit 2."""
+    threads = os.environ.get("FLOWCLI_THREADS")
+    if threads:
+        # Read by numpy's BLAS and torch when they load, which is after this point.
+        for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[variable] = threads
     try:
         status = app(standalone_mode=False)
     except typer.TyperException as error:  # a usage error: a bad option value, a missing argument

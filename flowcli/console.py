@@ -6,13 +6,16 @@ stderr console that leaves sys.stdout alone, and `quiet` silences all but errors
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flowcli.errors import FlowcliWarning
+from flowcli.errors import FlowcliWarning, OutputError
 
 if TYPE_CHECKING:
     from flowcli.train import EpochReport
@@ -45,6 +48,38 @@ def warnings_to_stderr(*, quiet: bool) -> Iterator[None]:
 
         warnings.showwarning = show
         yield
+
+
+def every(*callbacks: Callable | None) -> Callable | None:
+    """One callback that calls each of `callbacks` that is not None (None when none is)."""
+    present = [callback for callback in callbacks if callback is not None]
+    if not present:
+        return None
+
+    def call(*args) -> None:
+        for callback in present:
+            callback(*args)
+
+    return call
+
+
+@contextmanager
+def epoch_log(path: Path | None) -> Iterator[Callable[[EpochReport], None] | None]:
+    """A callback that appends each epoch to `path` as one JSON object per line (or None)."""
+    if path is None:
+        yield None
+        return
+    try:
+        handle = open(path, "a", encoding="utf-8")
+    except OSError as error:
+        raise OutputError(f"{path}: cannot write the training log ({error.strerror}); choose another --log-json path") from None
+
+    def on_epoch(report: EpochReport) -> None:
+        handle.write(json.dumps(dataclasses.asdict(report)) + "\n")
+        handle.flush()  # so that `tail -f` sees each epoch as it ends
+
+    with handle:
+        yield on_epoch
 
 
 @contextmanager

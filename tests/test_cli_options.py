@@ -1,0 +1,42 @@
+"""Options that make the CLI fit its surroundings: a JSON training log and environment defaults."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+FAST = ("--epochs", "3", "--layers", "2", "--hidden", "8", "--quiet")
+
+
+def run(*args, env=None, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "flowcli", *map(str, args)], capture_output=True, text=True, cwd=cwd,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_log_json_appends_one_object_per_epoch(table_csv, tmp_path):
+    log = tmp_path / "train.jsonl"
+    result = run("fit", table_csv, "-o", tmp_path / "m.flow", "--log-json", log, *FAST)
+    assert result.returncode == 0, result.stderr
+    epochs = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [epoch["epoch"] for epoch in epochs] == [1, 2, 3]
+    assert set(epochs[0]) == {"epoch", "epochs", "train_nll", "val_nll", "best_val_nll", "elapsed", "max_time"}
+
+
+def test_log_json_in_a_missing_folder_is_one_error_line(table_csv, tmp_path):
+    result = run("fit", table_csv, "-o", tmp_path / "m.flow", "--log-json", tmp_path / "no" / "log.jsonl", *FAST)
+    assert result.returncode == 1
+    assert result.stderr.count("error: ") == 1 and "--log-json" in result.stderr
+    assert not (tmp_path / "m.flow").exists()
+
+
+def test_flowcli_device_sets_the_default_device(table_csv, tmp_path):
+    result = run("fit", table_csv, "-o", tmp_path / "m.flow", *FAST, env={"FLOWCLI_DEVICE": "tpu"})
+    assert result.returncode == 2 and "FLOWCLI_DEVICE" in result.stderr
+    result = run("fit", table_csv, "-o", tmp_path / "m.flow", *FAST, env={"FLOWCLI_DEVICE": "cpu", "FLOWCLI_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    inspect = json.loads(run("inspect", tmp_path / "m.flow", "--json").stdout)
+    assert inspect["training"]["device"] == "cpu"
