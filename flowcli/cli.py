@@ -165,12 +165,12 @@ def score(
     The column `log_likelihood` is the natural log of the density in the units of the
     model's columns. Example: flowcli score data.flow new.csv --with-input --top 20
     """
-    from flowcli.console import warnings_to_stderr
+    from flowcli.console import row_progress, warnings_to_stderr
     from flowcli.pipeline import score_file
 
-    with user_errors(), warnings_to_stderr(quiet=quiet):
+    with user_errors(), warnings_to_stderr(quiet=quiet), row_progress("score", None, quiet=quiet) as on_rows:
         score_file(model, data, output, format=format and format.value, with_input=with_input, percentile=percentile,
-                   threshold=threshold, top=top, strict=strict, force=force)
+                   threshold=threshold, top=top, strict=strict, force=force, on_rows=on_rows)
 
 
 @app.command()
@@ -180,15 +180,17 @@ def sample(
     output: Annotated[str, typer.Option("-o", "--output", help="CSV or Parquet by suffix; '-' writes CSV to stdout.")] = "-",
     seed: Annotated[Optional[int], typer.Option(min=0, help="The same seed gives the same rows [default: random].")] = None,
     force: Force = False,
+    quiet: Quiet = False,
 ) -> None:
     """Write synthetic rows with the original column names, in the original units.
 
     Example: flowcli sample data.flow -n 10000 -o synth.parquet
     """
+    from flowcli.console import row_progress
     from flowcli.pipeline import sample_file
 
-    with user_errors():
-        sample_file(model, num_samples, output, seed=seed, force=force)
+    with user_errors(), row_progress("sample", num_samples, quiet=quiet) as on_rows:
+        sample_file(model, num_samples, output, seed=seed, force=force, on_rows=on_rows)
 
 
 @app.command()

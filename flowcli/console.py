@@ -83,6 +83,33 @@ def epoch_log(path: Path | None) -> Iterator[Callable[[EpochReport], None] | Non
 
 
 @contextmanager
+def row_progress(verb: str, total: int | None, *, quiet: bool) -> Iterator[Callable[[int], None] | None]:
+    """A callback taking each batch's row count, drawing rows, rows per second and (with a total)
+    the time left; None when it should not show (not a terminal, or quiet)."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+    progress = Progress(
+        TextColumn(verb), BarColumn(), MofNCompleteColumn(), TextColumn("rows  {task.fields[rate]}"),
+        TimeElapsedColumn(), TimeRemainingColumn(),
+        console=Console(stderr=True), redirect_stdout=False, redirect_stderr=False, transient=True,
+    )
+    task = progress.add_task(verb, total=total, rate="")
+
+    def on_rows(rows: int) -> None:
+        progress.advance(task, rows)
+        state = progress.tasks[task]
+        progress.update(task, rate=f"{state.completed / max(state.elapsed or 0, 1e-9):,.0f} rows/s")
+
+    with progress:
+        yield on_rows
+
+
+@contextmanager
 def fit_progress(*, quiet: bool) -> Iterator[Callable[[EpochReport], None] | None]:
     """A callback that draws the training progress bar, or None when it should not show."""
     if quiet or not sys.stderr.isatty():

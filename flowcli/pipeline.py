@@ -85,12 +85,14 @@ def score_file(
     strict: bool = False,
     force: bool = False,
     batch_rows: int = BATCH_ROWS,
+    on_rows: Callable[[int], None] | None = None,
 ) -> int:
     """Write `log_likelihood` for the rows of `data`; returns how many rows were written.
 
     By default every row, in input order. `percentile` adds the share (%) of validation rows at
     fit that were less likely; `threshold` keeps the rows below that percentile; `top` keeps the
-    `top` least likely rows, least likely first, in memory for `top` rows only.
+    `top` least likely rows, least likely first, in memory for `top` rows only. `on_rows` hears
+    each batch's row count, for progress.
     """
     model = TabularFlow.load(bundle)
     schema, batches = iter_batches(data, format, batch_rows=batch_rows, column_types=model.read_types)
@@ -122,6 +124,8 @@ def score_file(
                     for name in batch.schema.names
                 ]
             rows += batch.num_rows
+            if on_rows is not None:
+                on_rows(batch.num_rows)
             out = pa.RecordBatch.from_arrays(columns, schema=out_schema)
             yield out if threshold is None else out.filter(pa.array(shares < threshold))
 
@@ -155,10 +159,16 @@ def sample_file(
     output_format: str | None = None,
     force: bool = False,
     batch_rows: int = BATCH_ROWS,
+    on_rows: Callable[[int], None] | None = None,
 ) -> None:
-    """Write `n` synthetic rows with the original column names and units."""
+    """Write `n` synthetic rows with the original column names and units; `on_rows` hears each batch."""
     model = TabularFlow.load(bundle)
     if output != "-":
         _check_room(Path(output), n * len(model.columns_) * (9 if table_format(output, output_format, output=True) == "parquet" else 20))
-    write_batches(output, model.sample_schema, model.sample_batches(n, seed, batch_rows), output_format,
-                  force=force, inputs=(str(bundle),))
+    def sampled() -> Iterator[pa.RecordBatch]:
+        for batch in model.sample_batches(n, seed, batch_rows):
+            if on_rows is not None:
+                on_rows(batch.num_rows)
+            yield batch
+
+    write_batches(output, model.sample_schema, sampled(), output_format, force=force, inputs=(str(bundle),))
