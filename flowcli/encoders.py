@@ -307,6 +307,16 @@ class CategoricalColumn:
         return column
 
 
+def auxiliary_features(noise: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Noise (N, A) in (0, 1) → standard-normal auxiliary features (N, A) and their log-weights (N,).
+
+    A flow of one feature is a single affine map, so a one-column table gets one auxiliary
+    feature that is integrated out like a missing value: p(x) = E_a[p(x, a) / φ(a)].
+    """
+    a = _ndtri(noise)
+    return a, -_normal_log_pdf(a).sum(axis=1)
+
+
 def encoder_from_json(data: dict) -> NumericColumn | CategoricalColumn:
     kind = data.get("kind")
     if kind in ("continuous", "integer", "datetime"):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from flowcli.encoders import CategoricalColumn, NumericColumn, encoder_from_json, fit_encoder
+from flowcli.encoders import CategoricalColumn, NumericColumn, auxiliary_features, encoder_from_json, fit_encoder
 from flowcli.errors import BundleError
 
 NOISE_POINTS = 8  # noise draws averaged per row when a table has discrete or missing values
@@ -22,7 +22,8 @@ _GOLDEN = (np.sqrt(5) - 1) / 2
 
 @dataclass(frozen=True)
 class Preprocessor:
-    """Encoders for the model's columns, in order."""
+    """Encoders for the model's columns, in order, then `auxiliary` noise features (see
+    `encoders.auxiliary_features`), which give a one-feature table a flow that can bend."""
 
     columns: tuple[NumericColumn | CategoricalColumn, ...]
 
@@ -32,17 +33,22 @@ class Preprocessor:
         return cls(tuple(fit_encoder(table.column(name), name, kind, source) for name, kind in kinds.items()))
 
     @property
+    def auxiliary(self) -> int:
+        """Auxiliary features: one when the columns make a single feature, else none."""
+        return 1 if sum(column.width for column in self.columns) == 1 else 0
+
+    @property
     def names(self) -> list[str]:
         return [column.name for column in self.columns]
 
     @property
     def width(self) -> int:
-        """How many flow features the columns become."""
-        return sum(column.width for column in self.columns)
+        """How many flow features the columns become, auxiliary ones included."""
+        return sum(column.width for column in self.columns) + self.auxiliary
 
     def is_exact(self, table: pa.Table | pa.RecordBatch) -> bool:
         """True when encoding `table` uses no noise: all columns continuous and nothing missing."""
-        return all(
+        return not self.auxiliary and all(
             isinstance(column, NumericColumn) and not column.discrete and column.missing_rate is None
             and table.column(column.name).null_count == 0
             for column in self.columns
@@ -58,6 +64,10 @@ class Preprocessor:
             features.append(u)
             log_weight += weight
             start += column.width
+        if self.auxiliary:
+            a, weight = auxiliary_features(noise[:, start:])
+            features.append(a)
+            log_weight += weight
         return np.concatenate(features, axis=1), log_weight
 
     def decode(self, u: np.ndarray, rng: np.random.Generator) -> pa.RecordBatch:

@@ -387,13 +387,18 @@ def check_continuous_round_trip(x: np.ndarray) -> None:
     names = [f"c{j}" for j in range(x.shape[1])]
     table = pa.table({name: x[:, j] for j, name in enumerate(names)})
     transform = Preprocessor.fit(table, dict.fromkeys(names, "continuous"), source="t")
-    assert transform.is_exact(table) and transform.width == x.shape[1]
-    u, log_weight = transform.encode(table, np.full(x.shape, 0.5))
+    # One column gets one auxiliary feature (a one-feature flow could only be affine).
+    assert transform.auxiliary == (x.shape[1] == 1) and transform.width == x.shape[1] + transform.auxiliary
+    assert transform.is_exact(table) == (not transform.auxiliary)
+    noise = np.full((len(x), transform.width), 0.5)  # the auxiliary feature at Φ⁻¹(0.5) = 0
+    u, log_weight = transform.encode(table, noise)
+    log_weight = log_weight - transform.auxiliary * 0.5 * np.log(2 * np.pi)  # its weight, 1 / φ(0)
+    u = u[:, : x.shape[1]]
     assert np.isfinite(u).all() and np.isfinite(log_weight).all()
     np.testing.assert_allclose(u.mean(axis=0), 0, atol=1e-6)
     np.testing.assert_allclose(u.std(axis=0), 1, rtol=1e-6)
 
-    back = transform.decode(u, np.random.default_rng(0))
+    back = transform.decode(np.column_stack([u, noise[:, x.shape[1]:]]), np.random.default_rng(0))
     assert back.schema.names == names and all(t == pa.float64() for t in back.schema.types)
     x_back = np.column_stack([back.column(j).to_numpy() for j in range(x.shape[1])])
     tolerance = 1e-9 * (np.abs(x) + np.abs(x).max(axis=0))
@@ -407,7 +412,7 @@ def check_continuous_round_trip(x: np.ndarray) -> None:
 
     restored = saved_and_loaded(transform)
     assert restored == transform
-    assert np.array_equal(restored.encode(table, np.full(x.shape, 0.5))[0], u)
+    assert np.array_equal(restored.encode(table, noise)[0][:, : x.shape[1]], u)
 
 
 property_test("continuous_round_trip", check_continuous_round_trip, examples=100, x=standardizable())
