@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from flowcli.train import EpochReport
 
 MIN_ROWS = 10
+_HYPERPARAMETERS = ("layers", "hidden", "epochs", "max_time", "batch_size", "lr", "val_fraction", "patience", "seed", "device")
 SAMPLE_BATCH_ROWS = 65_536
 
 
@@ -71,8 +72,9 @@ class TabularFlow:
     def fit(
         self,
         data: Any,
-        columns: list[str] | None = None,
+        y: None = None,
         *,
+        columns: list[str] | None = None,
         kinds: dict[str, str] | None = None,
         ignore: Sequence[str] = (),
         on_epoch: Callable[[EpochReport], None] | None = None,
@@ -81,7 +83,8 @@ class TabularFlow:
     ) -> TabularFlow:
         """Learn the joint distribution of `columns` (default: every column it can model) of `data`.
 
-        `data` is a pandas DataFrame, a pyarrow Table or a 2-D numpy array. `kinds` overrides
+        `data` is a pandas DataFrame, a pyarrow Table or a 2-D numpy array; `y` is ignored, as
+        scikit-learn passes it to density models. `kinds` overrides
         the inferred kind of the columns it names ("continuous", "integer", "categorical",
         "boolean", "datetime"); `ignore` leaves columns out. Columns left out are named in a
         `FlowcliWarning`. `on_epoch` sees each epoch; when `stop_requested()` turns true,
@@ -186,6 +189,10 @@ class TabularFlow:
         """The average of `score_samples` over the rows of `data`, in nats per row."""
         return float(np.mean(self.score_samples(data)))
 
+    def score(self, data: Any, y: None = None) -> float:
+        """scikit-learn's name for `mean_log_likelihood` (higher is better), e.g. for GridSearchCV."""
+        return self.mean_log_likelihood(data)
+
     def sample_batches(self, n: int, seed: int | None = None, batch_rows: int = SAMPLE_BATCH_ROWS) -> Iterator[pa.RecordBatch]:
         """`n` synthetic rows in batches, with the original names, types and units; a seed fixes them."""
         if seed is not None and seed < 0:
@@ -260,10 +267,18 @@ class TabularFlow:
             "data": self.data_,
         }
 
-    def get_params(self) -> dict:
+    def get_params(self, deep: bool = True) -> dict:
         """The constructor's arguments, as scikit-learn estimators report them."""
-        names = ("layers", "hidden", "epochs", "max_time", "batch_size", "lr", "val_fraction", "patience", "seed", "device")
-        return {name: getattr(self, name) for name in names}
+        return {name: getattr(self, name) for name in _HYPERPARAMETERS}
+
+    def set_params(self, **params: Any) -> TabularFlow:
+        """Change constructor arguments (as scikit-learn's `clone` and searches do); returns self."""
+        unknown = sorted(set(params) - set(_HYPERPARAMETERS))
+        if unknown:
+            raise ValueError(f"TabularFlow has no parameter {', '.join(unknown)}; it has {', '.join(_HYPERPARAMETERS)}")
+        for name, value in params.items():
+            setattr(self, name, value)
+        return self
 
 
 def as_table(data: Any) -> pa.Table:

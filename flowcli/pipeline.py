@@ -65,7 +65,7 @@ def fit_file(
     """Fit a model to the table at `data` and write it to `output` as a .flow bundle."""
     check_destination(output, force=force, inputs=[data])  # fail before training, not after
     model = TabularFlow(**(hyperparameters or {}))
-    model.fit(read_table(data, format), columns, kinds=kinds, ignore=ignore, on_epoch=on_epoch,
+    model.fit(read_table(data, format), columns=columns, kinds=kinds, ignore=ignore, on_epoch=on_epoch,
               stop_requested=stop_requested, source=data)
     model.save(output, force=force, inputs=(data,))
     return model

@@ -199,3 +199,15 @@ def test_a_single_column_can_be_bimodal():
     samples = model.sample(4000, seed=0)["x"]
     assert list(model.sample(3, seed=0).columns) == ["x"]
     assert (samples.abs() < 1).mean() < 0.1  # few samples between the modes
+
+
+def test_scikit_learn_conventions():
+    x = np.random.default_rng(0).standard_normal((200, 2))
+    model = TabularFlow(epochs=2).set_params(hidden=8, layers=2)
+    assert model.get_params()["hidden"] == 8
+    assert model.fit(x, None) is model  # fit(X, y=None) returns self
+    assert model.score(x) == pytest.approx(model.score_samples(x).mean())
+    clone = TabularFlow(**model.get_params())  # what sklearn.base.clone does
+    assert clone.get_params() == model.get_params()
+    with pytest.raises(ValueError, match="no parameter widht"):
+        model.set_params(widht=3)
