@@ -156,6 +156,7 @@ def score(
     percentile: Annotated[bool, typer.Option("--percentile", help="Add the share (%) of validation rows at fit that were less likely.", rich_help_panel="Anomalies")] = False,
     threshold: Annotated[Optional[float], typer.Option(min=0, max=100, help="Keep only rows below this percentile (adds the percentile).", rich_help_panel="Anomalies")] = None,
     top: Annotated[Optional[int], typer.Option(min=1, help="Keep only the K least likely rows, least likely first.", rich_help_panel="Anomalies")] = None,
+    explain: Annotated[bool, typer.Option("--explain", help="Add the column least in keeping with the rest of the row (one more pass per column).", rich_help_panel="Anomalies")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Fail on a category never seen at fit, instead of scoring it -inf.")] = False,
     force: Force = False,
     quiet: Quiet = False,
@@ -170,7 +171,7 @@ def score(
 
     with user_errors(), warnings_to_stderr(quiet=quiet), row_progress("score", None, quiet=quiet) as on_rows:
         score_file(model, data, output, format=format and format.value, with_input=with_input, percentile=percentile,
-                   threshold=threshold, top=top, strict=strict, force=force, on_rows=on_rows)
+                   threshold=threshold, top=top, explain=explain, strict=strict, force=force, on_rows=on_rows)
 
 
 @app.command()

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 BATCH_ROWS = 65_536
 SCORE_COLUMN = "log_likelihood"
 PERCENTILE_COLUMN = "percentile"
+EXPLAIN_COLUMN = "explanation"
 
 
 def _check_room(destination: Path, estimated_bytes: int) -> None:
@@ -82,6 +83,7 @@ def score_file(
     percentile: bool = False,
     threshold: float | None = None,
     top: int | None = None,
+    explain: bool = False,
     strict: bool = False,
     force: bool = False,
     batch_rows: int = BATCH_ROWS,
@@ -91,14 +93,16 @@ def score_file(
 
     By default every row, in input order. `percentile` adds the share (%) of validation rows at
     fit that were less likely; `threshold` keeps the rows below that percentile; `top` keeps the
-    `top` least likely rows, least likely first, in memory for `top` rows only. `on_rows` hears
-    each batch's row count, for progress.
+    `top` least likely rows, least likely first, in memory for `top` rows only. `explain` adds
+    the column that, left blank, raises the row's log-likelihood the most (one more scoring pass
+    per model column). `on_rows` hears each batch's row count, for progress.
     """
     model = TabularFlow.load(bundle)
     schema, batches = iter_batches(data, format, batch_rows=batch_rows, column_types=model.read_types)
     require_columns(schema.names, model.columns_, source=data)
     percentile = percentile or threshold is not None
     added = [pa.field(SCORE_COLUMN, pa.float64())] + ([pa.field(PERCENTILE_COLUMN, pa.float64())] if percentile else [])
+    added += [pa.field(EXPLAIN_COLUMN, pa.string())] if explain else []
     clashes = [field.name for field in added if field.name in schema.names]
     if with_input and clashes:
         raise DataError(f"{data}: already has a column {clashes[0]!r}; rename it to use --with-input")
@@ -118,6 +122,8 @@ def score_file(
             if percentile:
                 shares = model.validation_percentile(scores)
                 columns.append(pa.array(shares, pa.float64()))
+            if explain:
+                columns.append(pa.array(model.explain(batch, source=data, first_row=rows), pa.string()))
             if with_input:
                 columns[:0] = [
                     parse_numbers(batch.column(name), name, data, rows) if name in numbers_as_text else batch.column(name)

@@ -64,3 +64,17 @@ def test_least_likely_streams_in_bounded_memory_and_keeps_ties_in_order():
     batches = [pa.record_batch({"log_likelihood": scores[i:i + 2], "row": np.arange(i, min(i + 2, 7))}) for i in range(0, 7, 2)]
     top = pa.Table.from_batches(list(least_likely(iter(batches), 4)))
     assert top.column("row").to_pylist() == [4, 1, 3, 6]
+
+
+def test_explain_names_the_column_out_of_keeping_with_the_row(tmp_path):
+    rng = np.random.default_rng(1)
+    z = rng.standard_normal((2000, 3))
+    table = pd.DataFrame({"a": z[:, 0], "b": z[:, 0] + 0.2 * z[:, 1], "c": z[:, 2]})
+    TabularFlow(epochs=30, seed=0).fit(table).save(tmp_path / "model.flow")
+    odd = pd.DataFrame({"a": [0.1, 0.0, 1.0], "b": [0.1, 0.0, 1.0], "c": [6.0, -6.0, 0.0]})
+    odd.loc[2, "b"] = -1.0  # against the correlation; c is ordinary
+    odd.to_csv(tmp_path / "odd.csv", index=False)
+    explained = flowcli("score", "model.flow", "odd.csv", "--explain", cwd=tmp_path)
+    assert list(explained.columns) == ["log_likelihood", "explanation"]
+    assert list(explained["explanation"][:2]) == ["c", "c"]
+    assert explained["explanation"][2] in ("a", "b")
