@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 demo: install
 	mkdir -p demo_out
 	$(BIN)/flowcli fit sample_data/households.csv -o demo_out/households.flow --max-time 30 --force
-	$(BIN)/flowcli inspect demo_out/households.flow
+	$(BIN)/flowcli inspect demo_out/households.flow --plot demo_out/diagnostics.png --force
 	$(BIN)/flowcli score demo_out/households.flow sample_data/households.parquet --with-input -o demo_out/scores.csv --force
 	$(BIN)/flowcli score demo_out/households.flow sample_data/households.csv | tail -n +2 | sort -g | head -n 5
 	$(BIN)/flowcli sample demo_out/households.flow -n 10000 --seed 0 -o demo_out/synthetic.parquet --force

@@ -198,16 +198,27 @@ def sample(
 def inspect(
     model: BundleArgument,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the report.")] = False,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Also draw training curves, marginals and correlations into this PNG.")] = None,
+    data: Annotated[Optional[str], typer.Option("--data", help="With --plot: take the real side from this table.")] = None,
+    force: Force = False,
 ) -> None:
     """Show what a bundle holds: columns, preprocessing, architecture and training.
 
-    Example: flowcli inspect data.flow --json
+    Example: flowcli inspect data.flow --plot diagnostics.png
     """
     from flowcli.model import TabularFlow
     from flowcli.report import render_report
 
+    if data is not None and plot is None:
+        raise typer.BadParameter("--data only goes with --plot", param_hint="'--data'")
     with user_errors():
-        description = TabularFlow.load(model).describe()
+        loaded = TabularFlow.load(model)
+        description = loaded.describe()
+        if plot is not None:
+            from flowcli.io import read_table
+            from flowcli.plots import plot_diagnostics
+
+            plot_diagnostics(loaded, plot, real=read_table(data) if data is not None else None, force=force)
     sys.stdout.write(json.dumps(description, indent=2) + "\n" if as_json else render_report(description, str(model)))
 
 

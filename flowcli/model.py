@@ -24,6 +24,7 @@ from flowcli.errors import BundleError, DataError, FlowcliWarning
 from flowcli.encoders import CategoricalColumn
 from flowcli.numpy_flow import NumpyRealNVP
 from flowcli.preprocess import Preprocessor
+from flowcli.reference import reference_summary
 from flowcli.schema import require_columns, select_columns
 
 if TYPE_CHECKING:
@@ -127,6 +128,7 @@ class TabularFlow:
         self.training_ = summary.to_json()
         self._flow = NumpyRealNVP(self.config_, self.weights_)
         self.validation_quantiles_ = _quantiles(self.score_samples(table.take(val_rows), source=source))
+        self.reference_ = reference_summary(self.preprocessor_, table, u)
         self.left_out_ = selection.left_out
         self.data_ = {"rows": table.num_rows, "fingerprint": _fingerprint(table)}
         self.versions_ = {"flowcli": __version__, "torch": _torch_version()}
@@ -253,6 +255,7 @@ class TabularFlow:
             model.versions_ = dict(manifest["versions"])
             model.created_ = str(manifest["created"])
             model.validation_quantiles_ = [float(q) for q in manifest.get("validation_quantiles", [])]
+            model.reference_ = dict(manifest.get("reference", {}))
         except BundleError as error:
             raise BundleError(f"{path}: {error}") from None
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as error:
@@ -280,6 +283,7 @@ class TabularFlow:
             "hyperparameters": self.get_params(),
             "training": self.training_,
             "validation_quantiles": self.validation_quantiles_,
+            "reference": self.reference_,
             "data": self.data_,
         }
 
