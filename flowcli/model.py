@@ -33,7 +33,9 @@ if TYPE_CHECKING:
     from flowcli.train import EpochReport
 
 MIN_ROWS = 10
-_HYPERPARAMETERS = ("layers", "hidden", "epochs", "max_time", "batch_size", "lr", "val_fraction", "patience", "seed", "device")
+_HYPERPARAMETERS = (
+    "layers", "hidden", "epochs", "max_time", "batch_size", "lr", "val_fraction", "patience", "seed", "device", "contamination",
+)
 SAMPLE_BATCH_ROWS = 65_536
 
 
@@ -57,6 +59,7 @@ class TabularFlow:
         patience: int = 20,
         seed: int = 0,
         device: str = "auto",
+        contamination: float = 0.1,
     ):
         self.layers = layers
         self.hidden = hidden
@@ -68,6 +71,7 @@ class TabularFlow:
         self.patience = patience
         self.seed = seed
         self.device = device
+        self.contamination = contamination
 
     # ----------------------------------------------------------------------------- fitting
     def fit(
@@ -202,6 +206,17 @@ class TabularFlow:
             raise DataError("this bundle holds no validation scores (it predates them); fit it again for percentiles")
         quantiles = np.asarray(self.validation_quantiles_)
         return np.interp(scores, quantiles, np.linspace(0, 100, len(quantiles)), left=0.0, right=100.0)
+
+    def decision_function(self, data: Any) -> np.ndarray:
+        """Outlier scores (N,), higher = more anomalous, as PyOD's detectors give: −log-likelihood."""
+        return -self.score_samples(data)
+
+    def predict(self, data: Any) -> np.ndarray:
+        """1 for an outlier, 0 for an inlier (PyOD's convention): rows less likely than all but the
+        `contamination` share of the validation rows at fit."""
+        if not 0 < self.contamination < 0.5:
+            raise DataError(f"contamination must lie in (0, 0.5), not {self.contamination}")
+        return (self.validation_percentile(self.score_samples(data)) < 100 * self.contamination).astype(int)
 
     def mean_log_likelihood(self, data: Any) -> float:
         """The average of `score_samples` over the rows of `data`, in nats per row."""

@@ -78,3 +78,13 @@ def test_explain_names_the_column_out_of_keeping_with_the_row(tmp_path):
     assert list(explained.columns) == ["log_likelihood", "explanation"]
     assert list(explained["explanation"][:2]) == ["c", "c"]
     assert explained["explanation"][2] in ("a", "b")
+
+
+def test_pyod_conventions(planted):
+    model = TabularFlow.load(planted / "model.flow").set_params(contamination=0.05)
+    table = pd.read_csv(planted / "all.csv")
+    np.testing.assert_array_equal(model.decision_function(table), -model.score_samples(table))  # higher = odder
+    labels = model.predict(table)
+    assert set(labels) <= {0, 1}
+    assert labels[100:110].all()  # the planted outliers
+    assert 0.02 < labels.mean() < 0.1  # about the contamination
