@@ -137,6 +137,7 @@ class TabularFlow:
         self.data_ = {"rows": table.num_rows, "fingerprint": _fingerprint(table)}
         self.versions_ = {"flowcli": __version__, "torch": _torch_version()}
         self.created_ = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        self.format_version_ = FORMAT_VERSION
         return self
 
     # ----------------------------------------------------------------------------- inference
@@ -269,6 +270,7 @@ class TabularFlow:
             model.data_ = dict(manifest["data"])
             model.versions_ = dict(manifest["versions"])
             model.created_ = str(manifest["created"])
+            model.format_version_ = manifest["format_version"]
             model.validation_quantiles_ = [float(q) for q in manifest.get("validation_quantiles", [])]
             model.reference_ = dict(manifest.get("reference", {}))
         except BundleError as error:
@@ -286,7 +288,7 @@ class TabularFlow:
         """Everything `inspect` reports, as one JSON-able dict."""
         manifest = self._manifest()
         manifest["architecture"]["parameters"] = self.config_.parameter_count()
-        return {"format_version": FORMAT_VERSION, **manifest}
+        return {"format_version": self.format_version_, **manifest}
 
     def _manifest(self) -> dict:
         return {

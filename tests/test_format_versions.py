@@ -30,3 +30,8 @@ def test_old_bundle_loads_and_scores_as_it_did(folder):
         np.testing.assert_allclose(samples.to_numpy(), expected["samples_seed_0"], rtol=1e-6, atol=1e-9)
     else:
         assert samples.astype(str).to_numpy().tolist() == expected["samples_seed_0"]
+
+
+@pytest.mark.parametrize("folder", FIXTURES, ids=lambda folder: folder.name)
+def test_inspect_reports_the_bundles_own_format_version(folder):
+    assert TabularFlow.load(folder / "model.flow").describe()["format_version"] == int(folder.name.removeprefix("format_v"))
