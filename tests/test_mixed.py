@@ -190,3 +190,17 @@ def test_cli_on_mixed_csv_and_parquet(tmp_path):
     assert pa.types.is_integer(from_csv.schema.field("items").type)
     assert pa.types.is_boolean(from_csv.schema.field("returned").type)
     assert pa.types.is_timestamp(from_csv.schema.field("ordered_at").type)
+
+
+def test_missingness_that_depends_on_other_columns_is_reproduced():
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal(3000)
+    b = a + 0.3 * rng.standard_normal(3000)
+    b[(a > 0.5) & (rng.uniform(size=3000) < 0.8)] = np.nan  # mostly missing when a is high
+    table = pd.DataFrame({"a": a, "b": b})
+    samples = TabularFlow(epochs=30, seed=0).fit(table).sample(20_000, seed=0)
+    for high in (True, False):
+        real = table.loc[(table["a"] > 0.5) == high, "b"].isna().mean()
+        fake = samples.loc[(samples["a"] > 0.5) == high, "b"].isna().mean()
+        assert abs(real - fake) < 0.1, (high, real, fake)
+    assert abs(samples["b"].isna().mean() - table["b"].isna().mean()) < 0.02
