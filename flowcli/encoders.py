@@ -98,6 +98,7 @@ class NumericColumn:
     discrete: bool = False  # dequantized (integers, dates)
     origin: int = 0  # datetimes: the earliest tick at fit; days count from it, exactly
     span: int = 0  # datetimes: ticks from the earliest to the latest at fit
+    decimals: int | None = None  # continuous: samples are rounded as the values at fit were
 
     @property
     def width(self) -> int:
@@ -140,7 +141,8 @@ class NumericColumn:
         mean, std = float(np.mean(t / scale) * scale), max(float(np.std(t / scale) * scale), _MIN_STD)
         missing_rate = float(missing.mean()) if missing.any() else None
         dtype = "timestamp[us]" if kind == "datetime" and pa.types.is_string(values.type) else _plain_type(values)
-        return cls(name, kind, dtype, mean, std, transform, low, high, missing_rate, discrete, origin, span)
+        decimals = _decimals(observed) if kind == "continuous" else None
+        return cls(name, kind, dtype, mean, std, transform, low, high, missing_rate, discrete, origin, span, decimals)
 
     def encode(self, values: pa.ChunkedArray | pa.Array, noise: np.ndarray, source: str, first_row: int):
         x = numeric_values(values, self.kind, name=self.name, source=source, first_row=first_row,
@@ -168,6 +170,10 @@ class NumericColumn:
         x = _inverse_transform(self.transform, t)
         if self.discrete:
             x = np.floor(x)
+        if self.decimals is not None:
+            x = np.round(x, self.decimals)
+            if self.transform == "log":  # rounding must not reach zero: keep to the grid's first step
+                x = np.maximum(x, 10.0 ** -self.decimals)
         if self.discrete or self.kind == "datetime" or self.transform == "logit":
             x = np.clip(x, self.low, self.high)
         missing = None
@@ -183,6 +189,7 @@ class NumericColumn:
             "name": self.name, "kind": self.kind, "dtype": self.dtype, "mean": self.mean, "std": self.std,
             "transform": self.transform, "low": _json_float(self.low), "high": _json_float(self.high),
             "missing_rate": self.missing_rate, "discrete": self.discrete, "origin": self.origin, "span": self.span,
+            "decimals": self.decimals,
         }
 
     @classmethod
@@ -192,6 +199,7 @@ class NumericColumn:
             str(data.get("transform", "identity")), float(data.get("low", -math.inf)),
             float(data.get("high", math.inf)), _optional_rate(data.get("missing_rate")), bool(data.get("discrete", False)),
             int(data.get("origin", 0)), int(data.get("span", 0)),
+            None if data.get("decimals") is None else int(data["decimals"]),
         )
         column.output_type  # a dtype that names no arrow type is an error here, not at scoring time
         if column.transform not in ("identity", "log", "logit") or not (math.isfinite(column.mean) and _MIN_STD <= column.std < math.inf):
@@ -331,6 +339,16 @@ def fit_encoder(values: pa.ChunkedArray, name: str, kind: str, source: str) -> N
     if kind in ("categorical", "boolean"):
         return CategoricalColumn.fit(values, name, kind, source)
     return NumericColumn.fit(values, name, kind, source)
+
+
+def _decimals(x: np.ndarray, most: int = 6) -> int | None:
+    """The fewest decimal places (up to `most`) that write every value of x exactly, or None."""
+    for places in range(most + 1):
+        scaled = x * 10.0**places
+        # A millionth of the last place, or the float's own rounding error for large values.
+        if np.all(np.abs(scaled - np.round(scaled)) <= np.maximum(1e-6, 8 * np.finfo(float).eps * np.abs(scaled))):
+            return places
+    return None
 
 
 def _forward_transform(transform: str, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -204,3 +204,14 @@ def test_missingness_that_depends_on_other_columns_is_reproduced():
         fake = samples.loc[(samples["a"] > 0.5) == high, "b"].isna().mean()
         assert abs(real - fake) < 0.1, (high, real, fake)
     assert abs(samples["b"].isna().mean() - table["b"].isna().mean()) < 0.02
+
+
+def test_samples_are_rounded_as_the_data_was():
+    rng = np.random.default_rng(3)
+    table = pd.DataFrame({"carat": np.round(rng.gamma(2.0, 0.4, 500), 2), "price": np.round(rng.normal(50, 10, 500), 1)})
+    model = TabularFlow(epochs=3, layers=2, hidden=8).fit(table)
+    assert [column.decimals for column in model.preprocessor_.columns] == [2, 1]
+    samples = model.sample(1000, seed=0)
+    np.testing.assert_allclose(samples["carat"], samples["carat"].round(2), atol=1e-12)
+    np.testing.assert_allclose(samples["price"], samples["price"].round(1), atol=1e-12)
+    assert (samples["carat"] > 0).all()  # rounding keeps a positive column positive
