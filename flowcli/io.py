@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv as python_csv
 import io
 import itertools
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -29,6 +30,7 @@ _CSV_BLOCK_BYTES = 16 << 20  # the longest row a CSV may have; also the streamin
 # Quoted values may hold line breaks (spreadsheets write them); without this, one that straddles
 # a block boundary breaks a valid file. It cost nothing measurable on 1,000,000 × 8 rows.
 _CSV_PARSE = pa_csv.ParseOptions(newlines_in_values=True)
+_RAGGED = re.compile(r"Expected (\d+) columns, got (\d+)")
 
 
 def table_format(location: str, format: str | None = None, *, output: bool = False) -> str:
@@ -193,6 +195,20 @@ def _arrow_errors(source: str) -> Iterator[None]:
         raise DataError(_describe_arrow_error(source, str(error))) from None
 
 
+def _first_ragged_row(source: str) -> int | None:
+    """The 1-based data row (header excluded, blank lines skipped) whose field count differs
+    from the header's, found by reading the file again; None for stdin or when none is found."""
+    if source == "-":
+        return None
+    try:
+        with open(source, newline="", encoding="utf-8-sig") as handle:
+            rows = (fields for fields in python_csv.reader(handle) if fields)
+            width = len(next(rows, []))
+            return next((number for number, fields in enumerate(rows, 1) if len(fields) != width), None)
+    except (OSError, UnicodeDecodeError, python_csv.Error):
+        return None
+
+
 def _describe_arrow_error(source: str, message: str) -> str:
     lines = message.strip().splitlines()
     message = lines[0] if lines else "unreadable table"
@@ -200,6 +216,10 @@ def _describe_arrow_error(source: str, message: str) -> str:
         return f"{source}: the file is empty; give a table with a header row and data rows"
     if "straddling object" in message:
         return f"{source}: a row is longer than {_CSV_BLOCK_BYTES >> 20} MiB, or a quoted field never ends; check the file's quoting"
+    ragged = _RAGGED.search(message)
+    if ragged and (row := _first_ragged_row(source)) is not None:
+        expected, got = ragged.groups()
+        return f"{source}: row {row} has {got} fields where the header has {expected}; fix that row or its quoting"
     # pyarrow quotes the offending bytes; keep the line printable and short.
     printable = "".join(char if char.isprintable() else "?" for char in message)
     if len(printable) > 160:
