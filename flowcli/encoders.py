@@ -138,7 +138,8 @@ class NumericColumn:
             transform = "identity"
         t, _ = _forward_transform(transform, observed)
         scale = float(np.max(np.abs(t))) or 1.0  # divide first, so that squares of 1e200 do not overflow
-        mean, std = float(np.mean(t / scale) * scale), max(float(np.std(t / scale) * scale), _MIN_STD)
+        mean, spread = float(np.mean(t / scale) * scale), float(np.std(t / scale) * scale)
+        std = max(spread, _MIN_STD) if spread > 0 else 1.0  # a constant (forced continuous) keeps scale 1
         missing_rate = float(missing.mean()) if missing.any() else None
         dtype = "timestamp[us]" if kind == "datetime" and pa.types.is_string(values.type) else _plain_type(values)
         decimals = _decimals(observed) if kind == "continuous" else None
@@ -345,8 +346,8 @@ def _decimals(x: np.ndarray, most: int = 6) -> int | None:
     """The fewest decimal places (up to `most`) that write every value of x exactly, or None."""
     for places in range(most + 1):
         scaled = x * 10.0**places
-        # A millionth of the last place, or the float's own rounding error for large values.
-        if np.all(np.abs(scaled - np.round(scaled)) <= np.maximum(1e-6, 8 * np.finfo(float).eps * np.abs(scaled))):
+        # Within float rounding error of a whole number of the last place (1e-7 is not 0 places).
+        if np.all(np.abs(scaled - np.round(scaled)) <= 16 * np.finfo(float).eps * np.maximum(1.0, np.abs(scaled))):
             return places
     return None
 
