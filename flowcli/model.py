@@ -20,8 +20,8 @@ import pyarrow.ipc  # noqa: F401  (pa.ipc for the fingerprint)
 from flowcli import __version__
 from flowcli.architecture import FlowConfig, default_config
 from flowcli.bundle import FORMAT_VERSION, read_bundle, write_bundle
-from flowcli.errors import BundleError, DataError, FlowcliWarning
 from flowcli.encoders import CategoricalColumn
+from flowcli.errors import BundleError, DataError, FlowcliWarning
 from flowcli.numpy_flow import NumpyRealNVP
 from flowcli.preprocess import Preprocessor
 from flowcli.reference import reference_summary
@@ -111,7 +111,10 @@ class TabularFlow:
         rng = np.random.default_rng(self.seed)
         u, log_weight = self.preprocessor_.encode(table, rng.uniform(size=(table.num_rows, self.preprocessor_.width)), source=source)
 
-        from flowcli.train import TrainSettings, train_flow  # torch, once the data is known to be usable
+        from flowcli.train import (  # torch, once the data is known to be usable
+            TrainSettings,
+            train_flow,
+        )
 
         train_rows, val_rows = split_rows(table.num_rows, self.val_fraction, self.seed)
         train_table = table.take(train_rows)
@@ -185,11 +188,14 @@ class TabularFlow:
         with np.errstate(divide="ignore"):
             return logsumexp(np.stack(estimates), axis=0) - np.log(len(estimates))
 
-    def explain(self, data: Any, *, source: str = "data", first_row: int = 0) -> np.ndarray:
+    def explain(
+        self, data: Any, *, scores: np.ndarray | None = None, source: str = "data", first_row: int = 0
+    ) -> np.ndarray:
         """For every row (N,), the column that, left blank, raises its log-likelihood the most:
-        the value least in keeping with the rest of the row. Costs one scoring pass per column."""
+        the value least in keeping with the rest of the row. Costs one scoring pass per column,
+        plus one for the rows' own `scores` unless they are given."""
         table = as_table(data)
-        base = self.score_samples(table, source=source, first_row=first_row)
+        base = self.score_samples(table, source=source, first_row=first_row) if scores is None else scores
         gains = []
         for name in self.columns_:
             index = table.schema.get_field_index(name)

@@ -6,8 +6,8 @@ Scoring and sampling stream in batches, so memory stays flat however long the in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
 import shutil
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -123,7 +123,7 @@ def score_file(
                 shares = model.validation_percentile(scores)
                 columns.append(pa.array(shares, pa.float64()))
             if explain:
-                columns.append(pa.array(model.explain(batch, source=data, first_row=rows), pa.string()))
+                columns.append(pa.array(model.explain(batch, scores=scores, source=data, first_row=rows), pa.string()))
             if with_input:
                 columns[:0] = [
                     parse_numbers(batch.column(name), name, data, rows) if name in numbers_as_text else batch.column(name)
@@ -170,7 +170,9 @@ def sample_file(
     """Write `n` synthetic rows with the original column names and units; `on_rows` hears each batch."""
     model = TabularFlow.load(bundle)
     if output != "-":
-        _check_room(Path(output), n * len(model.columns_) * (9 if table_format(output, output_format, output=True) == "parquet" else 20))
+        bytes_per_value = 9 if table_format(output, output_format, output=True) == "parquet" else 20
+        _check_room(Path(output), n * len(model.columns_) * bytes_per_value)
+
     def sampled() -> Iterator[pa.RecordBatch]:
         for batch in model.sample_batches(n, seed, batch_rows):
             if on_rows is not None:

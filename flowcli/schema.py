@@ -17,8 +17,6 @@ import pyarrow.compute as pc
 from flowcli.errors import DataError
 from flowcli.values import NUMBER, first_non_number, is_number_type, mostly_numbers, plain_values
 
-
-
 KINDS = ("continuous", "integer", "categorical", "boolean", "datetime")
 FEW_LEVELS = 10  # a numeric column with at most this many distinct values is categorical
 _ID_MIN_ROWS = 20  # below this, all-distinct text is not evidence of an identifier

@@ -24,11 +24,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import gaussian_table
 
 import flowcli
-from conftest import gaussian_table
-from flowcli.bundle import FORMAT_VERSION
 from flowcli import TabularFlow
+from flowcli.bundle import FORMAT_VERSION
 
 MODEL_COLUMNS = ["small", "large", "plain"]  # what `bundle_path` models (conftest)
 FAST = ["--epochs", "2", "--layers", "2", "--hidden", "8", "--device", "cpu"]

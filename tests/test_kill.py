@@ -30,10 +30,10 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import gaussian_table
-from flowcli import TabularFlow
 from test_bad_input import ENV, FAST, MODEL_COLUMNS, error_line, fingerprint, part_files, run
+
+from flowcli import TabularFlow
 
 SEED = 20240611
 KILLS = 5  # per command
