@@ -1,9 +1,11 @@
 """The shape of a RealNVP flow, shared by the torch module and the numpy inference path.
 
-A flow is `layers` affine couplings. Coupling k keeps the features `conditioning(k)` and
-transforms the rest with a scale and shift computed from them by an MLP of `depth` hidden
-layers of `hidden` units. The splits alternate between even/odd and first/second half, so
-every feature is transformed and conditions every other one within a few layers.
+A flow is `layers` steps. With `mixing`, each step starts with a learned invertible linear map
+(an LU-parametrized "1×1 convolution", as in Glow) that lets every feature reach every coupling.
+Then coupling k keeps the features `conditioning(k)` and transforms the rest with a scale and
+shift computed from them by an MLP of `depth` hidden layers of `hidden` units. The splits
+alternate between even/odd and first/second half, so every feature is transformed and
+conditions every other one within a few layers.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ class FlowConfig:
     hidden: int = 128
     depth: int = 2
     scale_bound: float = 3.0  # |log-scale| per coupling stays below this (soft tanh clamp)
+    mixing: bool = True  # an LU linear map before each coupling (bundles before format 3 have none)
 
     def __post_init__(self) -> None:
         sizes = (self.features, self.layers, self.hidden, self.depth)
-        if any(type(size) is not int or size < 1 for size in sizes) or not 0 < self.scale_bound <= 10:
+        if (any(type(size) is not int or size < 1 for size in sizes) or not 0 < self.scale_bound <= 10
+                or type(self.mixing) is not bool):
             raise ValueError(f"invalid flow configuration: {self}")
 
     def split(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
@@ -45,6 +49,11 @@ class FlowConfig:
     def weight_shapes(self) -> dict[str, tuple[int, ...]]:
         """The name and shape of every weight, as torch's state_dict names them."""
         shapes = {}
+        for k in range(self.layers if self.mixing else 0):
+            for name in ("lower", "upper"):
+                shapes[f"mixings.{k}.{name}"] = (self.features, self.features)
+            for name in ("log_scale", "bias"):
+                shapes[f"mixings.{k}.{name}"] = (self.features,)
         for k in range(self.layers):
             conditioning, transformed = self.split(k)
             widths = [len(conditioning)] + [self.hidden] * self.depth + [2 * len(transformed)]
@@ -52,6 +61,10 @@ class FlowConfig:
                 shapes[f"couplings.{k}.linears.{j}.weight"] = (fan_out, fan_in)
                 shapes[f"couplings.{k}.linears.{j}.bias"] = (fan_out,)
         return shapes
+
+    def tensor_count(self) -> int:
+        """How many weight tensors there are, told without listing them."""
+        return (2 * (self.depth + 1) + 4 * self.mixing) * self.layers
 
     def parameter_count(self) -> int:
         return sum(int(np.prod(shape)) for shape in self.weight_shapes().values())
@@ -61,7 +74,8 @@ class FlowConfig:
 
     @classmethod
     def from_json(cls, data: dict) -> FlowConfig:
-        return cls(**data)
+        """The config a manifest describes; bundles before format 3 predate `mixing`."""
+        return cls(**{"mixing": False, **data})
 
 
 def default_config(rows: int, features: int, *, layers: int | None = None, hidden: int | None = None) -> FlowConfig:

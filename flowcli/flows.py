@@ -52,29 +52,60 @@ class AffineCoupling(nn.Module):
         return x
 
 
+class LinearMixing(nn.Module):
+    """z = x Wᵀ + b with W = L·U: L unit lower-triangular, U upper-triangular with diagonal
+    exp(log_scale). W is invertible for any parameters and log|det W| = Σ log_scale.
+    It starts as the identity."""
+
+    def __init__(self, features: int):
+        super().__init__()
+        self.lower = nn.Parameter(torch.zeros(features, features))
+        self.upper = nn.Parameter(torch.zeros(features, features))
+        self.log_scale = nn.Parameter(torch.zeros(features))
+        self.bias = nn.Parameter(torch.zeros(features))
+
+    def weight(self) -> torch.Tensor:
+        """W (D, D)."""
+        eye = torch.eye(len(self.bias), dtype=self.bias.dtype, device=self.bias.device)
+        return (torch.tril(self.lower, -1) + eye) @ (torch.triu(self.upper, 1) + torch.diag(torch.exp(self.log_scale)))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x @ self.weight().T + self.bias, self.log_scale.sum().expand(x.shape[0])
+
+    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+        return (z - self.bias) @ torch.linalg.inv(self.weight()).T
+
+
 class RealNVP(nn.Module):
-    """A stack of affine couplings over a standard normal base, shaped by a `FlowConfig`."""
+    """Steps of (optional linear mixing, affine coupling) over a standard normal base, shaped by a `FlowConfig`."""
 
     def __init__(self, config: FlowConfig):
         super().__init__()
         self.config = config
+        if config.mixing:
+            self.mixings = nn.ModuleList(LinearMixing(config.features) for _ in range(config.layers))
         self.couplings = nn.ModuleList(
             AffineCoupling(*config.split(k), config.hidden, config.depth, config.scale_bound)
             for k in range(config.layers)
         )
 
+    def steps(self) -> list[nn.Module]:
+        """The maps in data → latent order."""
+        mixings = self.mixings if self.config.mixing else [None] * self.config.layers
+        return [step for pair in zip(mixings, self.couplings) for step in pair if step is not None]
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Data (N, D) → latent (N, D) and log|det ∂z/∂x| (N,)."""
         log_det = x.new_zeros(x.shape[0])
-        for coupling in self.couplings:
-            x, ladj = coupling(x)
+        for step in self.steps():
+            x, ladj = step(x)
             log_det = log_det + ladj
         return x, log_det
 
     def inverse(self, z: torch.Tensor) -> torch.Tensor:
         """Latent (N, D) → data (N, D)."""
-        for coupling in reversed(self.couplings):
-            z = coupling.inverse(z)
+        for step in reversed(self.steps()):
+            z = step.inverse(z)
         return z
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:

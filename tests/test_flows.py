@@ -17,6 +17,7 @@ CONFIGS = [
     FlowConfig(features=2, layers=4, hidden=16),
     FlowConfig(features=3, layers=5, hidden=8, depth=1),
     FlowConfig(features=7, layers=8, hidden=16, depth=3, scale_bound=2.0),
+    FlowConfig(features=4, layers=3, hidden=8, mixing=False),  # bundles before format 3
 ]
 
 
@@ -87,6 +88,21 @@ def test_weight_shapes_match_state_dict(config):
     state = RealNVP(config).state_dict()
     assert {name: tuple(value.shape) for name, value in state.items()} == config.weight_shapes()
     assert sum(value.numel() for value in state.values()) == config.parameter_count()
+    assert len(state) == config.tensor_count()
+
+
+def test_mixing_is_a_full_rank_linear_map_whose_log_det_is_its_scales():
+    config = FlowConfig(features=5, layers=1, hidden=4)
+    mixing = random_flow(config).mixings[0]
+    weight = mixing.weight().detach()
+    assert (weight.abs() > 0).all()  # L·U fills the whole matrix: every feature reaches every other
+    torch.testing.assert_close(torch.linalg.slogdet(weight).logabsdet, mixing.log_scale.sum().detach())
+
+
+def test_legacy_manifest_has_no_mixing():
+    legacy = {"features": 3, "layers": 2, "hidden": 8, "depth": 2, "scale_bound": 3.0}
+    assert FlowConfig.from_json(legacy).mixing is False
+    assert FlowConfig.from_json(FlowConfig(features=3).to_json()).mixing is True
 
 
 @pytest.mark.parametrize("features", [2, 3, 4, 5, 9])
