@@ -8,8 +8,12 @@ class FlowcliError(Exception):
     """A problem with the user's data, files or options (never a bug in flowcli)."""
 
 
-class DataError(FlowcliError):
-    """A table that cannot be read or used as given."""
+class DataError(FlowcliError, ValueError):
+    """A table that cannot be read or used as given (a ValueError, as scikit-learn expects of bad input)."""
+
+
+class NotFittedError(FlowcliError, ValueError, AttributeError):
+    """A model used before `fit`; a ValueError and an AttributeError, like scikit-learn's NotFittedError."""
 
 
 class BundleError(FlowcliError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import inspect
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ from flowcli import __version__
 from flowcli.architecture import FlowConfig, default_config
 from flowcli.bundle import FORMAT_VERSION, read_bundle, write_bundle
 from flowcli.encoders import CategoricalColumn
-from flowcli.errors import BundleError, DataError, FlowcliWarning
+from flowcli.errors import BundleError, DataError, FlowcliWarning, NotFittedError
 from flowcli.numpy_flow import NumpyRealNVP
 from flowcli.preprocess import Preprocessor
 from flowcli.reference import reference_summary
@@ -42,7 +43,9 @@ SAMPLE_BATCH_ROWS = 65_536
 class TabularFlow:
     """A RealNVP normalizing flow over the numeric columns of a table.
 
-    Hyperparameters left as None are sized from the data at `fit`. Learned state ends in `_`.
+    Hyperparameters left as None are sized from the data at `fit`. Learned state ends in `_`;
+    as in scikit-learn, `n_features_in_` counts the columns given to `fit` and `feature_names_in_`
+    names them when they had names (a DataFrame or a pyarrow Table, not an array).
     Log-likelihoods are natural logs of the density in the units of the user's columns.
     """
 
@@ -96,6 +99,7 @@ class TabularFlow:
         training ends early with the best weights so far. `source` names the data in errors.
         """
         table = as_table(data)
+        input_names = table.schema.names
         selection = select_columns(table, columns, kinds=kinds, ignore=ignore, source=source)
         if selection.left_out:
             reasons = "; ".join(f"{name!r} {why}" for name, why in selection.left_out.items())
@@ -141,6 +145,12 @@ class TabularFlow:
         self.versions_ = {"flowcli": __version__, "torch": _torch_version()}
         self.created_ = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         self.format_version_ = FORMAT_VERSION
+        self.n_features_in_ = len(input_names)
+        feature_names = _feature_names(data, input_names)
+        if feature_names is None:
+            vars(self).pop("feature_names_in_", None)  # a refit on an array forgets an earlier fit's names
+        else:
+            self.feature_names_in_ = feature_names
         return self
 
     # ----------------------------------------------------------------------------- inference
@@ -171,6 +181,11 @@ class TabularFlow:
         a DataError when `strict`. Columns may come in any order and extra ones are ignored;
         `first_row` offsets the row numbers in error messages when `data` is one batch of many.
         """
+        self._require_fitted()
+        width = getattr(self, "n_features_in_", None)  # unknown for a loaded bundle
+        if isinstance(data, np.ndarray) and data.ndim == 2 and width is not None and data.shape[1] != width:
+            raise DataError(f"{source}: X has {data.shape[1]} features, but TabularFlow is expecting {width} "
+                            "features as input (the width of the data at fit)")
         table = as_table(data)
         require_columns(table.schema.names, self.columns_, source=source)
         unseen = self.preprocessor_.unseen(table, source=source)
@@ -209,6 +224,7 @@ class TabularFlow:
 
     def validation_percentile(self, scores: np.ndarray) -> np.ndarray:
         """For log-likelihoods (N,), the share of validation rows at fit that were less likely, in %."""
+        self._require_fitted()
         if not self.validation_quantiles_:
             raise DataError("this bundle holds no validation scores (it predates them); fit it again for percentiles")
         quantiles = np.asarray(self.validation_quantiles_)
@@ -221,6 +237,7 @@ class TabularFlow:
     def predict(self, data: Any) -> np.ndarray:
         """1 for an outlier, 0 for an inlier (PyOD's convention): rows less likely than all but the
         `contamination` share of the validation rows at fit."""
+        self._require_fitted()
         if not 0 < self.contamination < 0.5:
             raise DataError(f"contamination must lie in (0, 0.5), not {self.contamination}")
         return (self.validation_percentile(self.score_samples(data)) < 100 * self.contamination).astype(int)
@@ -235,6 +252,7 @@ class TabularFlow:
 
     def sample_batches(self, n: int, seed: int | None = None, batch_rows: int = SAMPLE_BATCH_ROWS) -> Iterator[pa.RecordBatch]:
         """`n` synthetic rows in batches, with the original names, types and units; a seed fixes them."""
+        self._require_fitted()
         if seed is not None and seed < 0:
             raise DataError(f"seed {seed} is negative; give a seed of 0 or more")
         rng = np.random.default_rng(seed)
@@ -242,13 +260,20 @@ class TabularFlow:
             z = rng.standard_normal((min(batch_rows, n - start), self.config_.features), dtype=np.float32)
             yield self.preprocessor_.decode(self._flow.inverse(z).astype(np.float64), rng)
 
-    def sample(self, n: int, seed: int | None = None) -> pd.DataFrame:
+    def sample(
+        self, n: int | None = None, seed: int | None = None, *,
+        n_samples: int | None = None, random_state: int | None = None,
+    ) -> pd.DataFrame:
         """`n` synthetic rows as a DataFrame with the original column names, types and units.
 
-        Integer and boolean columns come as pandas' nullable dtypes (Int64, boolean), which hold
-        missing values without turning into floats.
+        `n_samples` and `random_state` are scikit-learn's names for `n` (default 1) and `seed` (an
+        int or None). Integer and boolean columns come as pandas' nullable dtypes (Int64, boolean),
+        which hold missing values without turning into floats.
         """
         import pandas as pd
+
+        n = _one_of(n, n_samples, "n", "n_samples", default=1)
+        seed = _one_of(seed, random_state, "seed", "random_state", default=None)
 
         nullable = {pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(),
                     pa.int64(): pd.Int64Dtype(), pa.uint8(): pd.UInt8Dtype(), pa.uint16(): pd.UInt16Dtype(),
@@ -297,6 +322,7 @@ class TabularFlow:
         return {"format_version": self.format_version_, **manifest}
 
     def _manifest(self) -> dict:
+        self._require_fitted()
         return {
             "created": self.created_,
             "versions": self.versions_,
@@ -313,6 +339,27 @@ class TabularFlow:
     def get_params(self, deep: bool = True) -> dict:
         """The constructor's arguments, as scikit-learn estimators report them."""
         return {name: getattr(self, name) for name in _HYPERPARAMETERS}
+
+    def __repr__(self) -> str:
+        """The constructor call with the arguments that differ from their defaults, as scikit-learn shows."""
+        defaults = {name: parameter.default for name, parameter in inspect.signature(TabularFlow).parameters.items()}
+        changed = (f"{name}={value!r}" for name, value in self.get_params().items() if value != defaults[name])
+        return f"TabularFlow({', '.join(changed)})"
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "_flow")  # set by fit and by load
+
+    def _require_fitted(self) -> None:
+        if not self.__sklearn_is_fitted__():
+            raise NotFittedError("this TabularFlow is not fitted yet; call fit(data) or TabularFlow.load(path) first")
+
+    def __sklearn_tags__(self) -> Any:
+        """scikit-learn's description of this estimator: an unsupervised density model, like
+        `KernelDensity`, that reads NaN as a missing value. Only scikit-learn calls this, so only
+        here is scikit-learn imported."""
+        from sklearn.utils import InputTags, Tags, TargetTags
+
+        return Tags(estimator_type=None, target_tags=TargetTags(required=False), input_tags=InputTags(allow_nan=True))
 
     def set_params(self, **params: Any) -> TabularFlow:
         """Change constructor arguments (as scikit-learn's `clone` and searches do); returns self."""
@@ -332,11 +379,42 @@ def as_table(data: Any) -> pa.Table:
         return pa.Table.from_batches([data])
     if isinstance(data, np.ndarray):
         if data.ndim != 2:
-            raise DataError(f"expected a 2-D array of rows and columns, got shape {data.shape}")
-        return pa.table({f"x{j}": data[:, j] for j in range(data.shape[1])})
+            raise DataError(f"expected a 2-D array of rows and columns, got shape {data.shape}. Reshape your data: "
+                            "X.reshape(-1, 1) for one column, X.reshape(1, -1) for one row")
+        if data.shape[1] == 0:
+            raise DataError(f"found an array with 0 feature(s) (shape={data.shape}) while a minimum of 1 is required; "
+                            "give at least one column")
+        if np.iscomplexobj(data):
+            raise DataError("Complex data not supported; give real numbers")
+        try:
+            return pa.table({f"x{j}": data[:, j] for j in range(data.shape[1])})
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as error:  # an object array holding, say, a dict
+            message = f"an array's cells: every argument must be a string or a number (or None); {error}"
+            raise TypeError(message) from None
     if hasattr(data, "columns") and hasattr(data, "dtypes"):  # a pandas DataFrame
         return pa.Table.from_pandas(data, preserve_index=False)
+    if type(data).__module__.startswith("scipy.sparse"):
+        raise DataError(f"sparse input ({type(data).__name__}) is not supported; pass a dense array (X.toarray())")
     raise DataError(f"expected a DataFrame, a pyarrow Table or a 2-D numpy array, got {type(data).__name__}")
+
+
+def _feature_names(data: Any, names: list[str]) -> np.ndarray | None:
+    """scikit-learn's `feature_names_in_`: the input's column names, unless an array's names were
+    made up (x0, x1, ...) or a DataFrame's labels are not all strings."""
+    if isinstance(data, np.ndarray):
+        return None
+    if hasattr(data, "dtypes") and not all(isinstance(label, str) for label in data.columns):
+        return None
+    return np.asarray(names, dtype=object)
+
+
+def _one_of(value: Any, alias: Any, name: str, alias_name: str, default: Any) -> Any:
+    """An argument given under its own name or under scikit-learn's, not both."""
+    if alias is None:
+        return default if value is None else value
+    if value is not None:
+        raise TypeError(f"give {name} or {alias_name}, not both")
+    return alias
 
 
 def _check_weights(weights: dict[str, np.ndarray], config: FlowConfig, path: str | Path) -> None:
