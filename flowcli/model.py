@@ -420,7 +420,7 @@ def _one_of(value: Any, alias: Any, name: str, alias_name: str, default: Any) ->
 def _check_weights(weights: dict[str, np.ndarray], config: FlowConfig, path: str | Path) -> None:
     mismatch = BundleError(f"{path}: the weights do not match the architecture in the manifest")
     # Count before listing the shapes: a forged manifest may declare a billion layers in a few bytes.
-    if len(weights) != 2 * config.layers * (config.depth + 1):
+    if len(weights) != config.tensor_count():
         raise mismatch
     expected = config.weight_shapes()
     if set(weights) != set(expected):
