@@ -10,7 +10,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 def replace_in_readme(script: str, table: str) -> None:
     """Replace what lies between `<!-- SCRIPT writes the table below -->` and `<!-- end of SCRIPT -->`."""
     text = README.read_text()
-    start, end = f"<!-- {script} writes the table below -->\n", f"\n<!-- end of {script} -->"
+    start, end = f"<!-- {script} writes the table below -->", f"<!-- end of {script} -->"
     if start in text and end in text:
         before, rest = text.split(start, 1)
-        README.write_text(before + start + table + end + rest.split(end, 1)[1])
+        README.write_text(f"{before}{start}\n{table}\n{end}{rest.split(end, 1)[1]}")

@@ -110,8 +110,7 @@ class RealNVP(nn.Module):
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log p(x) per row (N,), in the units of x."""
-        z, log_det = self(x)
-        return -0.5 * (z**2).sum(dim=-1) - 0.5 * z.shape[-1] * math.log(2 * math.pi) + log_det
+        return change_of_variables(*self(x))
 
     def export_weights(self) -> dict[str, np.ndarray]:
         """The weights as float32 numpy arrays, named as `FlowConfig.weight_shapes` names them."""
@@ -120,6 +119,11 @@ class RealNVP(nn.Module):
     def import_weights(self, weights: dict[str, np.ndarray]) -> RealNVP:
         self.load_state_dict({name: torch.as_tensor(value) for name, value in weights.items()})
         return self
+
+
+def change_of_variables(z: torch.Tensor, log_det: torch.Tensor) -> torch.Tensor:
+    """log p(x) (N,) from the latent z (N, D) and log|det ∂z/∂x| (N,), under the standard normal base."""
+    return -0.5 * (z**2).sum(dim=-1) - 0.5 * z.shape[-1] * math.log(2 * math.pi) + log_det
 
 
 def _linear(fan_in: int, fan_out: int) -> nn.Linear:

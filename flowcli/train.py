@@ -3,6 +3,7 @@
 The loop reports each epoch through a callback and never prints: the CLI draws the progress.
 It keeps the best-validation weights, stops on patience, epochs or wall-clock time, and
 recovers from a non-finite loss by reloading the best weights at a lower learning rate.
+The learning rate follows `LearningRate`: a cosine over the time budget, halved on plateaus.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from flowcli import distributed
 from flowcli.architecture import FlowConfig
 from flowcli.errors import FlowcliError
-from flowcli.flows import RealNVP
+from flowcli.flows import RealNVP, change_of_variables
 
 MAX_RECOVERIES = 3
 _EVAL_BATCH = 65_536
@@ -70,6 +72,32 @@ class TrainingSummary:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+class LearningRate:
+    """Adam's learning rate: `lr` times a cosine from 1 to 0 over `max_time` (when there is one),
+    halved each time validation stalls for a quarter of the patience, and quartered on recovery.
+
+    The decay lets the last epochs settle into a minimum that a constant rate only circles.
+    """
+
+    def __init__(self, settings: TrainSettings):
+        self.scale = settings.lr
+        self.max_time = settings.max_time
+        self.stall = max(1, settings.patience // 4)
+        self.last_change = 0  # epoch of the last better validation NLL or halving
+
+    def at(self, elapsed: float) -> float:
+        if self.max_time is None:
+            return self.scale
+        return self.scale * 0.5 * (1 + math.cos(math.pi * min(1.0, elapsed / self.max_time)))
+
+    def after_epoch(self, epoch: int, improved: bool) -> None:
+        if improved:
+            self.last_change = epoch
+        elif epoch - self.last_change >= self.stall:
+            self.scale /= 2
+            self.last_change = epoch
 
 
 def resolve_device(device: str) -> torch.device:
@@ -142,41 +170,49 @@ def train_flow(
     log-weight of the encoding). `redraw`, when given, re-encodes the training rows with fresh
     dequantization noise for every epoch after the first. `stop_requested` is polled every
     step (Ctrl-C, say): training then ends after a last validation, keeping the best weights.
+
+    Under torchrun, each rank trains on its shard of the rows with DistributedDataParallel and
+    a batch of `batch_size / ranks` rows, so that the global batch and steps per epoch are those
+    of one process; see `distributed`. Only rank 0 calls `on_epoch`.
     """
-    device = resolve_device(settings.device)
+    device = distributed.start(resolve_device(settings.device))
+    ranks = distributed.world_size()
     torch.manual_seed(settings.seed)
     batch_size = settings.batch_size or default_batch_size(len(u_train))
     check_memory(len(u_train) + len(u_val), config, batch_size, device)
     x_train = torch.as_tensor(u_train, dtype=torch.float32, device=device)
-    x_val = torch.as_tensor(u_val, dtype=torch.float32, device=device)
+    x_val = torch.as_tensor(u_val, dtype=torch.float32, device=device)[distributed.shard(torch.arange(len(u_val)), equal=False)]
     summary = TrainingSummary(
         rows_train=len(u_train), rows_val=len(u_val), batch_size=batch_size,
-        lr=settings.lr, seed=settings.seed, device=str(device),
+        lr=settings.lr, seed=settings.seed, device=str(device) if ranks == 1 else f"{ranks} × {device.type}",
     )
 
     flow = RealNVP(config).to(device)
-    lr = settings.lr
-    optimizer = torch.optim.Adam(flow.parameters(), lr=lr)
+    model = flow if ranks == 1 else torch.nn.parallel.DistributedDataParallel(flow)
+    learning_rate = LearningRate(settings)
+    optimizer = torch.optim.Adam(flow.parameters(), lr=settings.lr)
     shuffle = torch.Generator().manual_seed(settings.seed)
     best_state = copy.deepcopy(flow.state_dict())
     summary.best_val_nll = _mean_nll(flow, x_val) + val_offset
     start = time.perf_counter()
 
-    def interruption() -> str | None:
-        if stop_requested():
-            return "interrupt"
-        if settings.max_time is not None and time.perf_counter() - start >= settings.max_time:
-            return "max-time"
-        return None
+    def interruption(broken: bool = False) -> tuple[bool, str | None]:
+        """(a non-finite loss, why to stop), agreed by all ranks."""
+        reasons = {"interrupt": stop_requested(),
+                   "max-time": settings.max_time is not None and time.perf_counter() - start >= settings.max_time}
+        broken, *flags = distributed.any_rank([broken, *reasons.values()], device)
+        return broken, next((reason for reason, flag in zip(reasons, flags) if flag), None)
 
     for epoch in range(1, settings.epochs + 1):
         if redraw is not None and epoch > 1:
             x_train = torch.as_tensor(redraw(), dtype=torch.float32, device=device)
         flow.train()
-        total, seen, stop = torch.zeros((), device=device), 0, None
-        for step, batch_rows in enumerate(torch.randperm(len(x_train), generator=shuffle).split(batch_size)):
+        total, seen, stop = torch.zeros((), device=device), torch.zeros((), device=device), None
+        shuffled = distributed.shard(torch.randperm(len(x_train), generator=shuffle), equal=True)
+        for step, batch_rows in enumerate(shuffled.split(math.ceil(batch_size / ranks))):
             x = x_train[batch_rows.to(device)]
-            loss = -flow.log_prob(x).mean()
+            optimizer.param_groups[0]["lr"] = learning_rate.at(time.perf_counter() - start)
+            loss = -change_of_variables(*model(x)).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(flow.parameters(), max_norm=100.0)
@@ -184,29 +220,33 @@ def train_flow(
             total += loss.detach() * len(x)
             seen += len(x)
             # Checking finiteness syncs with the device, so look only now and then.
-            if (step % 64 == 63 and not torch.isfinite(total)) or (stop := interruption()):
+            broken, stop = interruption(step % 64 == 63 and not torch.isfinite(total))
+            if broken or stop:
                 break
-        train_nll = total.item() / max(seen, 1) + train_offset
+        total, seen = distributed.total(torch.stack([total, seen])).tolist()
+        train_nll = total / max(seen, 1) + train_offset
         val_nll = _mean_nll(flow, x_val) + val_offset
         if not (math.isfinite(train_nll) and math.isfinite(val_nll)):
             # Go back to the best weights and try again more gently.
             summary.recoveries += 1
             flow.load_state_dict(best_state)
-            lr /= 4
-            optimizer = torch.optim.Adam(flow.parameters(), lr=lr)
+            learning_rate.scale /= 4
+            optimizer = torch.optim.Adam(flow.parameters())
             if summary.recoveries > MAX_RECOVERIES:
                 summary.stopped = "non-finite loss"
                 break
             continue
         summary.epochs = epoch
         summary.history.append([train_nll, val_nll])
-        if val_nll < summary.best_val_nll:
+        improved = val_nll < summary.best_val_nll
+        if improved:
             summary.best_val_nll, summary.best_epoch = val_nll, epoch
             best_state = copy.deepcopy(flow.state_dict())
-        if on_epoch is not None:
+        learning_rate.after_epoch(epoch, improved)
+        if on_epoch is not None and distributed.rank() == 0:
             on_epoch(EpochReport(epoch, settings.epochs, train_nll, val_nll, summary.best_val_nll,
                                  time.perf_counter() - start, settings.max_time))
-        if stop or (stop := interruption()):
+        if stop or (stop := interruption()[1]):
             summary.stopped = stop
             break
         if epoch - summary.best_epoch >= settings.patience:
@@ -215,12 +255,14 @@ def train_flow(
 
     summary.wall_seconds = time.perf_counter() - start
     flow.load_state_dict(best_state)
+    distributed.stop()
     return flow.export_weights(), summary
 
 
 @torch.no_grad()
 def _mean_nll(flow: RealNVP, x: torch.Tensor) -> float:
-    """Mean −log p over the rows of x, in the flow's (standardized) units."""
+    """Mean −log p over the rows of x (of every rank's x), in the flow's (standardized) units."""
     flow.eval()
-    total = sum(-flow.log_prob(chunk).sum() for chunk in x.split(_EVAL_BATCH))
-    return float(total) / len(x)
+    total = sum((-flow.log_prob(chunk).sum() for chunk in x.split(_EVAL_BATCH)), torch.zeros((), device=x.device))
+    total, count = distributed.total(torch.stack([total, torch.tensor(float(len(x)), device=x.device)])).tolist()
+    return total / count
