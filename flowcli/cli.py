@@ -108,6 +108,7 @@ def fit(
     seed: Annotated[int, typer.Option(min=0, help="Seed for the split, initialization and shuffling.")] = 0,
     device: Annotated[Device, typer.Option(envvar="FLOWCLI_DEVICE", help="Where to train; auto takes CUDA when available.")] = Device.auto,
     log_json: Annotated[Optional[Path], typer.Option("--log-json", help="Append one JSON object per epoch to this file.")] = None,
+    max_rows: Annotated[Optional[int], typer.Option("--max-rows", min=1, help="Train on a uniform sample of at most N rows, drawn in one streaming pass (for tables larger than memory).", show_default=False)] = None,
     quiet: Quiet = False,
     force: Force = False,
 ) -> None:
@@ -136,7 +137,7 @@ def fit(
             model = fit_file(
                 data, output, format=format and format.value, columns=_names(columns) if columns is not None else None,
                 kinds=kinds, ignore=_names(ignore), force=force,
-                hyperparameters=hyperparameters, on_epoch=on_epoch, stop_requested=stop_requested,
+                hyperparameters=hyperparameters, on_epoch=on_epoch, stop_requested=stop_requested, max_rows=max_rows,
             )
         stop_requested.written()
         summary = fit_summary(model.describe(), output)
@@ -158,6 +159,7 @@ def score(
     top: Annotated[Optional[int], typer.Option(min=1, help="Keep only the K least likely rows, least likely first.", rich_help_panel="Anomalies")] = None,
     explain: Annotated[bool, typer.Option("--explain", help="Add the column least in keeping with the rest of the row (one more pass per column).", rich_help_panel="Anomalies")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Fail on a category never seen at fit, instead of scoring it -inf.")] = False,
+    dask: Annotated[Optional[str], typer.Option("--dask", metavar="SCHEDULER", help="Score on a Dask cluster (tcp://host:8786, or 'local' to start one): DATA is Parquet files (a glob or a folder), -o a folder that gets one Parquet file per partition. Needs: pip install 'flowcli\\[dask]'.", rich_help_panel="Scale")] = None,
     force: Force = False,
     quiet: Quiet = False,
 ) -> None:
@@ -169,9 +171,31 @@ def score(
     from flowcli.console import row_progress, warnings_to_stderr
     from flowcli.pipeline import score_file
 
+    if dask is not None:
+        _score_on_dask(model, data, output, dask, format=format and format.value, top=top, force=force, quiet=quiet,
+                       with_input=with_input, percentile=percentile, threshold=threshold, explain=explain, strict=strict)
+        return
     with user_errors(), warnings_to_stderr(quiet=quiet), row_progress("score", None, quiet=quiet) as on_rows:
         score_file(model, data, output, format=format and format.value, with_input=with_input, percentile=percentile,
                    threshold=threshold, top=top, explain=explain, strict=strict, force=force, on_rows=on_rows)
+
+
+def _score_on_dask(model: Path, data: str, output: str, scheduler: str, *, top: int | None, quiet: bool,
+                   **options) -> None:
+    """`score --dask`: the usage checks here, the work in `flowcli.dask_scoring` (which imports Dask)."""
+    if output == "-":
+        raise typer.BadParameter("--dask writes a folder of Parquet files; name it with -o", param_hint="'--dask'")
+    if data == "-":
+        raise typer.BadParameter("--dask reads Parquet files the workers can open, not stdin", param_hint="'--dask'")
+    if top is not None:
+        raise typer.BadParameter("--top needs every row in one place; use --threshold with --dask", param_hint="'--top'")
+    from flowcli.console import print_note, warnings_to_stderr
+
+    with user_errors(), warnings_to_stderr(quiet=quiet):
+        from flowcli.dask_scoring import score_to_folder
+
+        files, rows = score_to_folder(model, data, output, scheduler=scheduler, **options)
+    print_note(f"wrote {output}: {files} Parquet file{'s' * (files != 1)}, {rows:,} rows", quiet=quiet)
 
 
 @app.command()

@@ -30,6 +30,7 @@ _CSV_BLOCK_BYTES = 16 << 20  # the longest row a CSV may have; also the streamin
 # Quoted values may hold line breaks (spreadsheets write them); without this, one that straddles
 # a block boundary breaks a valid file. It cost nothing measurable on 1,000,000 × 8 rows.
 _CSV_PARSE = pa_csv.ParseOptions(newlines_in_values=True)
+_TEXT_PIECE_BYTES = 1 << 20  # what `iter_csv_text` reads at a time
 _RAGGED = re.compile(r"Expected (\d+) columns, got (\d+)")
 
 
@@ -55,17 +56,26 @@ def read_table(source: str, format: str | None = None) -> pa.Table:
     """Read a whole CSV or Parquet table from a path or '-'."""
     fmt = table_format(source, format)
     with _arrow_errors(source):
-        if fmt == "parquet":
-            table = pq.read_table(_parquet_input(source))
-        else:
-            table = pa_csv.read_csv(
-                _csv_input(source),
-                read_options=pa_csv.ReadOptions(block_size=_CSV_BLOCK_BYTES),
-                parse_options=_CSV_PARSE,
-                convert_options=pa_csv.ConvertOptions(strings_can_be_null=True),
-            )
+        table = pq.read_table(_parquet_input(source)) if fmt == "parquet" else _read_csv(_csv_input(source))
         table.column_names  # decodes the header: a file that is not UTF-8 fails here, with its name
         return table
+
+
+def infer_csv_types(table: pa.Table) -> pa.Table:
+    """A table of text columns (as `iter_csv_text` reads CSV) with the types
+    `read_table` would have inferred from the same cells."""
+    text = io.BytesIO()
+    pa_csv.write_csv(table, text)
+    return _read_csv(pa.BufferReader(text.getvalue()))
+
+
+def _read_csv(stream) -> pa.Table:
+    return pa_csv.read_csv(
+        stream,
+        read_options=pa_csv.ReadOptions(block_size=_CSV_BLOCK_BYTES),
+        parse_options=_CSV_PARSE,
+        convert_options=pa_csv.ConvertOptions(strings_can_be_null=True),
+    )
 
 
 def iter_batches(
@@ -166,6 +176,68 @@ def _check_readable(source: str) -> None:
         raise DataError(f"{source}: is a folder, not a table")
     if path.stat().st_size == 0:
         raise DataError(f"{source}: the file is empty; give a table with a header row and data rows")
+
+
+def iter_csv_text(source: str) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """Stream a CSV from a path or '-' with every column as text (empty cells as nulls): its
+    schema, and its rows in batches of about 1 MiB of text.
+
+    Text, because types guessed from the first rows could be contradicted by later ones
+    (`infer_csv_types` types a selection afterwards). The file is cut at row ends here and each
+    piece parsed on its own, without pyarrow's streaming reader, which reads up to 32 blocks
+    ahead: memory stays at a few pieces however long the file, and a row may be of any length.
+    """
+    with _arrow_errors(source):
+        if source == "-":
+            stream = sys.stdin.buffer
+        else:
+            _check_readable(source)
+            stream = pa.input_stream(source)  # decompresses .csv.gz and the like
+        pieces = _whole_rows(stream)
+        first = next(pieces, b"")
+        header = next((row for row in python_csv.reader(io.StringIO(first.decode("utf-8-sig"))) if row), None)
+        if header is None:
+            raise pa.ArrowInvalid("Empty CSV file")
+        convert = pa_csv.ConvertOptions(column_types=dict.fromkeys(header, pa.string()), strings_can_be_null=True)
+        head = _parse_text(first, None, convert)  # the header and the first rows
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        yield from head.to_batches()
+        for piece in pieces:
+            yield from _parse_text(piece, header, convert).to_batches()
+
+    return head.schema, _guarded(source, batches())
+
+
+def _parse_text(piece: bytes, names: list[str] | None, convert: pa_csv.ConvertOptions) -> pa.Table:
+    """Whole CSV rows (with the header when `names` is None), parsed as one block."""
+    read = pa_csv.ReadOptions(block_size=len(piece) + 1, column_names=names, use_threads=False)
+    return pa_csv.read_csv(pa.BufferReader(piece), read_options=read, parse_options=_CSV_PARSE, convert_options=convert)
+
+
+def _whole_rows(stream) -> Iterator[bytes]:
+    """The bytes of `stream` in pieces of about `_TEXT_PIECE_BYTES`, each ending where a row ends."""
+    pending = b""
+    while data := stream.read(_TEXT_PIECE_BYTES):
+        pending += data
+        end = _last_row_end(pending)
+        if end:
+            yield pending[:end]
+            pending = pending[end:]
+    if pending:
+        yield pending
+
+
+def _last_row_end(text: bytes) -> int:
+    """The index after the last line break that is not inside a quoted value; 0 if there is none.
+    Inside quotes means after an odd number of quote characters, escaped quotes ("") included."""
+    end = text.rfind(b"\n")
+    inside = text.count(b'"', 0, max(end, 0)) % 2
+    while end >= 0 and inside:
+        previous = text.rfind(b"\n", 0, end)
+        inside ^= text.count(b'"', previous + 1, end) % 2
+        end = previous
+    return end + 1
 
 
 def _rebatched(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:

@@ -18,6 +18,7 @@ from flowcli.atomic import check_destination
 from flowcli.errors import DataError, OutputError
 from flowcli.io import iter_batches, read_table, table_format, write_batches
 from flowcli.model import TabularFlow
+from flowcli.reservoir import read_sample
 from flowcli.schema import require_columns
 from flowcli.values import parse_numbers
 
@@ -62,12 +63,28 @@ def fit_file(
     hyperparameters: dict | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
     stop_requested: Callable[[], bool] = lambda: False,
+    max_rows: int | None = None,
 ) -> TabularFlow:
-    """Fit a model to the table at `data` and write it to `output` as a .flow bundle."""
+    """Fit a model to the table at `data` and write it to `output` as a .flow bundle.
+
+    With `max_rows`, the model trains on a uniform sample of at most that many rows, drawn in
+    one streaming pass under the model's seed, so the table need not fit in memory; the bundle's
+    training summary records the sample (`training["sample"]`).
+    """
+    if max_rows is not None and max_rows < 1:
+        raise DataError(f"max_rows must be 1 or more, not {max_rows}")
     check_destination(output, force=force, inputs=[data])  # fail before training, not after
     model = TabularFlow(**(hyperparameters or {}))
-    model.fit(read_table(data, format), columns=columns, kinds=kinds, ignore=ignore, on_epoch=on_epoch,
+    if max_rows is None:
+        table = read_table(data, format)
+    else:
+        table, rows_read = read_sample(data, format, max_rows=max_rows, seed=model.seed)
+    model.fit(table, columns=columns, kinds=kinds, ignore=ignore, on_epoch=on_epoch,
               stop_requested=stop_requested, source=data)
+    if max_rows is not None:
+        model.training_["sample"] = {
+            "method": "reservoir", "max_rows": max_rows, "rows": table.num_rows, "rows_read": rows_read,
+        }
     model.save(output, force=force, inputs=(data,))
     return model
 
@@ -99,44 +116,78 @@ def score_file(
     """
     model = TabularFlow.load(bundle)
     schema, batches = iter_batches(data, format, batch_rows=batch_rows, column_types=model.read_types)
-    require_columns(schema.names, model.columns_, source=data)
-    percentile = percentile or threshold is not None
-    added = [pa.field(SCORE_COLUMN, pa.float64())] + ([pa.field(PERCENTILE_COLUMN, pa.float64())] if percentile else [])
-    added += [pa.field(EXPLAIN_COLUMN, pa.string())] if explain else []
-    clashes = [field.name for field in added if field.name in schema.names]
-    if with_input and clashes:
-        raise DataError(f"{data}: already has a column {clashes[0]!r}; rename it to use --with-input")
-    # Numbers read as text (so that a stray word is found by row) go back out as numbers.
-    numbers_as_text = [
-        column.name for column in model.preprocessor_.columns
-        if column.kind in ("continuous", "integer") and pa.types.is_string(schema.field(column.name).type)
-    ]
-    input_fields = [pa.field(f.name, pa.float64()) if f.name in numbers_as_text else f for f in schema]
-    out_schema = pa.schema((input_fields if with_input else []) + added)
+    scorer = RowScorer(model, schema, data, with_input=with_input, percentile=percentile, threshold=threshold,
+                       explain=explain, strict=strict)
 
     def scored() -> Iterator[pa.RecordBatch]:
         rows = 0
         for batch in batches:
-            scores = model.score_samples(batch, strict=strict, source=data, first_row=rows)
-            columns = [pa.array(scores, pa.float64())]
-            if percentile:
-                shares = model.validation_percentile(scores)
-                columns.append(pa.array(shares, pa.float64()))
-            if explain:
-                columns.append(pa.array(model.explain(batch, scores=scores, source=data, first_row=rows), pa.string()))
-            if with_input:
-                columns[:0] = [
-                    parse_numbers(batch.column(name), name, data, rows) if name in numbers_as_text else batch.column(name)
-                    for name in batch.schema.names
-                ]
+            out = scorer(batch, first_row=rows)
             rows += batch.num_rows
             if on_rows is not None:
                 on_rows(batch.num_rows)
-            out = pa.RecordBatch.from_arrays(columns, schema=out_schema)
-            yield out if threshold is None else out.filter(pa.array(shares < threshold))
+            yield out if threshold is None else out.filter(scorer.kept(out))
 
     results = scored() if top is None else least_likely(scored(), top)
-    return write_batches(output, out_schema, results, output_format, force=force, inputs=(data, str(bundle)))
+    return write_batches(output, scorer.schema, results, output_format, force=force, inputs=(data, str(bundle)))
+
+
+class RowScorer:
+    """Scores record batches whose schema is `schema` (the model's columns among others): each
+    call gives one output row per input row, with the columns of `self.schema`. `score_file` and
+    the Dask partitions (`flowcli.dask_scoring`) share it, so both write the same columns."""
+
+    def __init__(
+        self,
+        model: TabularFlow,
+        schema: pa.Schema,
+        source: str,
+        *,
+        with_input: bool = False,
+        percentile: bool = False,
+        threshold: float | None = None,
+        explain: bool = False,
+        strict: bool = False,
+    ):
+        require_columns(schema.names, model.columns_, source=source)
+        self.model, self.source, self.with_input, self.explain, self.strict = model, source, with_input, explain, strict
+        self.threshold = threshold
+        self.percentile = percentile or threshold is not None
+        added = [pa.field(SCORE_COLUMN, pa.float64())]
+        added += [pa.field(PERCENTILE_COLUMN, pa.float64())] if self.percentile else []
+        added += [pa.field(EXPLAIN_COLUMN, pa.string())] if explain else []
+        clashes = [field.name for field in added if field.name in schema.names]
+        if with_input and clashes:
+            raise DataError(f"{source}: already has a column {clashes[0]!r}; rename it to use --with-input")
+        # Numbers read as text (so that a stray word is found by row) go back out as numbers.
+        self.numbers_as_text = [
+            column.name for column in model.preprocessor_.columns
+            if column.kind in ("continuous", "integer") and pa.types.is_string(schema.field(column.name).type)
+        ]
+        input_fields = [pa.field(f.name, pa.float64()) if f.name in self.numbers_as_text else f for f in schema]
+        self.schema = pa.schema((input_fields if with_input else []) + added)
+
+    def __call__(self, batch: pa.RecordBatch, first_row: int = 0) -> pa.RecordBatch:
+        """Every row of `batch`, scored; `first_row` numbers its rows in error messages."""
+        model, source = self.model, self.source
+        scores = model.score_samples(batch, strict=self.strict, source=source, first_row=first_row)
+        columns = [pa.array(scores, pa.float64())]
+        if self.percentile:
+            columns.append(pa.array(model.validation_percentile(scores), pa.float64()))
+        if self.explain:
+            explanations = model.explain(batch, scores=scores, source=source, first_row=first_row)
+            columns.append(pa.array(explanations, pa.string()))
+        if self.with_input:
+            columns[:0] = [
+                parse_numbers(batch.column(name), name, source, first_row) if name in self.numbers_as_text
+                else batch.column(name)
+                for name in batch.schema.names
+            ]
+        return pa.RecordBatch.from_arrays(columns, schema=self.schema)
+
+    def kept(self, scored: pa.RecordBatch) -> pa.Array:
+        """Which rows of a scored batch lie below the threshold percentile."""
+        return pc.less(scored.column(PERCENTILE_COLUMN), self.threshold)
 
 
 def least_likely(batches: Iterable[pa.RecordBatch], k: int) -> Iterator[pa.RecordBatch]:

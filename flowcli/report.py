@@ -44,6 +44,7 @@ def render_report(description: dict, bundle: str) -> str:
     console.print("\nTraining")
     console.print(_fields({
         "rows": f"{training['rows_train']:,} train, {training['rows_val']:,} validation",
+        **({"sample": _sample(training["sample"])} if "sample" in training else {}),
         "epochs": f"{training['epochs']} (best {training['best_epoch']}, stopped by {training['stopped']})",
         "best val NLL": f"{training['best_val_nll']:.4f} nats per row",
         "wall time": f"{training['wall_seconds']:.1f} s on {training['device']}",
@@ -51,6 +52,13 @@ def render_report(description: dict, bundle: str) -> str:
         **({"recoveries": f"{training['recoveries']} (non-finite loss, retried at a lower lr)"} if training["recoveries"] else {}),
     }))
     return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines()) + "\n"
+
+
+def _sample(sample: dict) -> str:
+    """How `fit --max-rows` chose the training rows."""
+    if sample["rows"] >= sample["rows_read"]:
+        return f"all {sample['rows_read']:,} rows, within --max-rows {sample['max_rows']:,}"
+    return f"uniform reservoir sample, {sample['rows']:,} of {sample['rows_read']:,} rows (--max-rows)"
 
 
 def _preprocessing(column: dict) -> str:
