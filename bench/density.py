@@ -373,29 +373,32 @@ def main() -> None:
     torch.set_num_threads(THREADS)
     OUT.mkdir(exist_ok=True)
 
-    results = {}
+    saved = OUT / "density.json"
+    # Rerunning some sets (--sets) updates them in the last run's results.
+    results = json.loads(saved.read_text()) if args.sets and saved.exists() else {}
     for data in data_sets(args.sets.split(",") if args.sets else None):
         train_rows, val_rows, test_rows = split(len(data.table))
         train, val, test = (data.table.iloc[rows].reset_index(drop=True) for rows in (train_rows, val_rows, test_rows))
         truth = -float(np.mean(data.log_prob(test.to_numpy()))) if data.log_prob else None
-        results[data.name] = {"shape": list(data.table.shape), "true_nll": truth, "methods": {}}
+        entry = results.setdefault(data.name, {"shape": list(data.table.shape), "true_nll": truth, "methods": {}})
+        entry["date"] = time.strftime("%Y-%m-%d %H:%M")
         for name, fit in methods(train).items():
             if args.methods and name not in args.methods.split(","):
                 continue
             result = fit(train, val, test, args.budget)
-            results[data.name]["methods"][name] = result.__dict__
+            entry["methods"][name] = result.__dict__
             gap = f" KL gap {result.test_nll - truth:.3f}" if truth is not None else ""
             print(f"{data.name:12} {name:24} test NLL {result.test_nll:9.3f}{gap}  ({result.seconds:.0f} s)", flush=True)
-        (OUT / "density.json").write_text(json.dumps(results, indent=1))
+        saved.write_text(json.dumps(results, indent=1))
 
     if not args.no_throughput:
         results["throughput"] = throughput()
         print(json.dumps(results["throughput"]), flush=True)
-    (OUT / "density.json").write_text(json.dumps(results, indent=1))
+    saved.write_text(json.dumps(results, indent=1))
     table = markdown(results, args.budget)
     (OUT / "density.md").write_text(table + "\n")
     print(table)
-    plot(results, OUT / "density.png")
+    plot(results, Path(__file__).resolve().parent / "density.png")  # committed: the README shows it
     if not args.no_readme:
         replace_in_readme("bench/density.py", table)
 

@@ -120,11 +120,14 @@ def fit(
     if data == "-" and output is None:
         raise typer.BadParameter("reading stdin needs -o/--output for the bundle", param_hint="'-o'")
     from flowcli.console import epoch_log, every, fit_progress, print_note, warnings_to_stderr
+    from flowcli.distributed import rank
     from flowcli.interrupt import first_interrupt_stops
     from flowcli.pipeline import default_bundle_path, fit_file
     from flowcli.report import fit_summary
 
     output = output or default_bundle_path(data)
+    if rank() > 0:  # under torchrun, rank 0 alone reports
+        quiet, log_json = True, None
     hyperparameters = dict(
         epochs=epochs, max_time=max_time, batch_size=batch_size, lr=lr, layers=layers, hidden=hidden,
         val_fraction=val_fraction, patience=patience, seed=seed, device=device.value,

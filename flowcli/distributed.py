@@ -44,6 +44,8 @@ def start(device: torch.device) -> torch.device:
 
 
 def stop() -> None:
+    if world_size() == 1:
+        return
     import torch.distributed as dist
 
     if dist.is_initialized():

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from flowcli import distributed
 from flowcli.atomic import check_destination
 from flowcli.errors import DataError, OutputError
 from flowcli.io import iter_batches, read_table, table_format, write_batches
@@ -69,7 +70,8 @@ def fit_file(
 
     With `max_rows`, the model trains on a uniform sample of at most that many rows, drawn in
     one streaming pass under the model's seed, so the table need not fit in memory; the bundle's
-    training summary records the sample (`training["sample"]`).
+    training summary records the sample (`training["sample"]`). Under torchrun every rank
+    fits, and rank 0 alone writes the bundle (see `flowcli.distributed`).
     """
     if max_rows is not None and max_rows < 1:
         raise DataError(f"max_rows must be 1 or more, not {max_rows}")
@@ -85,7 +87,8 @@ def fit_file(
         model.training_["sample"] = {
             "method": "reservoir", "max_rows": max_rows, "rows": table.num_rows, "rows_read": rows_read,
         }
-    model.save(output, force=force, inputs=(data,))
+    if distributed.rank() == 0:
+        model.save(output, force=force, inputs=(data,))
     return model
 
 
