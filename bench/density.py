@@ -457,7 +457,9 @@ def plot(results: dict, path: Path) -> None:
         if entry["true_nll"] is not None:
             axis.axhline(entry["true_nll"], color="black", ls=":", label="truth")
         if finals:
-            low, high = min(finals + [entry["true_nll"] or math.inf]), np.percentile(finals, 75)
+            lasts = [method["curve"][-1][1] for method in entry["methods"].values() if method["curve"]]
+            low = min([*finals, *lasts, entry["true_nll"] or math.inf])
+            high = np.percentile(finals, 75)
             axis.set_ylim(low - 0.1 * (high - low + 0.1), high + 0.5 * (high - low + 0.1))
         axis.set_title(f"{data_name} ({entry['shape'][0]:,} × {entry['shape'][1]})")
         axis.set_xlabel("seconds of training")
