@@ -10,9 +10,15 @@ conditions every other one within a few layers.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+
+MIN_BIN = 1e-3  # a spline's smallest bin width or height, as a share of its span 2B
+MIN_SLOPE = 1e-3  # a spline's smallest slope at a knot
+SLOPE_OFFSET = math.log(math.expm1(1 - MIN_SLOPE))  # added to raw slopes: a raw 0 gives slope 1, the identity
 
 
 @dataclass(frozen=True)
@@ -25,12 +31,22 @@ class FlowConfig:
     depth: int = 2
     scale_bound: float = 3.0  # |log-scale| per coupling stays below this (soft tanh clamp)
     mixing: bool = True  # an LU linear map before each coupling (bundles before format 3 have none)
+    coupling: str = "affine"  # or "spline": rational-quadratic (Durkan et al. 2019)
+    bins: int = 8  # spline bins on [-tail_bound, tail_bound]; the map is the identity outside
+    tail_bound: float = 4.0
 
     def __post_init__(self) -> None:
-        sizes = (self.features, self.layers, self.hidden, self.depth)
+        sizes = (self.features, self.layers, self.hidden, self.depth, self.bins - 1)
         if (any(type(size) is not int or size < 1 for size in sizes) or not 0 < self.scale_bound <= 10
-                or type(self.mixing) is not bool):
+                or type(self.mixing) is not bool or self.coupling not in ("affine", "spline")
+                or not 0 < self.tail_bound <= 100):
             raise ValueError(f"invalid flow configuration: {self}")
+
+    @property
+    def outputs_per_feature(self) -> int:
+        """What a coupling's MLP computes per transformed feature: a log-scale and a shift, or a
+        spline's bin widths, bin heights and interior knot derivatives."""
+        return 2 if self.coupling == "affine" else 3 * self.bins - 1
 
     def split(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
         """(conditioning, transformed) feature indices of coupling `layer`.
@@ -56,7 +72,7 @@ class FlowConfig:
                 shapes[f"mixings.{k}.{name}"] = (self.features,)
         for k in range(self.layers):
             conditioning, transformed = self.split(k)
-            widths = [len(conditioning)] + [self.hidden] * self.depth + [2 * len(transformed)]
+            widths = [len(conditioning)] + [self.hidden] * self.depth + [self.outputs_per_feature * len(transformed)]
             for j, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
                 shapes[f"couplings.{k}.linears.{j}.weight"] = (fan_out, fan_in)
                 shapes[f"couplings.{k}.linears.{j}.bias"] = (fan_out,)
@@ -78,7 +94,9 @@ class FlowConfig:
         return cls(**{"mixing": False, **data})
 
 
-def default_config(rows: int, features: int, *, layers: int | None = None, hidden: int | None = None) -> FlowConfig:
+def default_config(
+    rows: int, features: int, *, layers: int | None = None, hidden: int | None = None, coupling: str = "affine"
+) -> FlowConfig:
     """A flow sized for `rows` × `features`: 64 hidden units, 128 from 50,000 rows and 17 features,
     256 from 200,000 rows and 65 features.
 
@@ -91,4 +109,4 @@ def default_config(rows: int, features: int, *, layers: int | None = None, hidde
         hidden = 256 if rows >= 200_000 and features > 64 else 128 if rows >= 50_000 and features > 16 else 64
     if layers is None:
         layers = 1 if features == 1 else 8  # one feature: couplings reduce to a single affine map
-    return FlowConfig(features=features, layers=layers, hidden=hidden)
+    return FlowConfig(features=features, layers=layers, hidden=hidden, coupling=coupling)

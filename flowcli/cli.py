@@ -34,6 +34,11 @@ class Format(str, Enum):
     parquet = "parquet"
 
 
+class Coupling(str, Enum):
+    affine = "affine"
+    spline = "spline"
+
+
 class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -103,6 +108,7 @@ def fit(
     lr: Annotated[float, typer.Option(min=1e-12, help="Adam learning rate.")] = 1e-3,
     layers: Annotated[Optional[int], typer.Option(min=1, help="Coupling layers [default: 8].")] = None,
     hidden: Annotated[Optional[int], typer.Option(min=1, help="Units per hidden layer [default: sized from the data].")] = None,
+    coupling: Annotated[Coupling, typer.Option(help="Elementwise map of each coupling: RealNVP's affine, or a rational-quadratic spline.")] = Coupling.affine,
     val_fraction: Annotated[float, typer.Option(min=0.001, max=0.9, help="Share of rows held out for validation.")] = 0.1,
     patience: Annotated[int, typer.Option(min=1, help="Stop after this many epochs without a better validation NLL.")] = 20,
     seed: Annotated[int, typer.Option(min=0, help="Seed for the split, initialization and shuffling.")] = 0,
@@ -129,7 +135,7 @@ def fit(
     if rank() > 0:  # under torchrun, rank 0 alone reports
         quiet, log_json = True, None
     hyperparameters = dict(
-        epochs=epochs, max_time=max_time, batch_size=batch_size, lr=lr, layers=layers, hidden=hidden,
+        epochs=epochs, max_time=max_time, batch_size=batch_size, lr=lr, layers=layers, hidden=hidden, coupling=coupling.value,
         val_fraction=val_fraction, patience=patience, seed=seed, device=device.value,
     )
     kinds = {name: kind for kind, names in (("categorical", categorical), ("integer", integer),

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 MIN_ROWS = 10
 _HYPERPARAMETERS = (
-    "layers", "hidden", "epochs", "max_time", "batch_size", "lr", "val_fraction", "patience", "seed", "device", "contamination",
+    "layers", "hidden", "coupling", "epochs", "max_time", "batch_size", "lr", "val_fraction", "patience", "seed", "device", "contamination",
 )
 SAMPLE_BATCH_ROWS = 65_536
 
@@ -54,6 +54,7 @@ class TabularFlow:
         *,
         layers: int | None = None,
         hidden: int | None = None,
+        coupling: str = "affine",
         epochs: int = 500,
         max_time: float | None = None,
         batch_size: int | None = None,
@@ -66,6 +67,7 @@ class TabularFlow:
     ):
         self.layers = layers
         self.hidden = hidden
+        self.coupling = coupling
         self.epochs = epochs
         self.max_time = max_time
         self.batch_size = batch_size
@@ -126,7 +128,8 @@ class TabularFlow:
         if not self.preprocessor_.is_exact(table):
             def redraw() -> np.ndarray:  # fresh dequantization and imputation noise for an epoch
                 return self.preprocessor_.encode(train_table, rng.uniform(size=(len(train_rows), self.preprocessor_.width)))[0]
-        self.config_ = default_config(table.num_rows, self.preprocessor_.width, layers=self.layers, hidden=self.hidden)
+        self.config_ = default_config(table.num_rows, self.preprocessor_.width, layers=self.layers, hidden=self.hidden,
+                                      coupling=self.coupling)
         settings = TrainSettings(
             epochs=self.epochs, max_time=self.max_time, batch_size=self.batch_size, lr=self.lr,
             patience=self.patience, seed=self.seed, device=self.device,

@@ -10,7 +10,8 @@ import math
 
 import numpy as np
 
-from flowcli.architecture import FlowConfig
+from flowcli.architecture import MIN_BIN, MIN_SLOPE, SLOPE_OFFSET, FlowConfig
+
 
 
 class _Mixing:
@@ -34,36 +35,103 @@ class _Mixing:
 
 
 class _Coupling:
-    """`flows.AffineCoupling`: z_T = x_T · exp(s(x_C)) + t(x_C), with s soft-bounded."""
+    """`flows.Coupling`: z_C = x_C, z_T = τ(x_T; θ(x_C)); subclasses give τ."""
 
     def __init__(self, weights: dict[str, np.ndarray], prefix: str, config: FlowConfig, layer: int, dtype: type):
+        self.config = config
         self.conditioning, self.transformed = config.split(layer)
         self.linears = [
             (np.ascontiguousarray(weights[f"{prefix}{j}.weight"].T, dtype=dtype), weights[f"{prefix}{j}.bias"].astype(dtype))
             for j in range(config.depth + 1)
         ]
-        self.bound = dtype(config.scale_bound)
+        self.dtype = dtype
 
-    def _scale_shift(self, x_conditioning: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _conditioner(self, x_conditioning: np.ndarray) -> np.ndarray:
         h = x_conditioning
         for weight, bias in self.linears[:-1]:
             h = h @ weight
             h += bias
             np.maximum(h, 0, out=h)
         weight, bias = self.linears[-1]
-        out = h @ weight + bias
-        half = out.shape[1] // 2
-        return self.bound * np.tanh(out[:, :half] / self.bound), out[:, half:]
+        return h @ weight + bias
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        s, t = self._scale_shift(x[:, self.conditioning])
-        x[:, self.transformed] = x[:, self.transformed] * np.exp(s) + t
-        return x, s.sum(axis=1)
+        x[:, self.transformed], log_det = self.elementwise(x[:, self.transformed], self._conditioner(x[:, self.conditioning]))
+        return x, log_det
 
     def inverse(self, z: np.ndarray) -> np.ndarray:
-        s, t = self._scale_shift(z[:, self.conditioning])
-        z[:, self.transformed] = (z[:, self.transformed] - t) * np.exp(-s)
+        z[:, self.transformed] = self.elementwise_inverse(z[:, self.transformed], self._conditioner(z[:, self.conditioning]))
         return z
+
+
+class _AffineCoupling(_Coupling):
+    def _scale_shift(self, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        half = out.shape[1] // 2
+        bound = self.dtype(self.config.scale_bound)
+        return bound * np.tanh(out[:, :half] / bound), out[:, half:]
+
+    def elementwise(self, x: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        s, t = self._scale_shift(out)
+        return x * np.exp(s) + t, s.sum(axis=1)
+
+    def elementwise_inverse(self, z: np.ndarray, out: np.ndarray) -> np.ndarray:
+        s, t = self._scale_shift(out)
+        return (z - t) * np.exp(-s)
+
+
+class _SplineCoupling(_Coupling):
+    def elementwise(self, x: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        y, log_det = rational_quadratic(x, out.reshape(len(x), x.shape[1], -1), self.config.tail_bound)
+        return y, log_det.sum(axis=1)
+
+    def elementwise_inverse(self, z: np.ndarray, out: np.ndarray) -> np.ndarray:
+        return rational_quadratic(z, out.reshape(len(z), z.shape[1], -1), self.config.tail_bound, inverse=True)[0]
+
+
+def rational_quadratic(x: np.ndarray, params: np.ndarray, bound: float, inverse: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """`flows.rational_quadratic` in numpy: the spline (or its inverse) at x (N, T) with params
+    (N, T, 3K−1), and log|dτ/dx| (N, T) of the forward map."""
+    bins = (params.shape[-1] + 1) // 3
+    x_knots, y_knots = _knots(params[..., :bins], bound), _knots(params[..., bins : 2 * bins], bound)
+    ones = np.ones_like(params[..., :1])
+    raw = params[..., 2 * bins :] + SLOPE_OFFSET
+    slopes = np.concatenate([ones, MIN_SLOPE + np.logaddexp(0, raw), ones], axis=-1)  # softplus
+    inside = (x > -bound) & (x < bound)
+    x_in = np.clip(x, -bound, bound)
+    interior = (y_knots if inverse else x_knots)[..., 1:-1]
+    k = (interior < x_in[..., None]).sum(axis=-1, keepdims=True)  # each value's bin, as torch.searchsorted finds it
+
+    def at_bin(table: np.ndarray) -> np.ndarray:
+        return np.take_along_axis(table, k, axis=-1)[..., 0]
+
+    x0, width = at_bin(x_knots[..., :-1]), at_bin(np.diff(x_knots, axis=-1))
+    y0, height = at_bin(y_knots[..., :-1]), at_bin(np.diff(y_knots, axis=-1))
+    d0, d1 = at_bin(slopes[..., :-1]), at_bin(slopes[..., 1:])
+    delta = height / width
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if inverse:
+            dy = x_in - y0
+            a = height * (delta - d0) + dy * (d0 + d1 - 2 * delta)
+            b = height * d0 - dy * (d0 + d1 - 2 * delta)
+            c = -delta * dy
+            theta = np.clip(2 * c / (-b - np.sqrt(np.maximum(b**2 - 4 * a * c, 0))), 0, 1)
+        else:
+            theta = (x_in - x0) / width
+        spread = theta * (1 - theta)
+        denominator = delta + (d0 + d1 - 2 * delta) * spread
+        value = x0 + theta * width if inverse else y0 + height * (delta * theta**2 + d0 * spread) / denominator
+        log_slope = (2 * np.log(delta) + np.log(d1 * theta**2 + 2 * delta * spread + d0 * (1 - theta) ** 2)
+                     - 2 * np.log(denominator))
+    return np.where(inside, value, x), np.where(inside, log_slope, 0).astype(x.dtype)
+
+
+def _knots(raw: np.ndarray, bound: float) -> np.ndarray:
+    """`flows._knots`: K + 1 increasing knots from -bound to bound."""
+    shifted = np.exp(raw - raw.max(axis=-1, keepdims=True))
+    share = MIN_BIN + (1 - MIN_BIN * raw.shape[-1]) * shifted / shifted.sum(axis=-1, keepdims=True)
+    inner = 2 * bound * np.cumsum(share, axis=-1)[..., :-1] - bound
+    edge = np.full_like(inner[..., :1], bound)
+    return np.concatenate([-edge, inner, edge], axis=-1)
 
 
 class NumpyRealNVP:
@@ -76,7 +144,8 @@ class NumpyRealNVP:
         for k in range(config.layers):
             if config.mixing:
                 self.steps.append(_Mixing(weights, f"mixings.{k}.", dtype))
-            self.steps.append(_Coupling(weights, f"couplings.{k}.linears.", config, k, dtype))
+            kind = _AffineCoupling if config.coupling == "affine" else _SplineCoupling
+            self.steps.append(kind(weights, f"couplings.{k}.linears.", config, k, dtype))
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Data (N, D) → latent (N, D) and log|det ∂z/∂x| (N,)."""

@@ -36,8 +36,10 @@ def render_report(description: dict, bundle: str) -> str:
 
     console.print("\nArchitecture")
     console.print(_fields({
-        "flow": f"RealNVP, {architecture['layers']} affine coupling layers, standard normal base",
-        "conditioners": f"MLP {architecture['depth']} × {architecture['hidden']} ReLU, log-scale bound ±{architecture['scale_bound']}",
+        "flow": _flow_line(architecture),
+        "conditioners": f"MLP {architecture['depth']} × {architecture['hidden']} ReLU, " + (
+            f"log-scale bound ±{architecture['scale_bound']}" if architecture.get("coupling", "affine") == "affine"
+            else f"spline of {architecture['bins']} bins on ±{architecture['tail_bound']}"),
         "parameters": f"{architecture['parameters']:,}",
     }))
 
@@ -100,3 +102,11 @@ def fit_summary(description: dict, bundle: object) -> str:
         f"{training['wall_seconds']:.1f} s on {training['device']}"
         + (f", {training['recoveries']} recoveries from a non-finite loss" if training["recoveries"] else "")
     )
+
+
+def _flow_line(architecture: dict) -> str:
+    """The flow's steps; bundles before format 3 have no mixing and no `coupling`."""
+    step = f"{architecture.get('coupling', 'affine')} coupling"
+    if architecture.get("mixing", False):
+        step = f"(linear mixing + {step})"
+    return f"RealNVP: {architecture['layers']} × {step}, normal base"

@@ -18,6 +18,8 @@ CONFIGS = [
     FlowConfig(features=3, layers=5, hidden=8, depth=1),
     FlowConfig(features=7, layers=8, hidden=16, depth=3, scale_bound=2.0),
     FlowConfig(features=4, layers=3, hidden=8, mixing=False),  # bundles before format 3
+    FlowConfig(features=1, layers=1, hidden=8, coupling="spline", bins=4),
+    FlowConfig(features=5, layers=4, hidden=8, coupling="spline", bins=6, tail_bound=3.0),
 ]
 
 
@@ -131,5 +133,6 @@ def test_log_scale_is_bounded():
     with torch.no_grad():
         for parameter in flow.parameters():
             parameter.mul_(1e3)
-    s, _ = flow.couplings[0].scale_shift(rows(config)[:, flow.couplings[0].conditioning])
+    coupling = flow.couplings[0]
+    s, _ = coupling.scale_shift(coupling.conditioner(rows(config)[:, coupling.conditioning]))
     assert s.abs().max() <= 1.5
