@@ -345,9 +345,11 @@ def fit_encoder(values: pa.ChunkedArray, name: str, kind: str, source: str) -> N
 def _decimals(x: np.ndarray, most: int = 6) -> int | None:
     """The fewest decimal places (up to `most`) that write every value of x exactly, or None."""
     for places in range(most + 1):
-        scaled = x * 10.0**places
+        with np.errstate(over="ignore", invalid="ignore"):  # near float's limit scaling overflows: not decimal
+            scaled = x * 10.0**places
+            residue = np.abs(scaled - np.round(scaled))
         # Within float rounding error of a whole number of the last place (1e-7 is not 0 places).
-        if np.all(np.abs(scaled - np.round(scaled)) <= 16 * np.finfo(float).eps * np.maximum(1.0, np.abs(scaled))):
+        if np.all(residue <= 16 * np.finfo(float).eps * np.maximum(1.0, np.abs(scaled))):
             return places
     return None
 
