@@ -82,8 +82,7 @@ class NumericColumn:
     """A continuous, integer or datetime column: an optional log or logit, then standardization.
 
     Integers (and dates) are dequantized by adding the noise; datetimes count in days since
-    1970, so their densities are per day. Samples stay within [low, high] for integers and
-    datetimes, within [0, 1] for logit columns, and positive for log columns.
+    1970, so their densities are per day. Samples stay within [low, high], the range seen at fit.
     """
 
     name: str
@@ -175,8 +174,9 @@ class NumericColumn:
             x = np.round(x, self.decimals)
             if self.transform == "log":  # rounding must not reach zero: keep to the grid's first step
                 x = np.maximum(x, 10.0 ** -self.decimals)
-        if self.discrete or self.kind == "datetime" or self.transform == "logit":
-            x = np.clip(x, self.low, self.high)
+        # A latent draw deep in the normal's tail can map far past anything seen (1e300 through a
+        # log); samples stay within the range seen at fit, as SDV's synthesizers keep them.
+        x = np.clip(x, self.low, self.high)
         missing = None
         if self.missing_rate is not None:
             missing = Levels(np.array([1 - self.missing_rate, self.missing_rate])).decode(u[:, 1]) == 1
