@@ -215,3 +215,13 @@ def test_scikit_learn_conventions():
     assert clone.get_params() == model.get_params()
     with pytest.raises(ValueError, match="no parameter widht"):
         model.set_params(widht=3)
+
+
+def test_samples_stay_within_the_range_seen_at_fit():
+    """Heavy tails through a log: even a short fit must not sample past what the data showed."""
+    rng = np.random.default_rng(5)
+    table = pd.DataFrame({"t": rng.standard_t(2, 2000), "price": np.exp(2 * rng.standard_normal(2000))})
+    model = TabularFlow(epochs=3, seed=0, device="cpu").fit(table)
+    samples = model.sample(20_000, seed=1)
+    for name in table:
+        assert table[name].min() <= samples[name].min() and samples[name].max() <= table[name].max()
