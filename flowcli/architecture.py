@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from flowcli.errors import BundleError
 
 MIN_BIN = 1e-3  # a spline's smallest bin width or height, as a share of its span 2B
 MIN_SLOPE = 1e-3  # a spline's smallest slope at a knot
@@ -77,6 +78,23 @@ class FlowConfig:
                 shapes[f"couplings.{k}.linears.{j}.weight"] = (fan_out, fan_in)
                 shapes[f"couplings.{k}.linears.{j}.bias"] = (fan_out,)
         return shapes
+
+    def check_weights(self, weights: dict[str, np.ndarray], source: object) -> None:
+        """Raise a BundleError naming `source` unless `weights` are finite float32 tensors of exactly
+        the names and shapes this config declares."""
+        mismatch = BundleError(f"{source}: the weights do not match the architecture in the manifest")
+        # Count before listing the shapes: a forged manifest may declare a billion layers in a few bytes.
+        if len(weights) != self.tensor_count():
+            raise mismatch
+        expected = self.weight_shapes()
+        if set(weights) != set(expected):
+            raise mismatch
+        for name, shape in expected.items():
+            value = weights[name]
+            if value.shape != shape or value.dtype != np.float32 or not np.isfinite(value).all():
+                raise BundleError(
+                    f"{source}: weight {name} has shape {value.shape} and type {value.dtype}; expected finite float32 {shape}"
+                )
 
     def tensor_count(self) -> int:
         """How many weight tensors there are, told without listing them."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import inspect
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -22,7 +21,9 @@ from flowcli import __version__
 from flowcli.architecture import FlowConfig, default_config
 from flowcli.bundle import FORMAT_VERSION, read_bundle, write_bundle
 from flowcli.encoders import CategoricalColumn
-from flowcli.errors import BundleError, DataError, FlowcliWarning, NotFittedError
+from flowcli.errors import BundleError, DataError, FlowcliWarning
+from flowcli.estimator import EstimatorConventions, one_of
+from flowcli.inputs import as_table, feature_names
 from flowcli.numpy_flow import NumpyRealNVP
 from flowcli.preprocess import Preprocessor
 from flowcli.reference import reference_summary
@@ -34,13 +35,10 @@ if TYPE_CHECKING:
     from flowcli.train import EpochReport
 
 MIN_ROWS = 10
-_HYPERPARAMETERS = (
-    "layers", "hidden", "coupling", "epochs", "max_time", "batch_size", "lr", "val_fraction", "patience", "seed", "device", "contamination",
-)
 SAMPLE_BATCH_ROWS = 65_536
 
 
-class TabularFlow:
+class TabularFlow(EstimatorConventions):
     """A RealNVP normalizing flow over the numeric columns of a table.
 
     Hyperparameters left as None are sized from the data at `fit`. Learned state ends in `_`;
@@ -149,11 +147,11 @@ class TabularFlow:
         self.created_ = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         self.format_version_ = FORMAT_VERSION
         self.n_features_in_ = len(input_names)
-        feature_names = _feature_names(data, input_names)
-        if feature_names is None:
+        names = feature_names(data, input_names)
+        if names is None:
             vars(self).pop("feature_names_in_", None)  # a refit on an array forgets an earlier fit's names
         else:
-            self.feature_names_in_ = feature_names
+            self.feature_names_in_ = names
         return self
 
     # ----------------------------------------------------------------------------- inference
@@ -275,8 +273,8 @@ class TabularFlow:
         """
         import pandas as pd
 
-        n = _one_of(n, n_samples, "n", "n_samples", default=1)
-        seed = _one_of(seed, random_state, "seed", "random_state", default=None)
+        n = one_of(n, n_samples, "n", "n_samples", default=1)
+        seed = one_of(seed, random_state, "seed", "random_state", default=None)
 
         nullable = {pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(),
                     pa.int64(): pd.Int64Dtype(), pa.uint8(): pd.UInt8Dtype(), pa.uint16(): pd.UInt16Dtype(),
@@ -313,7 +311,7 @@ class TabularFlow:
             raise BundleError(f"{path}: the manifest is malformed ({type(error).__name__}: {error})") from None
         if model.preprocessor_.width != model.config_.features:
             raise BundleError(f"{path}: the manifest's columns make {model.preprocessor_.width} features for a flow of {model.config_.features}")
-        _check_weights(weights, model.config_, path)
+        model.config_.check_weights(weights, path)
         model.weights_ = weights
         model._flow = NumpyRealNVP(model.config_, weights)
         return model
@@ -339,99 +337,8 @@ class TabularFlow:
             "data": self.data_,
         }
 
-    def get_params(self, deep: bool = True) -> dict:
-        """The constructor's arguments, as scikit-learn estimators report them."""
-        return {name: getattr(self, name) for name in _HYPERPARAMETERS}
-
-    def __repr__(self) -> str:
-        """The constructor call with the arguments that differ from their defaults, as scikit-learn shows."""
-        defaults = {name: parameter.default for name, parameter in inspect.signature(TabularFlow).parameters.items()}
-        changed = (f"{name}={value!r}" for name, value in self.get_params().items() if value != defaults[name])
-        return f"TabularFlow({', '.join(changed)})"
-
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "_flow")  # set by fit and by load
-
-    def _require_fitted(self) -> None:
-        if not self.__sklearn_is_fitted__():
-            raise NotFittedError("this TabularFlow is not fitted yet; call fit(data) or TabularFlow.load(path) first")
-
-    def __sklearn_tags__(self) -> Any:
-        """scikit-learn's description of this estimator: an unsupervised density model, like
-        `KernelDensity`, that reads NaN as a missing value. Only scikit-learn calls this, so only
-        here is scikit-learn imported."""
-        from sklearn.utils import InputTags, Tags, TargetTags
-
-        return Tags(estimator_type=None, target_tags=TargetTags(required=False), input_tags=InputTags(allow_nan=True))
-
-    def set_params(self, **params: Any) -> TabularFlow:
-        """Change constructor arguments (as scikit-learn's `clone` and searches do); returns self."""
-        unknown = sorted(set(params) - set(_HYPERPARAMETERS))
-        if unknown:
-            raise ValueError(f"TabularFlow has no parameter {', '.join(unknown)}; it has {', '.join(_HYPERPARAMETERS)}")
-        for name, value in params.items():
-            setattr(self, name, value)
-        return self
-
-
-def as_table(data: Any) -> pa.Table:
-    """A pyarrow Table from a DataFrame, Table, RecordBatch or 2-D array (columns x0, x1, ...)."""
-    if isinstance(data, pa.Table):
-        return data
-    if isinstance(data, pa.RecordBatch):
-        return pa.Table.from_batches([data])
-    if isinstance(data, np.ndarray):
-        if data.ndim != 2:
-            raise DataError(f"expected a 2-D array of rows and columns, got shape {data.shape}. Reshape your data: "
-                            "X.reshape(-1, 1) for one column, X.reshape(1, -1) for one row")
-        if data.shape[1] == 0:
-            raise DataError(f"found an array with 0 feature(s) (shape={data.shape}) while a minimum of 1 is required; "
-                            "give at least one column")
-        if np.iscomplexobj(data):
-            raise DataError("Complex data not supported; give real numbers")
-        try:
-            return pa.table({f"x{j}": data[:, j] for j in range(data.shape[1])})
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as error:  # an object array holding, say, a dict
-            message = f"an array's cells: every argument must be a string or a number (or None); {error}"
-            raise TypeError(message) from None
-    if hasattr(data, "columns") and hasattr(data, "dtypes"):  # a pandas DataFrame
-        return pa.Table.from_pandas(data, preserve_index=False)
-    if type(data).__module__.startswith("scipy.sparse"):
-        raise DataError(f"sparse input ({type(data).__name__}) is not supported; pass a dense array (X.toarray())")
-    raise DataError(f"expected a DataFrame, a pyarrow Table or a 2-D numpy array, got {type(data).__name__}")
-
-
-def _feature_names(data: Any, names: list[str]) -> np.ndarray | None:
-    """scikit-learn's `feature_names_in_`: the input's column names, unless an array's names were
-    made up (x0, x1, ...) or a DataFrame's labels are not all strings."""
-    if isinstance(data, np.ndarray):
-        return None
-    if hasattr(data, "dtypes") and not all(isinstance(label, str) for label in data.columns):
-        return None
-    return np.asarray(names, dtype=object)
-
-
-def _one_of(value: Any, alias: Any, name: str, alias_name: str, default: Any) -> Any:
-    """An argument given under its own name or under scikit-learn's, not both."""
-    if alias is None:
-        return default if value is None else value
-    if value is not None:
-        raise TypeError(f"give {name} or {alias_name}, not both")
-    return alias
-
-
-def _check_weights(weights: dict[str, np.ndarray], config: FlowConfig, path: str | Path) -> None:
-    mismatch = BundleError(f"{path}: the weights do not match the architecture in the manifest")
-    # Count before listing the shapes: a forged manifest may declare a billion layers in a few bytes.
-    if len(weights) != config.tensor_count():
-        raise mismatch
-    expected = config.weight_shapes()
-    if set(weights) != set(expected):
-        raise mismatch
-    for name, shape in expected.items():
-        value = weights[name]
-        if value.shape != shape or value.dtype != np.float32 or not np.isfinite(value).all():
-            raise BundleError(f"{path}: weight {name} has shape {value.shape} and type {value.dtype}; expected finite float32 {shape}")
 
 
 def _quantiles(scores: np.ndarray, points: int = 1001) -> list[float]:

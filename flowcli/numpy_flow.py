@@ -13,7 +13,6 @@ import numpy as np
 from flowcli.architecture import MIN_BIN, MIN_SLOPE, SLOPE_OFFSET, FlowConfig
 
 
-
 class _Mixing:
     """`flows.LinearMixing`: z = x Wᵀ + b, with W composed from its LU factors in float64 once."""
 
