@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # torch first, pinned: a loose torch requirement on a bare machine pulls a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test bench bench-density bench-fidelity bench-anomaly clean
+.PHONY: install demo test bench bench-scale bench-density bench-fidelity bench-anomaly clean
 
 install: $(STAMP)
 
@@ -34,8 +34,11 @@ test: install
 BENCH_BIN := .venv-bench/bin
 BENCH_STAMP := .venv-bench/.installed
 
-bench: install bench-density bench-fidelity bench-anomaly
+bench: install bench-scale bench-density bench-fidelity bench-anomaly
 	$(BIN)/python bench/foundation.py
+
+bench-scale: install
+	$(BIN)/python bench/scale.py
 
 # The galaxy and Sachs tables ship inside the pzflow and cdt wheels, whose heavy dependencies are not needed.
 $(BENCH_STAMP): pyproject.toml

@@ -26,7 +26,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flowcli.errors import DataError
-from flowcli.values import arrow_type, datetime_ticks, numeric_values, plain_values, ticks_per_day, to_arrow
+from flowcli.values import (
+    arrow_type, as_numpy, datetime_ticks, missing_mask, numeric_values, plain_values, ticks_per_day, to_arrow,
+)
 
 MAX_LEVELS = 1_000  # beyond this, rare levels share one "other" level
 MAX_RARE_KEPT = 1_000  # rare values kept in the bundle to sample "other" from
@@ -155,8 +157,9 @@ class NumericColumn:
         outside = ~np.isfinite(t) & ~missing  # outside the support seen at fit: density zero
         u = np.where(outside, 0.0, t / self.std - self.mean / self.std)  # divided first: no overflow near ±1.8e308
         log_weight = np.where(outside, -np.inf, log_jacobian - math.log(self.std))
-        imputed = _ndtri(w[missing])
-        u[missing], log_weight[missing] = imputed, -_normal_log_pdf(imputed)
+        if missing.any():
+            imputed = _ndtri(w[missing])
+            u[missing], log_weight[missing] = imputed, -_normal_log_pdf(imputed)
         if self.missing_rate is None:
             return u[:, None], log_weight
         g, indicator_weight = Levels(np.array([1 - self.missing_rate, self.missing_rate])).encode(
@@ -267,9 +270,9 @@ class CategoricalColumn:
                 ) from None
         present = np.array([i for i, level in enumerate(self.levels) if level is not None])
         value_set = pa.array([self.levels[i] for i in present], type=level_type)
-        position = pc.fill_null(pc.index_in(values, value_set=value_set), -1).to_numpy(zero_copy_only=False)
+        position = as_numpy(pc.index_in(values, value_set=value_set), missing=-1)
         index = np.where(position >= 0, present[np.maximum(position, 0)], -1 if self._other is None else self._other)
-        index[values.is_null().to_numpy(zero_copy_only=False)] = self.levels.index(None) if None in self.levels else -2
+        index[missing_mask(values)] = self.levels.index(None) if None in self.levels else -2
         return index
 
     def encode(self, values: pa.ChunkedArray | pa.Array, noise: np.ndarray, source: str, first_row: int):

@@ -12,25 +12,33 @@ import itertools
 import re
 import sys
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from flowcli.atomic import atomic_path
 from flowcli.errors import DataError, FlowcliError
+from flowcli.parallel import read_ahead
+from flowcli.values import parse_numbers
 
 FORMATS = ("csv", "parquet")
 _SUFFIX_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 _COMPRESSIONS = {".gz", ".bz2", ".zst", ".lz4"}
-_CSV_BLOCK_BYTES = 16 << 20  # the longest row a CSV may have; also the streaming read size
+_CSV_BLOCK_BYTES = 16 << 20  # the longest row `read_table` takes
 # Quoted values may hold line breaks (spreadsheets write them); without this, one that straddles
 # a block boundary breaks a valid file. It cost nothing measurable on 1,000,000 × 8 rows.
 _CSV_PARSE = pa_csv.ParseOptions(newlines_in_values=True)
-_TEXT_PIECE_BYTES = 1 << 20  # what `iter_csv_text` reads at a time
+# What a streamed CSV reads and parses at a time; the first piece's rows suggest the types of
+# columns not given (as pyarrow's own reader does with its 1 MiB blocks). Larger pieces were no
+# faster to score and left the allocator holding more: after 2,000,000 rows, +55 MiB with
+# 4 MiB pieces, +7 MiB with 1 MiB ones.
+_CSV_PIECE_BYTES = 1 << 20
 _RAGGED = re.compile(r"Expected (\d+) columns, got (\d+)")
 
 
@@ -62,7 +70,7 @@ def read_table(source: str, format: str | None = None) -> pa.Table:
 
 
 def infer_csv_types(table: pa.Table) -> pa.Table:
-    """A table of text columns (as `iter_csv_text` reads CSV) with the types
+    """A table of text columns (as `iter_batches(..., text=True)` reads CSV) with the types
     `read_table` would have inferred from the same cells."""
     text = io.BytesIO()
     pa_csv.write_csv(table, text)
@@ -84,28 +92,23 @@ def iter_batches(
     *,
     batch_rows: int,
     column_types: dict[str, pa.DataType] | None = None,
+    text: bool = False,
 ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-    """Open a table for streaming: its schema, and its rows in batches of about `batch_rows`.
+    """Open a table for streaming: its schema, and its rows in batches of at most `batch_rows`,
+    read and parsed a few batches ahead in a background thread.
 
     CSV columns named in `column_types` are read as those types (empty cells as nulls); the
-    others are inferred. Parquet keeps its own types, and from stdin it is read whole, since
-    the format needs to seek.
+    others as text with `text`, else as the first rows suggest. Parquet keeps its own types, and
+    from stdin it is read whole, since the format needs to seek.
     """
-    fmt = table_format(source, format)
     with _arrow_errors(source):
-        if fmt == "parquet":
+        if table_format(source, format) == "parquet":
             parquet = pq.ParquetFile(_parquet_input(source))
             parquet.schema_arrow.names  # decodes the names inside the guard
-            return parquet.schema_arrow, _guarded(source, parquet.iter_batches(batch_size=batch_rows))
-        convert = pa_csv.ConvertOptions(
-            column_types=column_types or {}, strings_can_be_null=True
-        )
-        reader = pa_csv.open_csv(
-            _csv_input(source), read_options=pa_csv.ReadOptions(block_size=_CSV_BLOCK_BYTES),
-            parse_options=_CSV_PARSE, convert_options=convert,
-        )
-        reader.schema.names  # decodes the header inside the guard
-        return reader.schema, _guarded(source, _rebatched(reader, batch_rows))
+            schema, batches = parquet.schema_arrow, parquet.iter_batches(batch_size=batch_rows)
+        else:
+            schema, batches = _iter_csv(source, column_types or {}, text)
+    return schema, _guarded(source, read_ahead(_rebatched(batches, batch_rows)))
 
 
 def write_batches(
@@ -120,8 +123,9 @@ def write_batches(
     """Write `batches` to a path (atomically: all or nothing) or to stdout ('-'); returns the rows.
 
     The first batch is computed before anything is opened, so an input that fails at once
-    leaves no header behind. If a later batch fails while writing to stdout, the error says
-    that what stdout already holds is partial.
+    leaves no header behind. Each batch is written in a background thread while the next one
+    is computed. If a later batch fails while writing to stdout, the error says that what
+    stdout already holds is partial.
     """
     fmt = table_format(destination, format, output=True)
     batches = iter(batches)
@@ -134,10 +138,15 @@ def write_batches(
             temporary = stack.enter_context(atomic_path(Path(destination), force=force, inputs=inputs))
             stream = stack.enter_context(open(temporary, "wb"))
         try:
-            with pq.ParquetWriter(stream, schema) if fmt == "parquet" else _csv_writer(stream, schema) as writer:
+            with (pq.ParquetWriter(stream, schema) if fmt == "parquet" else _csv_writer(stream, schema) as writer,
+                  ThreadPoolExecutor(1, thread_name_prefix="flowcli-write") as behind):
+                written = None  # the write in flight: one at a time, so memory holds two batches
                 for batch in itertools.chain([first] if first is not None else [], batches):
-                    writer.write_batch(batch)
-                    rows += batch.num_rows
+                    if written is not None:
+                        rows += written.result()
+                    written = behind.submit(lambda batch=batch: writer.write_batch(batch) or batch.num_rows)
+                if written is not None:
+                    rows += written.result()
         except FlowcliError as error:
             if destination == "-" and rows:
                 raise type(error)(f"{error} (stdout holds only the {rows:,} rows before it: partial output)") from None
@@ -178,47 +187,69 @@ def _check_readable(source: str) -> None:
         raise DataError(f"{source}: the file is empty; give a table with a header row and data rows")
 
 
-def iter_csv_text(source: str) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-    """Stream a CSV from a path or '-' with every column as text (empty cells as nulls): its
-    schema, and its rows in batches of about 1 MiB of text.
-
-    Text, because types guessed from the first rows could be contradicted by later ones
-    (`infer_csv_types` types a selection afterwards). The file is cut at row ends here and each
-    piece parsed on its own, without pyarrow's streaming reader, which reads up to 32 blocks
-    ahead: memory stays at a few pieces however long the file, and a row may be of any length.
-    """
-    with _arrow_errors(source):
-        if source == "-":
-            stream = sys.stdin.buffer
-        else:
-            _check_readable(source)
-            stream = pa.input_stream(source)  # decompresses .csv.gz and the like
-        pieces = _whole_rows(stream)
-        first = next(pieces, b"")
+def _iter_csv(source: str, column_types: dict[str, pa.DataType], text: bool) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """A CSV from a path or '-', cut at row ends into pieces of about `_CSV_PIECE_BYTES` that are
+    parsed one by one: memory stays at a few pieces however long the file (pyarrow's own
+    streaming reader reads 32 blocks ahead), and a word in a numeric column is found by its row,
+    even on stdin. The first piece fixes the types that `column_types` leaves open."""
+    if source == "-":
+        stream = sys.stdin.buffer
+    else:
+        _check_readable(source)
+        stream = pa.input_stream(source)  # decompresses .csv.gz and the like
+    pieces = _whole_rows(stream)
+    first = next(pieces, b"")
+    try:
         header = next((row for row in python_csv.reader(io.StringIO(first.decode("utf-8-sig"))) if row), None)
-        if header is None:
-            raise pa.ArrowInvalid("Empty CSV file")
-        convert = pa_csv.ConvertOptions(column_types=dict.fromkeys(header, pa.string()), strings_can_be_null=True)
-        head = _parse_text(first, None, convert)  # the header and the first rows
+    except python_csv.Error as error:
+        raise pa.ArrowInvalid(str(error)) from None
+    if header is None:
+        raise pa.ArrowInvalid("Empty CSV file")
+    types = {name: column_types.get(name, pa.string()) for name in header} if text else column_types
+    head = _parse_piece(first, None, types, source, first_row=0)  # the header and the first rows
+    types = dict(zip(head.schema.names, head.schema.types))
 
     def batches() -> Iterator[pa.RecordBatch]:
+        rows = head.num_rows
         yield from head.to_batches()
         for piece in pieces:
-            yield from _parse_text(piece, header, convert).to_batches()
+            table = _parse_piece(piece, header, types, source, first_row=rows)
+            rows += table.num_rows
+            yield from table.to_batches()
 
-    return head.schema, _guarded(source, batches())
+    return head.schema, batches()
 
 
-def _parse_text(piece: bytes, names: list[str] | None, convert: pa_csv.ConvertOptions) -> pa.Table:
-    """Whole CSV rows (with the header when `names` is None), parsed as one block."""
+def _parse_piece(
+    piece: bytes, names: list[str] | None, types: dict[str, pa.DataType], source: str, first_row: int
+) -> pa.Table:
+    """Whole CSV rows (with the header when `names` is None) as a table of `types`. Where a
+    number will not parse, the piece is read again as text to name the row (`first_row` rows
+    came before it) or to accept what pyarrow will not, such as a cell of blanks."""
+    try:
+        return _parse_text(piece, names, types)
+    except pa.ArrowInvalid as error:
+        if "conversion error" not in str(error):
+            raise
+    numeric = {name: kind for name, kind in types.items() if pa.types.is_integer(kind) or pa.types.is_floating(kind)}
+    table = _parse_text(piece, names, {**types, **dict.fromkeys(numeric, pa.string())})
+    for name, kind in numeric.items():
+        index = table.schema.get_field_index(name)
+        numbers = parse_numbers(table.column(index), name, source, first_row)
+        table = table.set_column(index, name, pc.cast(numbers, kind))
+    return table
+
+
+def _parse_text(piece: bytes, names: list[str] | None, types: dict[str, pa.DataType]) -> pa.Table:
     read = pa_csv.ReadOptions(block_size=len(piece) + 1, column_names=names, use_threads=False)
+    convert = pa_csv.ConvertOptions(column_types=types, strings_can_be_null=True)
     return pa_csv.read_csv(pa.BufferReader(piece), read_options=read, parse_options=_CSV_PARSE, convert_options=convert)
 
 
 def _whole_rows(stream) -> Iterator[bytes]:
-    """The bytes of `stream` in pieces of about `_TEXT_PIECE_BYTES`, each ending where a row ends."""
+    """The bytes of `stream` in pieces of about `_CSV_PIECE_BYTES`, each ending where a row ends."""
     pending = b""
-    while data := stream.read(_TEXT_PIECE_BYTES):
+    while data := stream.read(_CSV_PIECE_BYTES):
         pending += data
         end = _last_row_end(pending)
         if end:
@@ -241,10 +272,20 @@ def _last_row_end(text: bytes) -> int:
 
 
 def _rebatched(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
-    """Cut large CSV blocks into batches of at most `rows`, so memory follows the batch size."""
+    """The rows of `batches` in batches of exactly `rows` (the last one fewer): batches small
+    enough for memory to follow the batch size, and large enough to score on every core."""
+    held: list[pa.RecordBatch] = []
+    count = 0
     for batch in batches:
-        for start in range(0, batch.num_rows, rows):
-            yield batch.slice(start, rows)
+        held.append(batch)
+        count += batch.num_rows
+        if count >= rows:
+            table = pa.Table.from_batches(held).combine_chunks()
+            whole = count - count % rows
+            yield from table.slice(0, whole).to_batches(max_chunksize=rows)
+            held, count = table.slice(whole).to_batches(), count - whole
+    if count:
+        yield pa.Table.from_batches(held).combine_chunks().to_batches()[0]
 
 
 def _guarded(source: str, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

@@ -25,6 +25,7 @@ from flowcli.errors import BundleError, DataError, FlowcliWarning
 from flowcli.estimator import EstimatorConventions, one_of
 from flowcli.inputs import as_table, feature_names
 from flowcli.numpy_flow import NumpyRealNVP
+from flowcli.parallel import map_rows
 from flowcli.preprocess import Preprocessor
 from flowcli.reference import reference_summary
 from flowcli.schema import require_columns, select_columns
@@ -161,10 +162,10 @@ class TabularFlow(EstimatorConventions):
 
     @property
     def read_types(self) -> dict[str, pa.DataType]:
-        """How to read the model's columns from CSV: numbers as text, so a stray word is found
-        by row; the other kinds as their type at fit."""
+        """How to read the model's columns from CSV: numbers as float64, the other kinds as
+        their type at fit."""
         return {
-            column.name: pa.string() if column.kind in ("continuous", "integer") else column.output_type
+            column.name: pa.float64() if column.kind in ("continuous", "integer") else column.output_type
             for column in self.preprocessor_.columns
         }
 
@@ -195,8 +196,17 @@ class TabularFlow(EstimatorConventions):
             if strict:
                 raise DataError(f"{source}: values never seen at fit in column {counts}; they have probability zero")
             warnings.warn(f"{source}: values never seen at fit score -inf, in column {counts}", FlowcliWarning, 2)
+        exact = self.preprocessor_.is_exact(table)
+
+        def score_rows(start: int, stop: int) -> np.ndarray:
+            return self._score_rows(table.slice(start, stop - start), exact, source, first_row + start)
+
+        return np.concatenate([np.empty(0), *map_rows(score_rows, table.num_rows)])
+
+    def _score_rows(self, table: pa.Table, exact: bool, source: str, first_row: int) -> np.ndarray:
+        """`score_samples` of a few thousand rows, whose values are known to be valid."""
         rows = table.num_rows
-        points = [np.full((rows, self.preprocessor_.width), 0.5)] if self.preprocessor_.is_exact(table) else self.preprocessor_.noise_points(rows)
+        points = [np.full((rows, self.preprocessor_.width), 0.5)] if exact else self.preprocessor_.noise_points(rows)
         estimates = []
         for noise in points:
             u, log_weight = self.preprocessor_.encode(table, noise, source=source, first_row=first_row)
@@ -259,7 +269,8 @@ class TabularFlow(EstimatorConventions):
         rng = np.random.default_rng(seed)
         for start in range(0, n, batch_rows):
             z = rng.standard_normal((min(batch_rows, n - start), self.config_.features), dtype=np.float32)
-            yield self.preprocessor_.decode(self._flow.inverse(z).astype(np.float64), rng)
+            x = np.concatenate(map_rows(lambda first, stop: self._flow.inverse(z[first:stop]), len(z)))
+            yield self.preprocessor_.decode(x.astype(np.float64), rng)
 
     def sample(
         self, n: int | None = None, seed: int | None = None, *,

@@ -14,52 +14,81 @@ from flowcli.architecture import MIN_BIN, MIN_SLOPE, SLOPE_OFFSET, FlowConfig
 
 
 class _Mixing:
-    """`flows.LinearMixing`: z = x Wᵀ + b, with W composed from its LU factors in float64 once."""
+    """`flows.LinearMixing`: z = x Wᵀ + b, with W composed from its LU factors in float64 once.
 
-    def __init__(self, weights: dict[str, np.ndarray], prefix: str, dtype: type):
+    It reads features stored in `order_in` and writes them in `order_out` (storage column j holds
+    feature order[j]): rows and columns of W permuted, exactly, so that the next coupling finds
+    its conditioning features first and its transformed ones after, as contiguous slices.
+    """
+
+    def __init__(self, weights: dict[str, np.ndarray], prefix: str, dtype: type, order_in: np.ndarray, order_out: np.ndarray):
         log_scale = weights[prefix + "log_scale"].astype(np.float64)
         lower = np.tril(weights[prefix + "lower"].astype(np.float64), -1) + np.eye(len(log_scale))
         upper = np.triu(weights[prefix + "upper"].astype(np.float64), 1) + np.diag(np.exp(log_scale))
         weight = lower @ upper
-        self.weight_t = np.ascontiguousarray(weight.T, dtype=dtype)
-        self.inverse_t = np.ascontiguousarray(np.linalg.inv(weight).T, dtype=dtype)
-        self.bias = weights[prefix + "bias"].astype(dtype)
+        self.weight_t = np.ascontiguousarray(weight[np.ix_(order_out, order_in)].T, dtype=dtype)
+        self.inverse_t = np.ascontiguousarray(np.linalg.inv(weight)[np.ix_(order_in, order_out)].T, dtype=dtype)
+        self.bias = weights[prefix + "bias"][order_out].astype(dtype)
         self.log_det = dtype(log_scale.sum())
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | np.floating]:
-        return x @ self.weight_t + self.bias, self.log_det
+        z = x @ self.weight_t
+        z += self.bias
+        return z, self.log_det
 
     def inverse(self, z: np.ndarray) -> np.ndarray:
         return (z - self.bias) @ self.inverse_t
 
 
+class _Permutation:
+    """Features stored in one order → another; bundles without mixing need it between couplings."""
+
+    def __init__(self, order_in: np.ndarray, order_out: np.ndarray):
+        self.take = np.argsort(order_in)[order_out]  # storage column of each feature of order_out
+        self.back = np.argsort(self.take)
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, int]:
+        return x[:, self.take], 0
+
+    def inverse(self, z: np.ndarray) -> np.ndarray:
+        return z[:, self.back]
+
+
 class _Coupling:
-    """`flows.Coupling`: z_C = x_C, z_T = τ(x_T; θ(x_C)); subclasses give τ."""
+    """`flows.Coupling` on features stored conditioning first: z_C = x_C, z_T = τ(x_T; θ(x_C)),
+    with x_C = x[:, :c] and x_T = x[:, c:]. Subclasses give τ.
+
+    The conditioner folds each bias into its matmul (a column of ones rides along the
+    activations) and computes ReLU as h + |h| = 2·ReLU(h), halving the next weights to match:
+    numpy's `maximum` and a broadcast bias add each cost about half a matmul here.
+    """
 
     def __init__(self, weights: dict[str, np.ndarray], prefix: str, config: FlowConfig, layer: int, dtype: type):
         self.config = config
-        self.conditioning, self.transformed = config.split(layer)
+        self.c = len(config.split(layer)[0])
         self.linears = [
-            (np.ascontiguousarray(weights[f"{prefix}{j}.weight"].T, dtype=dtype), weights[f"{prefix}{j}.bias"].astype(dtype))
+            (0.5 if j else 1.0) * np.vstack([weights[f"{prefix}{j}.weight"].T, weights[f"{prefix}{j}.bias"][None]]).astype(dtype)
             for j in range(config.depth + 1)
-        ]
+        ]  # each (inputs + 1, outputs): the bias is the last row
         self.dtype = dtype
 
     def _conditioner(self, x_conditioning: np.ndarray) -> np.ndarray:
-        h = x_conditioning
-        for weight, bias in self.linears[:-1]:
-            h = h @ weight
-            h += bias
-            np.maximum(h, 0, out=h)
-        weight, bias = self.linears[-1]
-        return h @ weight + bias
+        h = np.empty((len(x_conditioning), self.c + 1), self.dtype)
+        h[:, :-1], h[:, -1] = x_conditioning, 1
+        for weight in self.linears[:-1]:
+            hidden = np.empty((len(h), weight.shape[1] + 1), self.dtype)
+            hidden[:, -1] = 1
+            np.matmul(h, weight, out=hidden[:, :-1])
+            hidden += np.abs(hidden)  # 2·ReLU, and the ones become twos: the next weights are halved
+            h = hidden
+        return h @ self.linears[-1]
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x[:, self.transformed], log_det = self.elementwise(x[:, self.transformed], self._conditioner(x[:, self.conditioning]))
+        x[:, self.c:], log_det = self.elementwise(x[:, self.c:], self._conditioner(x[:, :self.c]))
         return x, log_det
 
     def inverse(self, z: np.ndarray) -> np.ndarray:
-        z[:, self.transformed] = self.elementwise_inverse(z[:, self.transformed], self._conditioner(z[:, self.conditioning]))
+        z[:, self.c:] = self.elementwise_inverse(z[:, self.c:], self._conditioner(z[:, :self.c]))
         return z
 
 
@@ -139,12 +168,19 @@ class NumpyRealNVP:
     def __init__(self, config: FlowConfig, weights: dict[str, np.ndarray], dtype: type = np.float32):
         self.config = config
         self.dtype = dtype
-        self.steps: list[_Mixing | _Coupling] = []  # in data → latent order
+        self.steps: list[_Mixing | _Permutation | _Coupling] = []  # in data → latent order
+        order = identity = np.arange(config.features)  # the feature each storage column holds
         for k in range(config.layers):
+            target = np.concatenate(config.split(k))  # conditioning first, then transformed
             if config.mixing:
-                self.steps.append(_Mixing(weights, f"mixings.{k}.", dtype))
+                self.steps.append(_Mixing(weights, f"mixings.{k}.", dtype, order, target))
+            elif not np.array_equal(order, target):
+                self.steps.append(_Permutation(order, target))
+            order = target
             kind = _AffineCoupling if config.coupling == "affine" else _SplineCoupling
             self.steps.append(kind(weights, f"couplings.{k}.linears.", config, k, dtype))
+        if not np.array_equal(order, identity):
+            self.steps.append(_Permutation(order, identity))
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Data (N, D) → latent (N, D) and log|det ∂z/∂x| (N,)."""

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -21,7 +22,7 @@ from flowcli.io import iter_batches, read_table, table_format, write_batches
 from flowcli.model import TabularFlow
 from flowcli.reservoir import read_sample
 from flowcli.schema import require_columns
-from flowcli.values import parse_numbers
+from flowcli.values import from_numpy, parse_numbers
 
 if TYPE_CHECKING:
     from flowcli.train import EpochReport
@@ -174,9 +175,9 @@ class RowScorer:
         """Every row of `batch`, scored; `first_row` numbers its rows in error messages."""
         model, source = self.model, self.source
         scores = model.score_samples(batch, strict=self.strict, source=source, first_row=first_row)
-        columns = [pa.array(scores, pa.float64())]
+        columns = [from_numpy(scores.astype(np.float64))]
         if self.percentile:
-            columns.append(pa.array(model.validation_percentile(scores), pa.float64()))
+            columns.append(from_numpy(model.validation_percentile(scores).astype(np.float64)))
         if self.explain:
             explanations = model.explain(batch, scores=scores, source=source, first_row=first_row)
             columns.append(pa.array(explanations, pa.string()))

@@ -89,7 +89,7 @@ def numeric_values(
         values = parse_numbers(values, name, source, first_row)
     elif pa.types.is_boolean(values.type) or not (pa.types.is_integer(values.type) or pa.types.is_floating(values.type) or pa.types.is_decimal(values.type)):
         raise DataError(f"{source}: column {name!r} has type {values.type}; the model needs numbers there")
-    x = pc.cast(values, pa.float64(), safe=False).to_numpy(zero_copy_only=False)  # ints past 2**53 round
+    x = as_numpy(pc.cast(values, pa.float64(), safe=False), missing=np.nan)  # ints past 2**53 round
     infinite = np.isinf(x)
     if infinite.any():
         row = first_row + int(np.argmax(infinite)) + 1
@@ -111,8 +111,29 @@ def datetime_ticks(
     target = output_type or _datetime_type(values)
     values = pc.cast(values, target)
     integers = pc.cast(values, pa.int32() if pa.types.is_date(target) else pa.int64())
-    missing = values.is_null().to_numpy(zero_copy_only=False)
-    return pc.fill_null(integers, 0).to_numpy(zero_copy_only=False).astype(np.int64), missing
+    return as_numpy(integers, missing=0).astype(np.int64), missing_mask(values)
+
+
+def as_numpy(values: pa.ChunkedArray | pa.Array, *, missing: float) -> np.ndarray:
+    """A column of a fixed-width number type as a numpy array (N,), `missing` where null.
+
+    Read from the buffers: pyarrow's `to_numpy` imports pandas on first use, a tenth of a
+    second of every `flowcli score`."""
+    array = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    dtype = np.dtype(array.type.to_pandas_dtype())
+    if not len(array):
+        return np.empty(0, dtype)
+    x = np.frombuffer(array.buffers()[1], dtype, len(array), array.offset * dtype.itemsize)
+    return np.where(missing_mask(array), missing, x) if array.null_count else x
+
+
+def missing_mask(values: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """True where `values` is null, as a numpy bool array (N,), read from the validity bits."""
+    array = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    if not array.null_count:
+        return np.zeros(len(array), bool)
+    bits = np.unpackbits(np.frombuffer(array.buffers()[0], np.uint8), bitorder="little")
+    return bits[array.offset:array.offset + len(array)] == 0
 
 
 def _datetime_type(values: pa.ChunkedArray | pa.Array) -> pa.DataType:
@@ -145,9 +166,17 @@ def parse_datetimes(values: pa.ChunkedArray | pa.Array, name: str, source: str, 
 
 def to_arrow(x: np.ndarray, target: pa.DataType, missing: np.ndarray | None) -> pa.Array:
     """Decoded numbers (N,) as an arrow array of `target`, with nulls where missing."""
-    if pa.types.is_integer(target):
-        return pa.array(x.astype(np.int64), mask=missing).cast(target)
-    return pa.array(x, mask=missing).cast(target)
+    return from_numpy(x.astype(np.int64) if pa.types.is_integer(target) else x, missing).cast(target)
+
+
+def from_numpy(x: np.ndarray, missing: np.ndarray | None = None) -> pa.Array:
+    """A numeric numpy array (N,) as an arrow array of the same type, null where `missing`.
+
+    Built on the array's buffer, for `as_numpy`'s reason: `pa.array` imports pandas."""
+    x = np.ascontiguousarray(x)
+    validity = None if missing is None or not missing.any() else pa.py_buffer(np.packbits(~missing, bitorder="little"))
+    null_count = 0 if validity is None else int(missing.sum())
+    return pa.Array.from_buffers(pa.from_numpy_dtype(x.dtype), len(x), [validity, pa.py_buffer(x)], null_count=null_count)
 
 
 def arrow_type(dtype: str) -> pa.DataType:

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 from scipy import stats
 
-from flowcli.io import iter_csv_text, read_table
+from flowcli.io import iter_batches, read_table
 from flowcli.pipeline import fit_file
 from flowcli.reservoir import read_sample, reservoir_sample
 
@@ -98,7 +98,7 @@ def mixed_csv(tmp_path) -> Path:
 
 
 def test_a_csv_sample_of_every_row_equals_the_whole_table(mixed_csv, monkeypatch):
-    monkeypatch.setattr("flowcli.io._TEXT_PIECE_BYTES", 1_000)  # many pieces, cut inside quoted values
+    monkeypatch.setattr("flowcli.io._CSV_PIECE_BYTES", 1_000)  # many pieces, cut inside quoted values
     sample, seen = read_sample(str(mixed_csv), max_rows=10_000)
     whole = read_table(str(mixed_csv))
     assert seen == 3_000
@@ -119,7 +119,7 @@ def test_types_come_from_the_sample_not_from_the_first_block(tmp_path):
     path = tmp_path / "late.csv"
     with open(path, "w") as handle:
         handle.write("x,y\n" + "1,\n" * 1_500_000 + "2,3.5\n")
-    schema, _ = iter_csv_text(str(path))
+    schema, _ = iter_batches(str(path), batch_rows=65_536, text=True)
     assert schema == pa.schema([("x", pa.string()), ("y", pa.string())])
     sample, seen = read_sample(str(path), max_rows=2_000_000)
     assert seen == 1_500_001 and sample.schema.field("y").type == pa.float64()
@@ -127,7 +127,7 @@ def test_types_come_from_the_sample_not_from_the_first_block(tmp_path):
 
 
 def test_a_row_longer_than_a_piece_is_read_whole(tmp_path, monkeypatch):
-    monkeypatch.setattr("flowcli.io._TEXT_PIECE_BYTES", 64)
+    monkeypatch.setattr("flowcli.io._CSV_PIECE_BYTES", 64)
     path = tmp_path / "long.csv"
     path.write_text("a,b\n" + f'"{"word " * 200}",1\n' * 3)
     sample, seen = read_sample(str(path), max_rows=10)
