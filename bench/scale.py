@@ -1,5 +1,5 @@
 """Streaming figures: score and sample throughput on 1,000,000 × 16 rows, CSV and Parquet, each
-beside a pyarrow floor, and the peak memory of scoring 100,000 and 10,000,000 rows.
+beside a pyarrow floor, and the peak memory of scoring 100,000, 1,000,000 and 10,000,000 rows.
 
 Run: make bench-scale (or .venv/bin/python bench/scale.py [--repeats 3] [--memory-rows 10000000]).
 Every command runs as a child process; wall time and peak memory (max RSS) come from os.wait4.
@@ -28,6 +28,7 @@ from readme_table import replace_in_readme
 
 FLOWCLI = [sys.executable, "-m", "flowcli"]
 COLUMNS = 16
+MEMORY_ROWS = (100_000, 1_000_000)  # then --memory-rows
 READ_FLOOR = """
 import sys, pyarrow as pa, pyarrow.csv as csv, pyarrow.parquet as pq
 table = pq.read_table(sys.argv[1]) if sys.argv[1].endswith(".parquet") else csv.read_csv(sys.argv[1])
@@ -98,7 +99,7 @@ def main() -> None:
                 [sys.executable, "-c", WRITE_FLOOR, str(args.rows), str(COLUMNS), target], args.repeats)
 
         memory = {}
-        for rows in (100_000, args.memory_rows):
+        for rows in MEMORY_ROWS + (args.memory_rows,):
             data = folder / f"memory{rows}.csv"
             write_csv(data, rows)
             seconds, peak = run([*FLOWCLI, "score", str(bundle), str(data), "-o", out + ".csv", "--force"])
@@ -126,10 +127,11 @@ def markdown_table(results: dict, args: argparse.Namespace) -> str:
         rows.append((what, f"{figures['flowcli_seconds']:.2f} s ({args.rows / figures['flowcli_seconds']:,.0f} rows/s), "
                            f"peak {figures['flowcli_peak_mib']:.0f} MiB",
                      f"{figures['floor_seconds']:.2f} s", f"{figures['ratio']:.1f}×"))
-    small, large = (results["score memory"][rows] for rows in (100_000, args.memory_rows))
-    rows.append((f"`score` CSV peak memory, 100,000 → {args.memory_rows:,} rows",
-                 f"{small['peak_mib']:.0f} → {large['peak_mib']:.0f} MiB "
-                 f"({large['peak_mib'] / small['peak_mib']:.2f}×; {args.memory_rows / large['seconds']:,.0f} rows/s)", "", ""))
+    memory = results["score memory"]
+    peaks = [memory[rows]["peak_mib"] for rows in MEMORY_ROWS + (args.memory_rows,)]
+    rows.append((f"`score` CSV peak memory at {' / '.join(f'{n:,}' for n in MEMORY_ROWS + (args.memory_rows,))} rows",
+                 " / ".join(f"{peak:.0f}" for peak in peaks) + f" MiB ({args.memory_rows / memory[args.memory_rows]['seconds']:,.0f} rows/s "
+                 f"at {args.memory_rows:,})", "", ""))
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
 

@@ -141,12 +141,14 @@ def write_batches(
             with (pq.ParquetWriter(stream, schema) if fmt == "parquet" else _csv_writer(stream, schema) as writer,
                   ThreadPoolExecutor(1, thread_name_prefix="flowcli-write") as behind):
                 written = None  # the write in flight: one at a time, so memory holds two batches
-                for batch in itertools.chain([first] if first is not None else [], batches):
+                try:
+                    for batch in itertools.chain([first] if first is not None else [], batches):
+                        if written is not None:
+                            rows += written.result()
+                        written = behind.submit(lambda batch=batch: writer.write_batch(batch) or batch.num_rows)
+                finally:  # also when the next batch failed: what was handed over is written
                     if written is not None:
                         rows += written.result()
-                    written = behind.submit(lambda batch=batch: writer.write_batch(batch) or batch.num_rows)
-                if written is not None:
-                    rows += written.result()
         except FlowcliError as error:
             if destination == "-" and rows:
                 raise type(error)(f"{error} (stdout holds only the {rows:,} rows before it: partial output)") from None
