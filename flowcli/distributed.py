@@ -1,11 +1,11 @@
 """Training across processes with torch.distributed, as started by `torchrun`.
 
 torchrun sets RANK, WORLD_SIZE and LOCAL_RANK (and the rendezvous variables) in each
-process's environment. Every rank reads and encodes the whole table, so that all ranks share
-one preprocessing fit; each then trains on its own shard of the training rows and validates
-on its own shard of the validation rows, under DistributedDataParallel (gloo on CPU, NCCL on
-GPU). The sums are all-reduced, so every rank takes the same early-stopping decisions and ends
-with the same weights. Rank 0 alone reports progress and writes the bundle.
+process's environment. Each rank reads its own share of the rows (`shards`), and all ranks fit
+one preprocessing on rows gathered from every share; each then trains and validates on its own
+rows under DistributedDataParallel (gloo on CPU, NCCL on GPU). The sums are all-reduced, so
+every rank takes the same early-stopping decisions and ends with the same weights. Rank 0 alone
+reports progress and writes the bundle.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
 # torch is imported inside the functions that use it: the CLI asks `rank()` without paying for torch.
@@ -29,18 +30,24 @@ def rank() -> int:
 
 
 def start(device: torch.device) -> torch.device:
-    """Join the process group when there is more than one rank; returns this rank's device."""
+    """This rank's device for training, with the process group joined when there is more than one rank."""
     if world_size() == 1:
         return device
     import torch
-    import torch.distributed as dist
 
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    _join()
     return device
+
+
+def _join() -> None:
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")  # CPU tensors through gloo
 
 
 def stop() -> None:
@@ -71,10 +78,36 @@ def any_rank(flags: list[bool], device: torch.device) -> list[bool]:
     return (total(torch.tensor(flags, dtype=torch.float32, device=device)) > 0).tolist()
 
 
-def shard(rows: torch.Tensor, *, equal: bool) -> torch.Tensor:
-    """This rank's share of `rows` (the same on every rank). With `equal`, the few left over are
-    dropped, so that every rank takes the same number of training steps."""
-    size = world_size()
-    if size == 1:
-        return rows
-    return (rows[: len(rows) // size * size] if equal else rows)[rank() :: size]
+def gather_bytes(data: bytes) -> list[bytes]:
+    """`data` from every rank, in rank order: [data] with one rank."""
+    if world_size() == 1:
+        return [data]
+    import torch
+    import torch.distributed as dist
+
+    _join()  # CPU tensors, so through gloo whatever the training device
+    size = torch.tensor([len(data)])
+    sizes = [torch.zeros_like(size) for _ in range(world_size())]
+    dist.all_gather(sizes, size)
+    buffer = torch.zeros(max(int(n) for n in sizes), dtype=torch.uint8)
+    if data:
+        buffer[: len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    buffers = [torch.empty_like(buffer) for _ in sizes]
+    dist.all_gather(buffers, buffer)
+    return [bytes(part[: int(n)].numpy()) for part, n in zip(buffers, sizes)]
+
+
+def gather_counts(count: int) -> list[int]:
+    """An integer from every rank, in rank order."""
+    return [int.from_bytes(part, "little") for part in gather_bytes(count.to_bytes(8, "little"))]
+
+
+def mean(values: np.ndarray) -> float:
+    """The mean of `values` over every rank's rows."""
+    import numpy as np
+
+    if world_size() == 1:
+        return float(np.mean(values))
+    parts = gather_bytes(np.array([np.sum(values), len(values)], np.float64).tobytes())
+    total, count = np.frombuffer(b"".join(parts), np.float64).reshape(-1, 2).sum(axis=0)
+    return float(total / count)

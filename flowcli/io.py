@@ -93,22 +93,32 @@ def iter_batches(
     batch_rows: int,
     column_types: dict[str, pa.DataType] | None = None,
     text: bool = False,
+    row_groups: list[int] | None = None,
 ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     """Open a table for streaming: its schema, and its rows in batches of at most `batch_rows`,
     read and parsed a few batches ahead in a background thread.
 
     CSV columns named in `column_types` are read as those types (empty cells as nulls); the
-    others as text with `text`, else as the first rows suggest. Parquet keeps its own types, and
-    from stdin it is read whole, since the format needs to seek.
+    others as text with `text`, else as the first rows suggest. Parquet keeps its own types,
+    reads only `row_groups` when given, and from stdin it is read whole, since the format needs
+    to seek.
     """
     with _arrow_errors(source):
         if table_format(source, format) == "parquet":
             parquet = pq.ParquetFile(_parquet_input(source))
             parquet.schema_arrow.names  # decodes the names inside the guard
-            schema, batches = parquet.schema_arrow, parquet.iter_batches(batch_size=batch_rows)
+            schema, batches = parquet.schema_arrow, parquet.iter_batches(batch_size=batch_rows, row_groups=row_groups)
         else:
             schema, batches = _iter_csv(source, column_types or {}, text)
     return schema, _guarded(source, read_ahead(_rebatched(batches, batch_rows)))
+
+
+def parquet_row_groups(source: str) -> int | None:
+    """How many row groups the Parquet file at `source` has; None for stdin, which is read once."""
+    if source == "-":
+        return None
+    with _arrow_errors(source):
+        return pq.ParquetFile(_parquet_input(source)).num_row_groups
 
 
 def write_batches(

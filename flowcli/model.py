@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.ipc  # noqa: F401  (pa.ipc for the fingerprint)
 
-from flowcli import __version__
+from flowcli import __version__, distributed
 from flowcli.architecture import FlowConfig, default_config
 from flowcli.bundle import FORMAT_VERSION, read_bundle, write_bundle
 from flowcli.encoders import CategoricalColumn
@@ -29,6 +28,7 @@ from flowcli.parallel import map_rows
 from flowcli.preprocess import Preprocessor
 from flowcli.reference import reference_summary
 from flowcli.schema import require_columns, select_columns
+from flowcli.shards import shared_rows, to_ipc
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -98,17 +98,24 @@ class TabularFlow(EstimatorConventions):
         "boolean", "datetime"); `ignore` leaves columns out. Columns left out are named in a
         `FlowcliWarning`. `on_epoch` sees each epoch; when `stop_requested()` turns true,
         training ends early with the best weights so far. `source` names the data in errors.
+
+        Under torchrun, `data` is this rank's share of the rows (see `shards`): every rank fits
+        the same preprocessing on rows gathered from all shares, then trains on its own rows.
         """
         table = as_table(data)
         input_names = table.schema.names
-        selection = select_columns(table, columns, kinds=kinds, ignore=ignore, source=source)
+        shared = shared_rows(table, self.seed)  # `table` itself, unless under torchrun
+        selection = select_columns(shared, columns, kinds=kinds, ignore=ignore, source=source)
         if selection.left_out:
             reasons = "; ".join(f"{name!r} {why}" for name, why in selection.left_out.items())
             warnings.warn(f"{source}: left out {len(selection.left_out)} column(s): {reasons}", FlowcliWarning, 2)
-        if table.num_rows < MIN_ROWS:
-            raise DataError(f"{source}: {table.num_rows} rows are too few to train; give at least {MIN_ROWS}")
+        counts = distributed.gather_counts(table.num_rows)
+        total_rows = sum(counts)
+        if min(counts) < MIN_ROWS:  # on every rank alike, so that none waits for the others
+            raise DataError(f"{source}: {min(counts)} rows are too few to train; give at least {MIN_ROWS}")
         table = table.select(selection.columns)
-        self.preprocessor_ = Preprocessor.fit(table, selection.kinds, source=source)
+        fingerprint = _fingerprint(table)
+        self.preprocessor_ = Preprocessor.fit(shared.select(selection.columns), selection.kinds, source=source)
         for column in self.preprocessor_.columns:
             if isinstance(column, CategoricalColumn) and column.levels == [column.levels[0]] and not column.rare:
                 warnings.warn(f"{source}: column {column.name!r} is constant ({column.levels[0]!r} in every row); "
@@ -127,7 +134,7 @@ class TabularFlow(EstimatorConventions):
         if not self.preprocessor_.is_exact(table):
             def redraw() -> np.ndarray:  # fresh dequantization and imputation noise for an epoch
                 return self.preprocessor_.encode(train_table, rng.uniform(size=(len(train_rows), self.preprocessor_.width)))[0]
-        self.config_ = default_config(table.num_rows, self.preprocessor_.width, layers=self.layers, hidden=self.hidden,
+        self.config_ = default_config(total_rows, self.preprocessor_.width, layers=self.layers, hidden=self.hidden,
                                       coupling=self.coupling)
         settings = TrainSettings(
             epochs=self.epochs, max_time=self.max_time, batch_size=self.batch_size, lr=self.lr,
@@ -135,7 +142,7 @@ class TabularFlow(EstimatorConventions):
         )
         self.weights_, summary = train_flow(
             u[train_rows], u[val_rows], self.config_, settings,
-            train_offset=-float(log_weight[train_rows].mean()), val_offset=-float(log_weight[val_rows].mean()),
+            train_offset=-distributed.mean(log_weight[train_rows]), val_offset=-distributed.mean(log_weight[val_rows]),
             redraw=redraw, on_epoch=on_epoch, stop_requested=stop_requested,
         )
         self.training_ = summary.to_json()
@@ -143,7 +150,7 @@ class TabularFlow(EstimatorConventions):
         self.validation_quantiles_ = _quantiles(self.score_samples(table.take(val_rows), source=source))
         self.reference_ = reference_summary(self.preprocessor_, table, u)
         self.left_out_ = selection.left_out
-        self.data_ = {"rows": table.num_rows, "fingerprint": _fingerprint(table)}
+        self.data_ = {"rows": total_rows, "fingerprint": fingerprint}
         self.versions_ = {"flowcli": __version__, "torch": _torch_version()}
         self.created_ = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         self.format_version_ = FORMAT_VERSION
@@ -374,11 +381,10 @@ def logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
 
 
 def _fingerprint(table: pa.Table) -> str:
-    """SHA-256 of the modeled columns, names and values, in Arrow's IPC stream format."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table.combine_chunks())
-    return "sha256:" + hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+    """SHA-256 of the modeled columns, names and values, in Arrow's IPC stream format; under
+    torchrun, of the ranks' own fingerprints in rank order."""
+    digests = distributed.gather_bytes(hashlib.sha256(to_ipc(table.combine_chunks())).digest())
+    return "sha256:" + (digests[0] if len(digests) == 1 else hashlib.sha256(b"".join(digests)).digest()).hex()
 
 
 def _torch_version() -> str:

@@ -22,6 +22,7 @@ from flowcli.io import iter_batches, read_table, table_format, write_batches
 from flowcli.model import TabularFlow
 from flowcli.reservoir import read_sample
 from flowcli.schema import require_columns
+from flowcli.shards import read_shard
 from flowcli.values import from_numpy, parse_numbers
 
 if TYPE_CHECKING:
@@ -71,14 +72,17 @@ def fit_file(
 
     With `max_rows`, the model trains on a uniform sample of at most that many rows, drawn in
     one streaming pass under the model's seed, so the table need not fit in memory; the bundle's
-    training summary records the sample (`training["sample"]`). Under torchrun every rank
-    fits, and rank 0 alone writes the bundle (see `flowcli.distributed`).
+    training summary records the sample (`training["sample"]`). Under torchrun each rank reads
+    its own share of the rows and fits on it, and rank 0 alone writes the bundle (see
+    `flowcli.shards` and `flowcli.distributed`).
     """
     if max_rows is not None and max_rows < 1:
         raise DataError(f"max_rows must be 1 or more, not {max_rows}")
     check_destination(output, force=force, inputs=[data])  # fail before training, not after
     model = TabularFlow(**(hyperparameters or {}))
-    if max_rows is None:
+    if distributed.world_size() > 1:
+        table, rows_read = read_shard(data, format, max_rows=max_rows, seed=model.seed)
+    elif max_rows is None:
         table = read_table(data, format)
     else:
         table, rows_read = read_sample(data, format, max_rows=max_rows, seed=model.seed)
@@ -86,7 +90,7 @@ def fit_file(
               stop_requested=stop_requested, source=data)
     if max_rows is not None:
         model.training_["sample"] = {
-            "method": "reservoir", "max_rows": max_rows, "rows": table.num_rows, "rows_read": rows_read,
+            "method": "reservoir", "max_rows": max_rows, "rows": model.data_["rows"], "rows_read": rows_read,
         }
     if distributed.rank() == 0:
         model.save(output, force=force, inputs=(data,))

@@ -171,19 +171,21 @@ def train_flow(
     dequantization noise for every epoch after the first. `stop_requested` is polled every
     step (Ctrl-C, say): training then ends after a last validation, keeping the best weights.
 
-    Under torchrun, each rank trains on its shard of the rows with DistributedDataParallel and
-    a batch of `batch_size / ranks` rows, so that the global batch and steps per epoch are those
-    of one process; see `distributed`. Only rank 0 calls `on_epoch`.
+    Under torchrun, the rows are this rank's own: each rank trains on them with
+    DistributedDataParallel and a batch of `batch_size / ranks` rows, for as many steps per epoch
+    as the rank with the fewest rows can take, so that the global batch and the steps per epoch
+    are about those of one process; see `distributed`. Only rank 0 calls `on_epoch`.
     """
     device = distributed.start(resolve_device(settings.device))
     ranks = distributed.world_size()
     torch.manual_seed(settings.seed)
-    batch_size = settings.batch_size or default_batch_size(len(u_train))
+    train_counts, val_counts = distributed.gather_counts(len(u_train)), distributed.gather_counts(len(u_val))
+    batch_size = settings.batch_size or default_batch_size(sum(train_counts))
     check_memory(len(u_train) + len(u_val), config, batch_size, device)
     x_train = torch.as_tensor(u_train, dtype=torch.float32, device=device)
-    x_val = torch.as_tensor(u_val, dtype=torch.float32, device=device)[distributed.shard(torch.arange(len(u_val)), equal=False)]
+    x_val = torch.as_tensor(u_val, dtype=torch.float32, device=device)
     summary = TrainingSummary(
-        rows_train=len(u_train), rows_val=len(u_val), batch_size=batch_size,
+        rows_train=sum(train_counts), rows_val=sum(val_counts), batch_size=batch_size,
         lr=settings.lr, seed=settings.seed, device=str(device) if ranks == 1 else f"{ranks} × {device.type}",
     )
 
@@ -191,7 +193,7 @@ def train_flow(
     model = flow if ranks == 1 else torch.nn.parallel.DistributedDataParallel(flow)
     learning_rate = LearningRate(settings)
     optimizer = _adam(flow, settings.lr)
-    shuffle = torch.Generator().manual_seed(settings.seed)
+    shuffle = torch.Generator().manual_seed(settings.seed + distributed.rank())
     best_state = copy.deepcopy(flow.state_dict())
     summary.best_val_nll = _mean_nll(flow, x_val) + val_offset
     start = time.perf_counter()
@@ -208,7 +210,7 @@ def train_flow(
             x_train = torch.as_tensor(redraw(), dtype=torch.float32, device=device)
         flow.train()
         total, seen, stop = torch.zeros((), device=device), torch.zeros((), device=device), None
-        shuffled = distributed.shard(torch.randperm(len(x_train), generator=shuffle), equal=True)
+        shuffled = torch.randperm(len(x_train), generator=shuffle)[: min(train_counts)]  # equal steps on every rank
         for step, batch_rows in enumerate(shuffled.split(math.ceil(batch_size / ranks))):
             x = x_train[batch_rows.to(device)]
             optimizer.param_groups[0]["lr"] = learning_rate.at(time.perf_counter() - start)
