@@ -83,11 +83,8 @@ def _score_partition(frame: Any, bundle: BundleBytes, options: dict, partition_i
     source = f"partition {partition_info['number']}" if partition_info else "a partition"
     table = pa.Table.from_pandas(frame, preserve_index=False)
     scorer = RowScorer(_model(bundle), table.schema, source, **options)
-    scored, first_row = [], 0
-    for batch in table.to_batches(max_chunksize=BATCH_ROWS):  # the batches `flowcli score` takes
-        scored.append(scorer(batch, first_row=first_row))
-        first_row += batch.num_rows
-    result = pa.Table.from_batches(scored, schema=scorer.schema).to_pandas()
+    scored = scorer.score_batches(table.to_batches(max_chunksize=BATCH_ROWS))  # the batches `flowcli score` takes
+    result = pa.Table.from_batches(list(scored), schema=scorer.schema).to_pandas()
     result.index = frame.index
     return result if options["threshold"] is None else result[result[PERCENTILE_COLUMN] < options["threshold"]]
 

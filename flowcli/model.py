@@ -6,6 +6,7 @@ that scores ten rows does not pay torch's start-up.
 
 from __future__ import annotations
 
+import collections
 import datetime
 import hashlib
 import warnings
@@ -181,14 +182,19 @@ class TabularFlow(EstimatorConventions):
         """The schema of sampled rows: the model's columns with their types at fit."""
         return pa.schema([(column.name, column.output_type) for column in self.preprocessor_.columns])
 
-    def score_samples(self, data: Any, *, strict: bool = False, source: str = "data", first_row: int = 0) -> np.ndarray:
+    def score_samples(
+        self, data: Any, *, strict: bool = False, source: str = "data", first_row: int = 0,
+        unseen: collections.Counter | None = None,
+    ) -> np.ndarray:
         """log-likelihood of every row of `data`, shape (N,), in nats, in the columns' units.
 
         For continuous columns it is a log-density; discrete columns contribute a log-probability
         and so does the pattern of missing values, whose values are integrated out (see
         `encoders`). A category never seen at fit has probability zero: −inf, with a warning, or
-        a DataError when `strict`. Columns may come in any order and extra ones are ignored;
-        `first_row` offsets the row numbers in error messages when `data` is one batch of many.
+        a DataError when `strict`; a caller scoring many batches passes an `unseen` Counter,
+        which tallies them per column in place of the warning, and warns once with
+        `unseen_message`. Columns may come in any order and extra ones are ignored; `first_row`
+        offsets the row numbers in error messages when `data` is one batch of many.
         """
         self._require_fitted()
         width = getattr(self, "n_features_in_", None)  # unknown for a loaded bundle
@@ -197,12 +203,13 @@ class TabularFlow(EstimatorConventions):
                             "features as input (the width of the data at fit)")
         table = as_table(data)
         require_columns(table.schema.names, self.columns_, source=source)
-        unseen = self.preprocessor_.unseen(table, source=source)
-        if unseen:
-            counts = ", ".join(f"{name!r} ({count})" for name, count in unseen.items())
-            if strict:
-                raise DataError(f"{source}: values never seen at fit in column {counts}; they have probability zero")
-            warnings.warn(f"{source}: values never seen at fit score -inf, in column {counts}", FlowcliWarning, 2)
+        counts = self.preprocessor_.unseen(table, source=source)
+        if counts and strict:
+            raise DataError(f"{source}: values never seen at fit in column {_counted(counts)}; they have probability zero")
+        if counts and unseen is None:
+            warnings.warn(unseen_message(source, counts), FlowcliWarning, 2)
+        elif counts:
+            unseen.update(counts)
         exact = self.preprocessor_.is_exact(table)
 
         def score_rows(start: int, stop: int) -> np.ndarray:
@@ -357,6 +364,15 @@ class TabularFlow(EstimatorConventions):
 
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "_flow")  # set by fit and by load
+
+
+def unseen_message(source: str, counts: dict[str, int]) -> str:
+    """The warning for values never seen at fit, with their count per column."""
+    return f"{source}: values never seen at fit score -inf, in column {_counted(counts)}"
+
+
+def _counted(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name!r} ({count:,})" for name, count in counts.items())
 
 
 def _quantiles(scores: np.ndarray, points: int = 1001) -> list[float]:

@@ -6,7 +6,9 @@ Scoring and sampling stream in batches, so memory stays flat however long the in
 
 from __future__ import annotations
 
+import collections
 import shutil
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,9 +19,9 @@ import pyarrow.compute as pc
 
 from flowcli import distributed
 from flowcli.atomic import check_destination
-from flowcli.errors import DataError, OutputError
+from flowcli.errors import DataError, FlowcliWarning, OutputError
 from flowcli.io import iter_batches, read_table, table_format, write_batches
-from flowcli.model import TabularFlow
+from flowcli.model import TabularFlow, unseen_message
 from flowcli.reservoir import read_sample
 from flowcli.schema import require_columns
 from flowcli.shards import read_shard
@@ -128,12 +130,9 @@ def score_file(
                        explain=explain, strict=strict)
 
     def scored() -> Iterator[pa.RecordBatch]:
-        rows = 0
-        for batch in batches:
-            out = scorer(batch, first_row=rows)
-            rows += batch.num_rows
+        for out in scorer.score_batches(batches):
             if on_rows is not None:
-                on_rows(batch.num_rows)
+                on_rows(out.num_rows)
             yield out if threshold is None else out.filter(scorer.kept(out))
 
     results = scored() if top is None else least_likely(scored(), top)
@@ -159,6 +158,7 @@ class RowScorer:
     ):
         require_columns(schema.names, model.columns_, source=source)
         self.model, self.source, self.with_input, self.explain, self.strict = model, source, with_input, explain, strict
+        self.unseen: collections.Counter = collections.Counter()  # values never seen at fit, per column, so far
         self.threshold = threshold
         self.percentile = percentile or threshold is not None
         added = [pa.field(SCORE_COLUMN, pa.float64())]
@@ -178,7 +178,7 @@ class RowScorer:
     def __call__(self, batch: pa.RecordBatch, first_row: int = 0) -> pa.RecordBatch:
         """Every row of `batch`, scored; `first_row` numbers its rows in error messages."""
         model, source = self.model, self.source
-        scores = model.score_samples(batch, strict=self.strict, source=source, first_row=first_row)
+        scores = model.score_samples(batch, strict=self.strict, source=source, first_row=first_row, unseen=self.unseen)
         columns = [from_numpy(scores.astype(np.float64))]
         if self.percentile:
             columns.append(from_numpy(model.validation_percentile(scores).astype(np.float64)))
@@ -192,6 +192,16 @@ class RowScorer:
                 for name in batch.schema.names
             ]
         return pa.RecordBatch.from_arrays(columns, schema=self.schema)
+
+    def score_batches(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """Each batch scored, its rows numbered after the earlier batches' in error messages;
+        values never seen at fit are counted over all batches and warned of once, at the end."""
+        first_row = 0
+        for batch in batches:
+            yield self(batch, first_row=first_row)
+            first_row += batch.num_rows
+        if self.unseen:
+            warnings.warn(unseen_message(self.source, self.unseen), FlowcliWarning, 2)
 
     def kept(self, scored: pa.RecordBatch) -> pa.Array:
         """Which rows of a scored batch lie below the threshold percentile."""

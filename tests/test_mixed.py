@@ -215,3 +215,17 @@ def test_samples_are_rounded_as_the_data_was():
     np.testing.assert_allclose(samples["carat"], samples["carat"].round(2), atol=1e-12)
     np.testing.assert_allclose(samples["price"], samples["price"].round(1), atol=1e-12)
     assert (samples["carat"] > 0).all()  # rounding keeps a positive column positive
+
+
+def test_unseen_categories_over_many_batches_are_one_warning_with_the_total(mixed_model, tmp_path):
+    from flowcli.pipeline import score_file
+
+    table, model = mixed_model
+    rows = table.sample(5_000, replace=True, random_state=0, ignore_index=True)
+    rows.loc[[10, 2_500, 4_999], "segment"] = "platinum"  # in three different batches of 1,000
+    rows.to_csv(data := tmp_path / "rows.csv", index=False)
+    model.save(bundle := tmp_path / "model.flow")
+    with pytest.warns(FlowcliWarning) as record:
+        score_file(bundle, str(data), str(tmp_path / "scores.csv"), batch_rows=1_000)
+    messages = [str(warning.message) for warning in record if "never seen" in str(warning.message)]
+    assert messages == [f"{data}: values never seen at fit score -inf, in column 'segment' (3)"]
