@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # torch first, pinned: a loose torch requirement on a bare machine pulls a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test bench bench-scale bench-density bench-fidelity bench-anomaly clean
+.PHONY: install demo test bench bench-scale bench-density bench-fidelity bench-categorical bench-anomaly clean
 
 install: $(STAMP)
 
@@ -34,7 +34,7 @@ test: install
 BENCH_BIN := .venv-bench/bin
 BENCH_STAMP := .venv-bench/.installed
 
-bench: install bench-scale bench-density bench-fidelity bench-anomaly
+bench: install bench-scale bench-density bench-fidelity bench-categorical bench-anomaly
 	$(BIN)/python bench/foundation.py
 
 bench-scale: install
@@ -55,6 +55,9 @@ bench-density: $(BENCH_STAMP)
 
 bench-fidelity: $(BENCH_STAMP)
 	$(BENCH_BIN)/python bench/fidelity.py
+
+bench-categorical: $(BENCH_STAMP)
+	$(BENCH_BIN)/python bench/categorical.py
 
 bench-anomaly: $(BENCH_STAMP)
 	$(BENCH_BIN)/python bench/anomaly.py

@@ -100,6 +100,7 @@ class NumericColumn:
     origin: int = 0  # datetimes: the earliest tick at fit; days count from it, exactly
     span: int = 0  # datetimes: ticks from the earliest to the latest at fit
     decimals: int | None = None  # continuous: samples are rounded as the values at fit were
+    step: int = 0  # datetimes: the ticks between any two at fit are a multiple of it; samples keep to it
 
     @property
     def width(self) -> int:
@@ -117,10 +118,13 @@ class NumericColumn:
 
     @classmethod
     def fit(cls, values: pa.ChunkedArray, name: str, kind: str, source: str) -> NumericColumn:
-        origin = span = 0
+        origin = span = step = 0
         if kind == "datetime":
-            ticks, _ = datetime_ticks(values, None, name=name, source=source)
-            origin, span = int(ticks.min()), int(ticks.max() - ticks.min())
+            ticks, absent = datetime_ticks(values, None, name=name, source=source)
+            present = ticks[~absent]
+            if len(present):
+                origin, span = int(present.min()), int(present.max() - present.min())
+                step = int(np.gcd.reduce(present - origin))  # hourly readings: an hour; irregular times: one tick
         x = numeric_values(values, kind, name=name, source=source, origin=origin)
         missing = np.isnan(x)
         observed = x[~missing]
@@ -144,7 +148,7 @@ class NumericColumn:
         missing_rate = float(missing.mean()) if missing.any() else None
         dtype = "timestamp[us]" if kind == "datetime" and pa.types.is_string(values.type) else _plain_type(values)
         decimals = _decimals(observed) if kind == "continuous" else None
-        return cls(name, kind, dtype, mean, std, transform, low, high, missing_rate, discrete, origin, span, decimals)
+        return cls(name, kind, dtype, mean, std, transform, low, high, missing_rate, discrete, origin, span, decimals, step)
 
     def encode(self, values: pa.ChunkedArray | pa.Array, noise: np.ndarray, source: str, first_row: int):
         x = numeric_values(values, self.kind, name=self.name, source=source, first_row=first_row,
@@ -184,7 +188,10 @@ class NumericColumn:
         if self.missing_rate is not None:
             missing = Levels(np.array([1 - self.missing_rate, self.missing_rate])).decode(u[:, 1]) == 1
         if self.kind == "datetime":
-            offsets = np.clip(np.round(x * ticks_per_day(self.output_type)), 0, self.span).astype(np.int64)
+            offsets = np.round(x * ticks_per_day(self.output_type))
+            if self.step > 1:
+                offsets = np.round(offsets / self.step) * self.step
+            offsets = np.clip(offsets, 0, self.span).astype(np.int64)
             return pa.array(self.origin + offsets, mask=missing).cast(pa.int32() if pa.types.is_date(self.output_type) else pa.int64()).cast(self.output_type)
         return to_arrow(x, self.output_type, missing)
 
@@ -193,7 +200,7 @@ class NumericColumn:
             "name": self.name, "kind": self.kind, "dtype": self.dtype, "mean": self.mean, "std": self.std,
             "transform": self.transform, "low": _json_float(self.low), "high": _json_float(self.high),
             "missing_rate": self.missing_rate, "discrete": self.discrete, "origin": self.origin, "span": self.span,
-            "decimals": self.decimals,
+            "decimals": self.decimals, "step": self.step,
         }
 
     @classmethod
@@ -203,7 +210,7 @@ class NumericColumn:
             str(data.get("transform", "identity")), float(data.get("low", -math.inf)),
             float(data.get("high", math.inf)), _optional_rate(data.get("missing_rate")), bool(data.get("discrete", False)),
             int(data.get("origin", 0)), int(data.get("span", 0)),
-            None if data.get("decimals") is None else int(data["decimals"]),
+            None if data.get("decimals") is None else int(data["decimals"]), int(data.get("step", 0)),
         )
         column.output_type  # a dtype that names no arrow type is an error here, not at scoring time
         if column.transform not in ("identity", "log", "logit") or not (math.isfinite(column.mean) and _MIN_STD <= column.std < math.inf):

@@ -229,3 +229,19 @@ def test_unseen_categories_over_many_batches_are_one_warning_with_the_total(mixe
         score_file(bundle, str(data), str(tmp_path / "scores.csv"), batch_rows=1_000)
     messages = [str(warning.message) for warning in record if "never seen" in str(warning.message)]
     assert messages == [f"{data}: values never seen at fit score -inf, in column 'segment' (3)"]
+
+
+@pytest.mark.parametrize("step, irregular", [(pd.Timedelta(hours=1), False), (pd.Timedelta(minutes=15), False),
+                                             (pd.Timedelta(hours=1), True)])
+def test_sampled_datetimes_keep_the_grid_seen_at_fit(step, irregular):
+    """Hourly readings sample on the hour (a classifier would spot 13:37:21 at once); times off
+    any grid stay continuous. Nulls do not move the origin of the grid."""
+    rng = np.random.default_rng(0)
+    when = pd.Timestamp("2024-03-01 00:00") + step * rng.integers(0, 2_000, 600)
+    if irregular:
+        when = when + pd.to_timedelta(rng.uniform(0, 3600, 600), unit="s")
+    table = pd.DataFrame({"when": pd.Series(when).where(rng.random(600) > 0.1), "x": rng.normal(size=600)})
+    samples = TabularFlow(epochs=3, layers=2, hidden=8, seed=0).fit(table).sample(2_000, seed=1)["when"].dropna()
+    on_grid = ((samples - table["when"].min()) % step == pd.Timedelta(0)).mean()
+    assert on_grid < 0.05 if irregular else on_grid == 1.0
+    assert samples.min() >= table["when"].min() and samples.max() <= table["when"].max()
