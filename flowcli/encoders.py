@@ -27,7 +27,8 @@ import pyarrow.compute as pc
 
 from flowcli.errors import DataError
 from flowcli.values import (
-    arrow_type, as_numpy, datetime_ticks, missing_mask, numeric_values, plain_values, ticks_per_day, to_arrow,
+    arrow_type, as_numpy, datetime_text_type, datetime_ticks, missing_mask, numeric_values, plain_values, ticks_per_day,
+    to_arrow,
 )
 
 MAX_LEVELS = 1_000  # beyond this, rare levels share one "other" level
@@ -146,7 +147,8 @@ class NumericColumn:
         mean, spread = float(np.mean(t / scale) * scale), float(np.std(t / scale) * scale)
         std = max(spread, _MIN_STD) if spread > 0 else 1.0  # a constant (forced continuous) keeps scale 1
         missing_rate = float(missing.mean()) if missing.any() else None
-        dtype = "timestamp[us]" if kind == "datetime" and pa.types.is_string(values.type) else _plain_type(values)
+        text_dates = kind == "datetime" and (pa.types.is_string(values.type) or pa.types.is_large_string(values.type))
+        dtype = str(datetime_text_type(values) or pa.timestamp("us")) if text_dates else _plain_type(values)
         decimals = _decimals(observed) if kind == "continuous" else None
         return cls(name, kind, dtype, mean, std, transform, low, high, missing_rate, discrete, origin, span, decimals, step)
 
@@ -178,7 +180,7 @@ class NumericColumn:
         if self.discrete:
             x = np.floor(x)
         if self.decimals is not None:
-            x = np.round(x, self.decimals)
+            x = np.round(x, self.decimals) + 0.0  # + 0.0: a value rounded from below zero to zero writes as 0, not -0
             if self.transform == "log":  # rounding must not reach zero: keep to the grid's first step
                 x = np.maximum(x, 10.0 ** -self.decimals)
         # A latent draw deep in the normal's tail can map far past anything seen (1e300 through a

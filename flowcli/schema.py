@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flowcli.errors import DataError
-from flowcli.values import NUMBER, first_non_number, is_number_type, mostly_numbers, plain_values
+from flowcli.values import NUMBER, datetime_text_type, first_non_number, is_number_type, mostly_numbers, plain_values
 
 KINDS = ("continuous", "integer", "categorical", "boolean", "datetime")
 FEW_LEVELS = 10  # a numeric column with at most this many distinct values is categorical
@@ -102,6 +102,8 @@ def infer_kind(values: pa.ChunkedArray, name: str, source: str) -> tuple[str | N
                     f"{number + 1} and {bad[1]!r} in row {bad[0] + 1}); fix the text or pass --categorical {name}"
                 )
             return "continuous", None
+        if datetime_text_type(values) is not None:  # ISO 8601 text, as pandas leaves it
+            return "datetime", None
         distinct = pc.count_distinct(values).as_py()
         if distinct == present and present >= _ID_MIN_ROWS:
             return None, "looks like an identifier (every value is distinct)"

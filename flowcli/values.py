@@ -83,6 +83,8 @@ def numeric_values(
     if pa.types.is_dictionary(values.type):
         values = plain_values(values)
     if kind == "datetime":
+        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+            values = parse_datetimes(values, name, source, first_row)  # so that the unit below is the times'
         ticks, missing = datetime_ticks(values, output_type, name=name, source=source, first_row=first_row)
         return np.where(missing, np.nan, (ticks - origin) / ticks_per_day(output_type or _datetime_type(values)))
     if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
@@ -144,24 +146,39 @@ def ticks_per_day(target: pa.DataType) -> int:
     return 1 if pa.types.is_date(target) else _DAY_UNITS[target.unit]
 
 
+def datetime_text_type(values: pa.ChunkedArray | pa.Array) -> pa.DataType | None:
+    """The timestamp type that every value of ISO 8601 text parses to: naive, or UTC when the
+    text names its zone ('Z', '+01:00'); None when some value is not such text."""
+    values = _blanks_as_nulls(values)
+    for target in (pa.timestamp("us"), pa.timestamp("us", tz="UTC")):
+        try:
+            pc.cast(values, target)
+            return target
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+    return None
+
+
 def parse_datetimes(values: pa.ChunkedArray | pa.Array, name: str, source: str, first_row: int) -> pa.Array:
     """ISO 8601 text to timestamps; a value that is not one fails with its row (1-based)."""
-    values = pc.if_else(pc.equal(pc.utf8_trim_whitespace(values), ""), pa.scalar(None, values.type), values)
-    try:
-        return pc.cast(values, pa.timestamp("us"))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        pass
+    values = _blanks_as_nulls(values)
+    target = datetime_text_type(values)
+    if target is not None:
+        return pc.cast(values, target)
     for row, text in enumerate(values.to_pylist()):
         if text is None:
             continue
-        try:
-            pc.cast(pa.array([text]), pa.timestamp("us"))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        if datetime_text_type(pa.array([text])) is None:
             raise DataError(
                 f"{source}: column {name!r} holds {text!r} in row {first_row + row + 1}, which is not a date or time "
                 "(write it as ISO 8601, e.g. 2024-05-31 or 2024-05-31T12:00:00)"
-            ) from None
-    raise DataError(f"{source}: column {name!r} cannot be read as dates or times")
+            )
+    raise DataError(f"{source}: column {name!r} mixes times that name their zone ('Z', '+01:00') with times "
+                    "that do not; write them all one way")
+
+
+def _blanks_as_nulls(values: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    return pc.if_else(pc.equal(pc.utf8_trim_whitespace(values), ""), pa.scalar(None, values.type), values)
 
 
 def to_arrow(x: np.ndarray, target: pa.DataType, missing: np.ndarray | None) -> pa.Array:

