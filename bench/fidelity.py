@@ -100,6 +100,10 @@ def detection_auc(real: pd.DataFrame, synthetic: pd.DataFrame) -> float:
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.model_selection import cross_val_score
 
+    real = real.copy()
+    for name in real:  # text dates read as the sampled datetimes are: compare times, not their formats
+        if pd.api.types.is_datetime64_any_dtype(synthetic[name]) and not pd.api.types.is_datetime64_any_dtype(real[name]):
+            real[name] = pd.to_datetime(real[name], utc=synthetic[name].dt.tz is not None)
     both = pd.concat([real, synthetic[real.columns]], ignore_index=True)
     features = pd.DataFrame({name: _as_number(both[name]) for name in both})
     labels = np.r_[np.zeros(len(real)), np.ones(len(synthetic))]
@@ -124,8 +128,8 @@ def validity(real: pd.DataFrame, synthetic: pd.DataFrame) -> dict[str, float]:
 
 
 def _as_number(values: pd.Series) -> pd.Series:
-    if pd.api.types.is_datetime64_any_dtype(values):
-        return values.astype("int64").where(values.notna()).astype(float)
+    if pd.api.types.is_datetime64_any_dtype(values):  # in one unit: flowcli's samples are in µs, pandas' text parses to ns
+        return values.dt.as_unit("ns").astype("int64").where(values.notna()).astype(float)
     if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
         return pd.to_numeric(values.astype("float64"), errors="coerce")
     return values.astype(str).astype("category").cat.codes.astype(float)
