@@ -38,7 +38,7 @@ _CSV_PARSE = pa_csv.ParseOptions(newlines_in_values=True)
 # columns not given (as pyarrow's own reader does with its 1 MiB blocks). Larger pieces were no
 # faster to score and left the allocator holding more: after 2,000,000 rows, +55 MiB with
 # 4 MiB pieces, +7 MiB with 1 MiB ones.
-_CSV_PIECE_BYTES = 1 << 20
+CSV_PIECE_BYTES = 1 << 20
 _RAGGED = re.compile(r"Expected (\d+) columns, got (\d+)")
 
 
@@ -94,14 +94,16 @@ def iter_batches(
     column_types: dict[str, pa.DataType] | None = None,
     text: bool = False,
     row_groups: list[int] | None = None,
+    csv_share: tuple[int, int] | None = None,
 ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     """Open a table for streaming: its schema, and its rows in batches of at most `batch_rows`,
     read and parsed a few batches ahead in a background thread.
 
     CSV columns named in `column_types` are read as those types (empty cells as nulls); the
-    others as text with `text`, else as the first rows suggest. Parquet keeps its own types,
-    reads only `row_groups` when given, and from stdin it is read whole, since the format needs
-    to seek.
+    others as text with `text`, else as the first rows suggest; `csv_share` = (r, R) parses
+    only the pieces r, r + R, ... of the file (see `_iter_csv`), whose rows' numbers in error
+    messages then count from the share's start. Parquet keeps its own types, reads only
+    `row_groups` when given, and from stdin it is read whole, since the format needs to seek.
     """
     with _arrow_errors(source):
         if table_format(source, format) == "parquet":
@@ -109,7 +111,7 @@ def iter_batches(
             parquet.schema_arrow.names  # decodes the names inside the guard
             schema, batches = parquet.schema_arrow, parquet.iter_batches(batch_size=batch_rows, row_groups=row_groups)
         else:
-            schema, batches = _iter_csv(source, column_types or {}, text)
+            schema, batches = _iter_csv(source, column_types or {}, text, csv_share or (0, 1))
     return schema, _guarded(source, read_ahead(_rebatched(batches, batch_rows)))
 
 
@@ -199,11 +201,14 @@ def _check_readable(source: str) -> None:
         raise DataError(f"{source}: the file is empty; give a table with a header row and data rows")
 
 
-def _iter_csv(source: str, column_types: dict[str, pa.DataType], text: bool) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-    """A CSV from a path or '-', cut at row ends into pieces of about `_CSV_PIECE_BYTES` that are
+def _iter_csv(
+    source: str, column_types: dict[str, pa.DataType], text: bool, share: tuple[int, int]
+) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """A CSV from a path or '-', cut at row ends into pieces of about `CSV_PIECE_BYTES` that are
     parsed one by one: memory stays at a few pieces however long the file (pyarrow's own
     streaming reader reads 32 blocks ahead), and a word in a numeric column is found by its row,
-    even on stdin. The first piece fixes the types that `column_types` leaves open."""
+    even on stdin. The first piece fixes the types that `column_types` leaves open. With
+    `share` = (r, R), only pieces r, r + R, ... are parsed (the first piece counting as 0)."""
     if source == "-":
         stream = sys.stdin.buffer
     else:
@@ -222,12 +227,15 @@ def _iter_csv(source: str, column_types: dict[str, pa.DataType], text: bool) -> 
     types = dict(zip(head.schema.names, head.schema.types))
 
     def batches() -> Iterator[pa.RecordBatch]:
-        rows = head.num_rows
-        yield from head.to_batches()
-        for piece in pieces:
-            table = _parse_piece(piece, header, types, source, first_row=rows)
-            rows += table.num_rows
-            yield from table.to_batches()
+        rank, ranks = share
+        rows = head.num_rows if rank == 0 else 0
+        if rank == 0:
+            yield from head.to_batches()
+        for index, piece in enumerate(pieces, 1):
+            if index % ranks == rank:  # the other pieces are cut at their row ends, never parsed
+                table = _parse_piece(piece, header, types, source, first_row=rows)
+                rows += table.num_rows
+                yield from table.to_batches()
 
     return head.schema, batches()
 
@@ -259,9 +267,9 @@ def _parse_text(piece: bytes, names: list[str] | None, types: dict[str, pa.DataT
 
 
 def _whole_rows(stream) -> Iterator[bytes]:
-    """The bytes of `stream` in pieces of about `_CSV_PIECE_BYTES`, each ending where a row ends."""
+    """The bytes of `stream` in pieces of about `CSV_PIECE_BYTES`, each ending where a row ends."""
     pending = b""
-    while data := stream.read(_CSV_PIECE_BYTES):
+    while data := stream.read(CSV_PIECE_BYTES):
         pending += data
         end = _last_row_end(pending)
         if end:

@@ -1,8 +1,10 @@
 """One table across torchrun ranks: each rank keeps its own share of the rows, and all ranks fit
 the same preprocessing on rows gathered from every share. No torch here (`distributed` has it).
 
-A Parquet file with at least as many row groups as ranks gives rank r the groups r, r + R, ...;
-otherwise (and for CSV, which cannot be cut without reading it) row i goes to rank i mod R.
+A Parquet file with at least as many row groups as ranks gives rank r the groups r, r + R, ...,
+and a CSV file of at least `PIECES_PER_RANK` pieces (1 MiB each) per rank the pieces r, r + R,
+...: each rank reads the bytes to find where rows end, but parses only its own pieces. Other
+tables (stdin, small files) go row by row: row i to rank i mod R.
 The preprocessing (kinds, scales, supports and levels) is fit on a uniform sample of up to
 `SAMPLE_ROWS` rows, drawn from each share in proportion to its size, plus each share's support
 rows: for every column, the rows with its least and greatest value and the first row of each
@@ -13,6 +15,7 @@ what the preprocessing has seen. They add at most R × (2 + MAX_LEVELS) rows per
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 
 import numpy as np
@@ -22,10 +25,11 @@ import pyarrow.ipc
 
 from flowcli import distributed
 from flowcli.encoders import MAX_LEVELS
-from flowcli.io import infer_csv_types, iter_batches, parquet_row_groups, table_format
+from flowcli.io import CSV_PIECE_BYTES, infer_csv_types, iter_batches, parquet_row_groups, table_format
 from flowcli.reservoir import reservoir_sample
 
 SAMPLE_ROWS = 100_000
+PIECES_PER_RANK = 4  # below this, shares of whole pieces would be too uneven: rows are dealt instead
 _BATCH_ROWS = 65_536
 
 
@@ -37,9 +41,12 @@ def read_shard(source: str, format: str | None = None, *, max_rows: int | None =
     rank, ranks = distributed.rank(), distributed.world_size()
     csv = table_format(source, format) == "csv"
     groups = None if csv else parquet_row_groups(source)
-    own_groups = list(range(rank, groups, ranks)) if groups is not None and groups >= ranks else None
-    schema, batches = iter_batches(source, format, batch_rows=_BATCH_ROWS, text=True, row_groups=own_groups)
-    if own_groups is None:
+    by_groups = groups is not None and groups >= ranks
+    by_pieces = csv and source != "-" and os.path.getsize(source) >= ranks * PIECES_PER_RANK * CSV_PIECE_BYTES
+    schema, batches = iter_batches(source, format, batch_rows=_BATCH_ROWS, text=True,
+                                   row_groups=list(range(rank, groups, ranks)) if by_groups else None,
+                                   csv_share=(rank, ranks) if by_pieces else None)
+    if not (by_groups or by_pieces):
         batches = _every_nth_row(batches, rank, ranks)
     if max_rows is None:
         table, rows = pa.Table.from_batches(list(batches), schema=schema), None

@@ -66,13 +66,14 @@ distributed.stop()
 """
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
-def test_each_rank_reads_its_own_share_and_all_share_the_preprocessing_rows(tmp_path, suffix):
-    """CSV goes to the ranks row by row; Parquet with enough row groups by row group. The rows
-    the preprocessing is fit on are the same on both ranks and hold every column's extremes."""
+@pytest.mark.parametrize("suffix, rows", [(".csv", 4_000), (".csv", 400_000), (".parquet", 4_000)])
+def test_each_rank_reads_its_own_share_and_all_share_the_preprocessing_rows(tmp_path, suffix, rows):
+    """A small CSV goes to the ranks row by row, a large one (16 MiB) by pieces that only their
+    rank parses; Parquet with enough row groups by row group. The rows the preprocessing is fit
+    on are the same on both ranks and hold every column's extremes and levels."""
     rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"x": rng.standard_normal(4000), "n": rng.integers(0, 50, 4000),
-                          "level": rng.choice(["a", "b", "c"], 4000, p=[0.98, 0.015, 0.005])})
+    frame = pd.DataFrame({"x": rng.standard_normal(rows), "n": rng.integers(0, 50, rows),
+                          "level": rng.choice(["a", "b", "c"], rows, p=[0.98, 0.015, 0.005])})
     data = tmp_path / f"table{suffix}"
     frame.to_csv(data, index=False) if suffix == ".csv" else frame.to_parquet(data, row_group_size=500, index=False)
     script = tmp_path / "shard.py"
@@ -81,7 +82,11 @@ def test_each_rank_reads_its_own_share_and_all_share_the_preprocessing_rows(tmp_
     result = subprocess.run([*TORCHRUN, str(script), str(data), str(tmp_path)], capture_output=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr.decode()
     own = [pd.read_parquet(tmp_path / f"own{rank}.parquet") for rank in (0, 1)]
-    assert [len(part) for part in own] == [2000, 2000]
+    if rows == 4_000:
+        assert [len(part) for part in own] == [2_000, 2_000]
+    else:  # about 19 pieces of 1 MiB, dealt in turn
+        assert all(abs(len(part) - rows / 2) < 0.1 * rows for part in own), [len(part) for part in own]
+        pd.testing.assert_frame_equal(own[0].head(1_000), frame.head(1_000), check_dtype=False)
     both = pd.concat(own).sort_values(["x", "n"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(both, frame.sort_values(["x", "n"]).reset_index(drop=True), check_dtype=False)
     if suffix == ".parquet":  # whole row groups: rank 0 has groups 0, 2, 4, 6
