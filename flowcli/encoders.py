@@ -33,6 +33,7 @@ from flowcli.values import (
 
 MAX_LEVELS = 1_000  # beyond this, rare levels share one "other" level
 MAX_RARE_KEPT = 1_000  # rare values kept in the bundle to sample "other" from
+MAX_SEEN, MIN_REPEATS = 1_000, 10  # a continuous column of at most so many values, each seen this often on average, samples only them
 _MIN_STD = 1e-300  # a narrower spread is treated as this one, so 1 / std stays finite
 _FLOAT_MAX = np.finfo(np.float64).max
 _LOGIT_MARGIN = 1e-3  # [0, 1] maps into (−margin, 1 + margin) before the logit, so 0 and 1 stay finite
@@ -102,6 +103,7 @@ class NumericColumn:
     span: int = 0  # datetimes: ticks from the earliest to the latest at fit
     decimals: int | None = None  # continuous: samples are rounded as the values at fit were
     step: int = 0  # datetimes: the ticks between any two at fit are a multiple of it; samples keep to it
+    seen: tuple[float, ...] | None = None  # continuous: its few values at fit, each repeated; samples take the nearest
 
     @property
     def width(self) -> int:
@@ -150,7 +152,11 @@ class NumericColumn:
         text_dates = kind == "datetime" and (pa.types.is_string(values.type) or pa.types.is_large_string(values.type))
         dtype = str(datetime_text_type(values) or pa.timestamp("us")) if text_dates else _plain_type(values)
         decimals = _decimals(observed) if kind == "continuous" else None
-        return cls(name, kind, dtype, mean, std, transform, low, high, missing_rate, discrete, origin, span, decimals, step)
+        distinct = np.unique(observed) if kind == "continuous" else observed[:0]
+        # Few values, each seen many times: a measuring grid (wind in knots shown in mph, degrees
+        # in tens), which decimals alone do not keep and which a classifier spots at once.
+        seen = tuple(distinct.tolist()) if 0 < len(distinct) <= MAX_SEEN and len(observed) >= MIN_REPEATS * len(distinct) else None
+        return cls(name, kind, dtype, mean, std, transform, low, high, missing_rate, discrete, origin, span, decimals, step, seen)
 
     def encode(self, values: pa.ChunkedArray | pa.Array, noise: np.ndarray, source: str, first_row: int):
         x = numeric_values(values, self.kind, name=self.name, source=source, first_row=first_row,
@@ -186,6 +192,8 @@ class NumericColumn:
         # A latent draw deep in the normal's tail can map far past anything seen (1e300 through a
         # log); samples stay within the range seen at fit, as SDV's synthesizers keep them.
         x = np.clip(x, self.low, self.high)
+        if self.seen is not None:
+            x = _nearest(np.asarray(self.seen), x)
         missing = None
         if self.missing_rate is not None:
             missing = Levels(np.array([1 - self.missing_rate, self.missing_rate])).decode(u[:, 1]) == 1
@@ -202,7 +210,7 @@ class NumericColumn:
             "name": self.name, "kind": self.kind, "dtype": self.dtype, "mean": self.mean, "std": self.std,
             "transform": self.transform, "low": _json_float(self.low), "high": _json_float(self.high),
             "missing_rate": self.missing_rate, "discrete": self.discrete, "origin": self.origin, "span": self.span,
-            "decimals": self.decimals, "step": self.step,
+            "decimals": self.decimals, "step": self.step, "seen": None if self.seen is None else list(self.seen),
         }
 
     @classmethod
@@ -213,8 +221,12 @@ class NumericColumn:
             float(data.get("high", math.inf)), _optional_rate(data.get("missing_rate")), bool(data.get("discrete", False)),
             int(data.get("origin", 0)), int(data.get("span", 0)),
             None if data.get("decimals") is None else int(data["decimals"]), int(data.get("step", 0)),
+            None if data.get("seen") is None else tuple(float(value) for value in data["seen"]),
         )
         column.output_type  # a dtype that names no arrow type is an error here, not at scoring time
+        if column.seen is not None and not (0 < len(column.seen) <= MAX_SEEN and np.all(np.isfinite(column.seen))
+                                            and np.all(np.diff(column.seen) > 0)):
+            raise ValueError(f"column {column.name!r} has an invalid set of values seen at fit")
         if column.transform not in ("identity", "log", "logit") or not (math.isfinite(column.mean) and _MIN_STD <= column.std < math.inf):
             raise ValueError(f"column {column.name!r} has an invalid standardization ({column.transform}, mean {column.mean}, std {column.std})")
         return column
@@ -352,6 +364,13 @@ def fit_encoder(values: pa.ChunkedArray, name: str, kind: str, source: str) -> N
     if kind in ("categorical", "boolean"):
         return CategoricalColumn.fit(values, name, kind, source)
     return NumericColumn.fit(values, name, kind, source)
+
+
+def _nearest(values: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """For each x, the nearest of the increasing `values`."""
+    right = np.clip(np.searchsorted(values, x), 1, len(values) - 1) if len(values) > 1 else np.zeros(len(x), int)
+    left = np.maximum(right - 1, 0)
+    return np.where(np.abs(x - values[left]) <= np.abs(values[right] - x), values[left], values[right])
 
 
 def _decimals(x: np.ndarray, most: int = 6) -> int | None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -265,3 +267,18 @@ def test_sampled_numbers_rounded_to_zero_are_not_negative_zero():
                           "x": rng.normal(size=2_000)})
     samples = TabularFlow(epochs=2, layers=2, hidden=8, seed=0).fit(table).sample(2_000, seed=0)
     assert not np.signbit(samples["precip"][samples["precip"] == 0]).any()
+
+
+def test_a_continuous_column_of_few_repeated_values_samples_only_them():
+    """Wind speeds in knots shown in mph (a lattice of 1.15078) and directions in tens of
+    degrees: rounding to decimals cannot keep them, and a classifier spots any other value."""
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"wind_speed": np.round(1.15078 * rng.poisson(8, 3_000), 5),
+                          "wind_dir": 10.0 * rng.integers(0, 37, 3_000), "x": rng.normal(size=3_000)})
+    model = TabularFlow(epochs=3, layers=2, hidden=8, seed=0).fit(table)
+    samples = model.sample(2_000, seed=0)
+    for name in ("wind_speed", "wind_dir"):
+        assert samples[name].isin(set(table[name])).all(), name
+    assert samples["x"].isin(set(table["x"])).mean() < 0.01  # all-distinct values stay continuous (but for the clipped extremes)
+    np.testing.assert_array_equal(TabularFlow.load(model.save(Path(tempfile.mkdtemp()) / "m.flow")).sample(50, seed=1),
+                                  model.sample(50, seed=1))
