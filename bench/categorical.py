@@ -34,7 +34,7 @@ from fidelity import ROWS, detection_auc, load_tables
 from readme_table import replace_in_readme
 
 from flowcli import TabularFlow
-from flowcli.encoders import Levels
+from flowcli.normal import Levels
 
 SPAN = 4.0  # equal-width slices cover [-2, 2]
 

@@ -26,8 +26,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flowcli.errors import DataError
+from flowcli.normal import Levels, integrated_out
+from flowcli.transforms import decimal_places, forward_transform, inverse_transform, nearest_within
 from flowcli.values import (
-    arrow_type, as_numpy, datetime_text_type, datetime_ticks, missing_mask, numeric_values, plain_values, ticks_per_day,
+    arrow_type,
+    as_numpy,
+    datetime_text_type,
+    datetime_ticks,
+    missing_mask,
+    numeric_values,
+    plain_values,
+    ticks_per_day,
     to_arrow,
 )
 
@@ -36,49 +45,6 @@ MAX_RARE_KEPT = 1_000  # rare values kept in the bundle to sample "other" from
 MAX_SEEN, MIN_REPEATS = 1_000, 10  # a continuous column of at most so many values, each seen this often on average, samples only them
 _MIN_STD = 1e-300  # a narrower spread is treated as this one, so 1 / std stays finite
 _FLOAT_MAX = np.finfo(np.float64).max
-_LOGIT_MARGIN = 1e-3  # [0, 1] maps into (−margin, 1 + margin) before the logit, so 0 and 1 stay finite
-
-
-def _ndtri(c: np.ndarray) -> np.ndarray:
-    from scipy.special import ndtri  # imported only for tables that need it
-
-    return ndtri(np.clip(c, 1e-300, 1 - 1e-16))
-
-
-def _ndtr(g: np.ndarray) -> np.ndarray:
-    from scipy.special import ndtr
-
-    return ndtr(g)
-
-
-def _normal_log_pdf(g: np.ndarray) -> np.ndarray:
-    return -0.5 * g * g - 0.5 * math.log(2 * math.pi)
-
-
-@dataclass(frozen=True)
-class Levels:
-    """Probabilities of a finite set of levels, mapped to one standard-normal feature."""
-
-    probabilities: np.ndarray  # (K,), sums to 1
-
-    @property
-    def _starts(self) -> np.ndarray:
-        return np.concatenate([[0.0], np.cumsum(self.probabilities)[:-1]])
-
-    def encode(self, index: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Level indices (N,), −1 where unseen (log-weight −inf), and noise (N,) → (g, log-weight)."""
-        seen = index >= 0
-        k = np.where(seen, index, 0)
-        f = self.probabilities[k]
-        g = _ndtri(self._starts[k] + f * w)
-        with np.errstate(divide="ignore"):
-            log_weight = np.where(seen, np.log(f), -np.inf) - _normal_log_pdf(g)
-        return g, log_weight
-
-    def decode(self, g: np.ndarray) -> np.ndarray:
-        """Feature (N,) → level indices (N,)."""
-        index = np.searchsorted(np.cumsum(self.probabilities), _ndtr(g), side="right")
-        return np.minimum(index, len(self.probabilities) - 1)
 
 
 @dataclass(frozen=True)
@@ -144,14 +110,14 @@ class NumericColumn:
             transform = "log"
         else:
             transform = "identity"
-        t, _ = _forward_transform(transform, observed)
+        t, _ = forward_transform(transform, observed)
         scale = float(np.max(np.abs(t))) or 1.0  # divide first, so that squares of 1e200 do not overflow
         mean, spread = float(np.mean(t / scale) * scale), float(np.std(t / scale) * scale)
         std = max(spread, _MIN_STD) if spread > 0 else 1.0  # a constant (forced continuous) keeps scale 1
         missing_rate = float(missing.mean()) if missing.any() else None
         text_dates = kind == "datetime" and (pa.types.is_string(values.type) or pa.types.is_large_string(values.type))
         dtype = str(datetime_text_type(values) or pa.timestamp("us")) if text_dates else _plain_type(values)
-        decimals = _decimals(observed) if kind == "continuous" else None
+        decimals = decimal_places(observed) if kind == "continuous" else None
         distinct = np.unique(observed) if kind == "continuous" else observed[:0]
         # Few values, each seen many times: a measuring grid (wind in knots shown in mph, degrees
         # in tens), which decimals alone do not keep and which a classifier spots at once.
@@ -165,13 +131,12 @@ class NumericColumn:
         w = noise[:, 0]
         v = np.where(missing, 0.5, x + w if self.discrete else x)
         with np.errstate(divide="ignore", invalid="ignore"):
-            t, log_jacobian = _forward_transform(self.transform, v)
+            t, log_jacobian = forward_transform(self.transform, v)
         outside = ~np.isfinite(t) & ~missing  # outside the support seen at fit: density zero
         u = np.where(outside, 0.0, t / self.std - self.mean / self.std)  # divided first: no overflow near ±1.8e308
         log_weight = np.where(outside, -np.inf, log_jacobian - math.log(self.std))
         if missing.any():
-            imputed = _ndtri(w[missing])
-            u[missing], log_weight[missing] = imputed, -_normal_log_pdf(imputed)
+            u[missing], log_weight[missing] = integrated_out(w[missing])
         if self.missing_rate is None:
             return u[:, None], log_weight
         g, indicator_weight = Levels(np.array([1 - self.missing_rate, self.missing_rate])).encode(
@@ -182,7 +147,7 @@ class NumericColumn:
     def decode(self, u: np.ndarray, rng: np.random.Generator) -> pa.Array:
         with np.errstate(over="ignore"):
             t = np.nan_to_num(u[:, 0] * self.std + self.mean, posinf=_FLOAT_MAX, neginf=-_FLOAT_MAX)
-        x = _inverse_transform(self.transform, t)
+        x = inverse_transform(self.transform, t)
         if self.discrete:
             x = np.floor(x)
         if self.decimals is not None:
@@ -193,7 +158,7 @@ class NumericColumn:
         # log); samples stay within the range seen at fit, as SDV's synthesizers keep them.
         x = np.clip(x, self.low, self.high)
         if self.seen is not None:
-            x = _nearest_within(np.asarray(self.seen), x)
+            x = nearest_within(np.asarray(self.seen), x)
         missing = None
         if self.missing_rate is not None:
             missing = Levels(np.array([1 - self.missing_rate, self.missing_rate])).decode(u[:, 1]) == 1
@@ -302,8 +267,7 @@ class CategoricalColumn:
         g, log_weight = Levels(np.asarray(self.probabilities)).encode(np.where(missing, 0, index), noise[:, 0])
         if self._other is not None:
             log_weight = np.where(index == self._other, log_weight - math.log(self.rare_count), log_weight)
-        g[missing] = _ndtri(noise[missing, 0])
-        log_weight[missing] = -_normal_log_pdf(g[missing])
+        g[missing], log_weight[missing] = integrated_out(noise[missing, 0])
         return g[:, None], log_weight
 
     def unseen(self, values: pa.ChunkedArray | pa.Array, source: str) -> int:
@@ -346,8 +310,8 @@ def auxiliary_features(noise: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     A flow of one feature is a single affine map, so a one-column table gets one auxiliary
     feature that is integrated out like a missing value: p(x) = E_a[p(x, a) / φ(a)].
     """
-    a = _ndtri(noise)
-    return a, -_normal_log_pdf(a).sum(axis=1)
+    a, log_weight = integrated_out(noise)
+    return a, log_weight.sum(axis=1)
 
 
 def encoder_from_json(data: dict) -> NumericColumn | CategoricalColumn:
@@ -364,49 +328,6 @@ def fit_encoder(values: pa.ChunkedArray, name: str, kind: str, source: str) -> N
     if kind in ("categorical", "boolean"):
         return CategoricalColumn.fit(values, name, kind, source)
     return NumericColumn.fit(values, name, kind, source)
-
-
-def _nearest_within(values: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Each x moved to the nearest of the increasing `values` when that is at most their median
-    gap away: the grid is kept where the values are dense, and sparse tails stay continuous."""
-    if len(values) == 1:
-        return np.full_like(x, values[0])
-    right = np.clip(np.searchsorted(values, x), 1, len(values) - 1)
-    left, gap = right - 1, float(np.median(np.diff(values)))
-    nearest = np.where(np.abs(x - values[left]) <= np.abs(values[right] - x), values[left], values[right])
-    return np.where(np.abs(nearest - x) <= gap, nearest, x)
-
-
-def _decimals(x: np.ndarray, most: int = 6) -> int | None:
-    """The fewest decimal places (up to `most`) that write every value of x exactly, or None."""
-    for places in range(most + 1):
-        with np.errstate(over="ignore", invalid="ignore"):  # near float's limit scaling overflows: not decimal
-            scaled = x * 10.0**places
-            residue = np.abs(scaled - np.round(scaled))
-        # Within float rounding error of a whole number of the last place (1e-7 is not 0 places).
-        if np.all(residue <= 16 * np.finfo(float).eps * np.maximum(1.0, np.abs(scaled))):
-            return places
-    return None
-
-
-def _forward_transform(transform: str, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """t = T(v) and log|T'(v)|."""
-    if transform == "log":
-        t = np.log(v)
-        return t, -t
-    if transform == "logit":
-        y = (v + _LOGIT_MARGIN) / (1 + 2 * _LOGIT_MARGIN)
-        t = np.log(y) - np.log1p(-y)
-        return t, -np.log(y) - np.log1p(-y) - math.log(1 + 2 * _LOGIT_MARGIN)
-    return v, np.zeros_like(v)
-
-
-def _inverse_transform(transform: str, t: np.ndarray) -> np.ndarray:
-    if transform == "log":
-        return np.exp(np.minimum(t, 700.0))
-    if transform == "logit":
-        return (1 + 2 * _LOGIT_MARGIN) / (1 + np.exp(-t)) - _LOGIT_MARGIN
-    return t
 
 
 def _plain_type(values: pa.ChunkedArray | pa.Array) -> str:

@@ -20,6 +20,7 @@ from typing import BinaryIO
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
+import pyarrow.ipc
 import pyarrow.parquet as pq
 
 from flowcli.atomic import atomic_path
@@ -84,6 +85,19 @@ def _read_csv(stream) -> pa.Table:
         parse_options=_CSV_PARSE,
         convert_options=pa_csv.ConvertOptions(strings_can_be_null=True),
     )
+
+
+def to_ipc(table: pa.Table) -> bytes:
+    """`table` in Arrow's IPC stream format."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def from_ipc(data: bytes) -> pa.Table:
+    """A table from `to_ipc`'s bytes."""
+    return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
 
 
 def iter_batches(

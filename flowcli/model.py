@@ -24,12 +24,14 @@ from flowcli.encoders import CategoricalColumn
 from flowcli.errors import BundleError, DataError, FlowcliWarning
 from flowcli.estimator import EstimatorConventions, one_of
 from flowcli.inputs import as_table, feature_names
+from flowcli.io import to_ipc
+from flowcli.likelihood import counted, log_likelihood, percentiles, quantiles, unseen_message
 from flowcli.numpy_flow import NumpyRealNVP
 from flowcli.parallel import map_rows
 from flowcli.preprocess import Preprocessor
 from flowcli.reference import reference_summary
 from flowcli.schema import require_columns, select_columns
-from flowcli.shards import shared_rows, to_ipc
+from flowcli.shards import shared_rows
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -148,7 +150,7 @@ class TabularFlow(EstimatorConventions):
         )
         self.training_ = summary.to_json()
         self._flow = NumpyRealNVP(self.config_, self.weights_)
-        self.validation_quantiles_ = _quantiles(self.score_samples(table.take(val_rows), source=source))
+        self.validation_quantiles_ = quantiles(self.score_samples(table.take(val_rows), source=source))
         self.reference_ = reference_summary(self.preprocessor_, table, u)
         self.left_out_ = selection.left_out
         self.data_ = {"rows": total_rows, "fingerprint": fingerprint}
@@ -205,28 +207,12 @@ class TabularFlow(EstimatorConventions):
         require_columns(table.schema.names, self.columns_, source=source)
         counts = self.preprocessor_.unseen(table, source=source)
         if counts and strict:
-            raise DataError(f"{source}: values never seen at fit in column {_counted(counts)}; they have probability zero")
+            raise DataError(f"{source}: values never seen at fit in column {counted(counts)}; they have probability zero")
         if counts and unseen is None:
             warnings.warn(unseen_message(source, counts), FlowcliWarning, 2)
         elif counts:
             unseen.update(counts)
-        exact = self.preprocessor_.is_exact(table)
-
-        def score_rows(start: int, stop: int) -> np.ndarray:
-            return self._score_rows(table.slice(start, stop - start), exact, source, first_row + start)
-
-        return np.concatenate([np.empty(0), *map_rows(score_rows, table.num_rows)])
-
-    def _score_rows(self, table: pa.Table, exact: bool, source: str, first_row: int) -> np.ndarray:
-        """`score_samples` of a few thousand rows, whose values are known to be valid."""
-        rows = table.num_rows
-        points = [np.full((rows, self.preprocessor_.width), 0.5)] if exact else self.preprocessor_.noise_points(rows)
-        estimates = []
-        for noise in points:
-            u, log_weight = self.preprocessor_.encode(table, noise, source=source, first_row=first_row)
-            estimates.append(self._flow.log_prob(u) + log_weight)
-        with np.errstate(divide="ignore"):
-            return logsumexp(np.stack(estimates), axis=0) - np.log(len(estimates))
+        return log_likelihood(self.preprocessor_, self._flow, table, source=source, first_row=first_row)
 
     def explain(
         self, data: Any, *, scores: np.ndarray | None = None, source: str = "data", first_row: int = 0
@@ -252,8 +238,7 @@ class TabularFlow(EstimatorConventions):
         self._require_fitted()
         if not self.validation_quantiles_:
             raise DataError("this bundle holds no validation scores (it predates them); fit it again for percentiles")
-        quantiles = np.asarray(self.validation_quantiles_)
-        return np.interp(scores, quantiles, np.linspace(0, 100, len(quantiles)), left=0.0, right=100.0)
+        return percentiles(scores, self.validation_quantiles_)
 
     def decision_function(self, data: Any) -> np.ndarray:
         """Outlier scores (N,), higher = more anomalous, as PyOD's detectors give: −log-likelihood."""
@@ -366,34 +351,11 @@ class TabularFlow(EstimatorConventions):
         return hasattr(self, "_flow")  # set by fit and by load
 
 
-def unseen_message(source: str, counts: dict[str, int]) -> str:
-    """The warning for values never seen at fit, with their count per column."""
-    return f"{source}: values never seen at fit score -inf, in column {_counted(counts)}"
-
-
-def _counted(counts: dict[str, int]) -> str:
-    return ", ".join(f"{name!r} ({count:,})" for name, count in counts.items())
-
-
-def _quantiles(scores: np.ndarray, points: int = 1001) -> list[float]:
-    """Up to `points` evenly spaced quantiles of finite scores, for percentiles later."""
-    scores = scores[np.isfinite(scores)]
-    return np.quantile(scores, np.linspace(0, 1, min(points, len(scores)))).tolist() if len(scores) else []
-
-
 def split_rows(rows: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Shuffled (train, validation) row indices; validation gets at least one row."""
     order = np.random.default_rng(seed).permutation(rows)
     n_val = min(rows - 1, max(1, round(rows * val_fraction)))
     return np.sort(order[n_val:]), np.sort(order[:n_val])
-
-
-def logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
-    """log Σ exp(a) along `axis`, stable, with −inf where every term is −inf."""
-    peak = np.max(a, axis=axis, keepdims=True)
-    peak = np.where(np.isfinite(peak), peak, 0.0)
-    with np.errstate(divide="ignore"):
-        return np.log(np.sum(np.exp(a - peak), axis=axis)) + np.squeeze(peak, axis=axis)
 
 
 def _fingerprint(table: pa.Table) -> str:

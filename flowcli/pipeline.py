@@ -21,7 +21,8 @@ from flowcli import distributed
 from flowcli.atomic import check_destination
 from flowcli.errors import DataError, FlowcliWarning, OutputError
 from flowcli.io import iter_batches, read_table, table_format, write_batches
-from flowcli.model import TabularFlow, unseen_message
+from flowcli.likelihood import unseen_message
+from flowcli.model import TabularFlow
 from flowcli.reservoir import read_sample
 from flowcli.schema import require_columns
 from flowcli.shards import read_shard

@@ -21,11 +21,18 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.ipc
 
 from flowcli import distributed
 from flowcli.encoders import MAX_LEVELS
-from flowcli.io import CSV_PIECE_BYTES, infer_csv_types, iter_batches, parquet_row_groups, table_format
+from flowcli.io import (
+    CSV_PIECE_BYTES,
+    from_ipc,
+    infer_csv_types,
+    iter_batches,
+    parquet_row_groups,
+    table_format,
+    to_ipc,
+)
 from flowcli.reservoir import reservoir_sample
 
 SAMPLE_ROWS = 100_000
@@ -69,7 +76,7 @@ def shared_rows(table: pa.Table, seed: int = 0) -> pa.Table:
     wanted = math.ceil(SAMPLE_ROWS * table.num_rows / max(sum(sizes), 1))
     sample, _ = reservoir_sample(table.to_batches(), table.schema, max(wanted, 1), seed=seed + distributed.rank())
     own = pa.concat_tables([sample, table.take(pa.array(_support_rows(table), pa.int64()))])
-    return pa.concat_tables(_from_ipc(part) for part in distributed.gather_bytes(to_ipc(own)))
+    return pa.concat_tables(from_ipc(part) for part in distributed.gather_bytes(to_ipc(own)))
 
 
 def _support_rows(table: pa.Table) -> np.ndarray:
@@ -112,15 +119,3 @@ def _widest(schemas: list[pa.Schema]) -> pa.Schema:
 
 def _cast(values: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray:
     return values if values.type == target else pc.cast(values, target)
-
-
-def to_ipc(table: pa.Table) -> bytes:
-    """`table` in Arrow's IPC stream format."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
-
-
-def _from_ipc(data: bytes) -> pa.Table:
-    return pa.ipc.open_stream(pa.py_buffer(data)).read_all()

@@ -1,0 +1,63 @@
+"""Log-likelihoods of table rows: the flow's log-density of the encoded features plus the
+encoders' log-weights. Discrete and missing values need noise to encode, so their rows are
+scored at the preprocessor's fixed noise points and averaged by log-mean-exp (an importance-
+weighted estimate); tables of continuous columns with nothing missing are scored exactly, once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from flowcli.numpy_flow import NumpyRealNVP
+from flowcli.parallel import map_rows
+from flowcli.preprocess import Preprocessor
+
+
+def log_likelihood(
+    preprocessor: Preprocessor, flow: NumpyRealNVP, table: pa.Table | pa.RecordBatch, *, source: str, first_row: int = 0
+) -> np.ndarray:
+    """log p per row (N,), in nats, computed in chunks of rows on every core; `first_row`
+    offsets the row numbers in error messages."""
+    exact = preprocessor.is_exact(table)
+
+    def chunk(start: int, stop: int) -> np.ndarray:
+        rows = table.slice(start, stop - start)
+        points = [np.full((rows.num_rows, preprocessor.width), 0.5)] if exact else preprocessor.noise_points(rows.num_rows)
+        estimates = []
+        for noise in points:
+            u, log_weight = preprocessor.encode(rows, noise, source=source, first_row=first_row + start)
+            estimates.append(flow.log_prob(u) + log_weight)
+        with np.errstate(divide="ignore"):
+            return logsumexp(np.stack(estimates), axis=0) - np.log(len(estimates))
+
+    return np.concatenate([np.empty(0), *map_rows(chunk, table.num_rows)])
+
+
+def logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
+    """log Σ exp(a) along `axis`, stable, with −inf where every term is −inf."""
+    peak = np.max(a, axis=axis, keepdims=True)
+    peak = np.where(np.isfinite(peak), peak, 0.0)
+    with np.errstate(divide="ignore"):
+        return np.log(np.sum(np.exp(a - peak), axis=axis)) + np.squeeze(peak, axis=axis)
+
+
+def quantiles(scores: np.ndarray, points: int = 1001) -> list[float]:
+    """Up to `points` evenly spaced quantiles of the finite scores, for percentiles later."""
+    scores = scores[np.isfinite(scores)]
+    return np.quantile(scores, np.linspace(0, 1, min(points, len(scores)))).tolist() if len(scores) else []
+
+
+def percentiles(scores: np.ndarray, quantiles: list[float]) -> np.ndarray:
+    """For log-likelihoods (N,), the share (%) of the scores behind `quantiles` that were lower."""
+    points = np.asarray(quantiles)
+    return np.interp(scores, points, np.linspace(0, 100, len(points)), left=0.0, right=100.0)
+
+
+def unseen_message(source: str, counts: dict[str, int]) -> str:
+    """The warning for values never seen at fit, with their count per column."""
+    return f"{source}: values never seen at fit score -inf, in column {counted(counts)}"
+
+
+def counted(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name!r} ({count:,})" for name, count in counts.items())

@@ -1,0 +1,55 @@
+"""A numeric column's elementwise maps: log and logit with their log-Jacobians, and the rounding
+that makes samples look like the values at fit (to their decimals, or to the nearest of their
+few values).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+LOGIT_MARGIN = 1e-3  # [0, 1] maps into (−margin, 1 + margin) before the logit, so 0 and 1 stay finite
+
+
+def nearest_within(values: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Each x moved to the nearest of the increasing `values` when that is at most their median
+    gap away: the grid is kept where the values are dense, and sparse tails stay continuous."""
+    if len(values) == 1:
+        return np.full_like(x, values[0])
+    right = np.clip(np.searchsorted(values, x), 1, len(values) - 1)
+    left, gap = right - 1, float(np.median(np.diff(values)))
+    nearest = np.where(np.abs(x - values[left]) <= np.abs(values[right] - x), values[left], values[right])
+    return np.where(np.abs(nearest - x) <= gap, nearest, x)
+
+
+def decimal_places(x: np.ndarray, most: int = 6) -> int | None:
+    """The fewest decimal places (up to `most`) that write every value of x exactly, or None."""
+    for places in range(most + 1):
+        with np.errstate(over="ignore", invalid="ignore"):  # near float's limit scaling overflows: not decimal
+            scaled = x * 10.0**places
+            residue = np.abs(scaled - np.round(scaled))
+        # Within float rounding error of a whole number of the last place (1e-7 is not 0 places).
+        if np.all(residue <= 16 * np.finfo(float).eps * np.maximum(1.0, np.abs(scaled))):
+            return places
+    return None
+
+
+def forward_transform(transform: str, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """t = T(v) and log|T'(v)|."""
+    if transform == "log":
+        t = np.log(v)
+        return t, -t
+    if transform == "logit":
+        y = (v + LOGIT_MARGIN) / (1 + 2 * LOGIT_MARGIN)
+        t = np.log(y) - np.log1p(-y)
+        return t, -np.log(y) - np.log1p(-y) - math.log(1 + 2 * LOGIT_MARGIN)
+    return v, np.zeros_like(v)
+
+
+def inverse_transform(transform: str, t: np.ndarray) -> np.ndarray:
+    if transform == "log":
+        return np.exp(np.minimum(t, 700.0))
+    if transform == "logit":
+        return (1 + 2 * LOGIT_MARGIN) / (1 + np.exp(-t)) - LOGIT_MARGIN
+    return t
