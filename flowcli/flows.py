@@ -18,15 +18,16 @@ from flowcli.architecture import MIN_BIN, MIN_SLOPE, SLOPE_OFFSET, FlowConfig
 
 
 class Coupling(nn.Module):
-    """z_C = x_C and z_T = τ(x_T; θ(x_C)): a monotone elementwise map τ of the transformed
-    features, whose parameters θ an MLP computes from the conditioning ones. Subclasses give τ."""
+    """z_C = x_C and z_T = τ(x_T; θ(x_C)) on features stored conditioning first, x_C = x[:, :c] and
+    x_T = x[:, c:]: a monotone elementwise map τ of the transformed features, whose parameters θ
+    an MLP computes from the conditioning ones. Subclasses give τ and its log-slopes log|τ'| (N, |T|).
+    `RealNVP` stores each coupling's features in that order, so the halves are views, not gathers."""
 
-    def __init__(self, conditioning: np.ndarray, transformed: np.ndarray, config: FlowConfig):
+    def __init__(self, conditioning: int, transformed: int, config: FlowConfig):
         super().__init__()
-        self.register_buffer("conditioning", torch.as_tensor(conditioning, dtype=torch.long), persistent=False)
-        self.register_buffer("transformed", torch.as_tensor(transformed, dtype=torch.long), persistent=False)
+        self.c = conditioning
         self.config = config
-        widths = [len(conditioning)] + [config.hidden] * config.depth + [config.outputs_per_feature * len(transformed)]
+        widths = [conditioning] + [config.hidden] * config.depth + [config.outputs_per_feature * transformed]
         self.linears = nn.ModuleList(_linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
         # Zero output weights make τ the identity, so training begins from the standardized data itself.
         nn.init.zeros_(self.linears[-1].weight)
@@ -40,15 +41,14 @@ class Coupling(nn.Module):
         return self.linears[-1](h)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z_transformed, log_det = self.elementwise(x[:, self.transformed], self.conditioner(x[:, self.conditioning]))
-        z = x.clone()
-        z[:, self.transformed] = z_transformed
-        return z, log_det
+        x_conditioning = x[:, : self.c]
+        z_transformed, log_slopes = self.elementwise(x[:, self.c :], self.conditioner(x_conditioning))
+        return torch.cat([x_conditioning, z_transformed], dim=1), log_slopes
 
     def inverse(self, z: torch.Tensor) -> torch.Tensor:
-        x = z.clone()
-        x[:, self.transformed] = self.elementwise_inverse(z[:, self.transformed], self.conditioner(z[:, self.conditioning]))
-        return x
+        z_conditioning = z[:, : self.c]
+        x_transformed = self.elementwise_inverse(z[:, self.c :], self.conditioner(z_conditioning))
+        return torch.cat([z_conditioning, x_transformed], dim=1)
 
 
 class AffineCoupling(Coupling):
@@ -60,20 +60,42 @@ class AffineCoupling(Coupling):
         return self.config.scale_bound * torch.tanh(s / self.config.scale_bound), t
 
     def elementwise(self, x: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        s, t = self.scale_shift(out)
-        return x * torch.exp(s) + t, s.sum(dim=-1)
+        return _Affine.apply(x, out, self.config.scale_bound)
 
     def elementwise_inverse(self, z: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         s, t = self.scale_shift(out)
         return (z - t) * torch.exp(-s)
 
 
+class _Affine(torch.autograd.Function):
+    """(y, s) = (x · exp(s) + t, s) with s = B·tanh(raw/B), from x (N, T) and out = [raw | t] (N, 2T),
+    as one autograd node with its gradient written out: at a batch of 256 the separate operations'
+    bookkeeping cost more than their arithmetic (this makes a training step about 10 % faster)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, out: torch.Tensor, bound: float) -> tuple[torch.Tensor, torch.Tensor]:
+        raw, t = out.chunk(2, dim=-1)
+        tanh = torch.tanh(raw / bound)
+        s = tanh * bound
+        scale = torch.exp(s)
+        ctx.save_for_backward(x, tanh, scale)
+        return torch.addcmul(t, x, scale), s
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_y: torch.Tensor, grad_s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        x, tanh, scale = ctx.saved_tensors
+        grad_x = grad_y * scale
+        grad_s = torch.addcmul(grad_s, grad_x, x)  # ∂y/∂s = x · exp(s)
+        grad_raw = grad_s - grad_s * tanh * tanh  # ∂s/∂raw = 1 − tanh²
+        return grad_x, torch.cat([grad_raw, grad_y], dim=-1), None
+
+
 class SplineCoupling(Coupling):
     """τ a monotone rational-quadratic spline on [-B, B] (Durkan et al. 2019), the identity outside."""
 
     def elementwise(self, x: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        y, log_det = rational_quadratic(x, out.unflatten(-1, (x.shape[1], -1)), self.config.tail_bound)
-        return y, log_det.sum(dim=-1)
+        return rational_quadratic(x, out.unflatten(-1, (x.shape[1], -1)), self.config.tail_bound)
 
     def elementwise_inverse(self, z: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         return rational_quadratic(z, out.unflatten(-1, (z.shape[1], -1)), self.config.tail_bound, inverse=True)[0]
@@ -127,9 +149,9 @@ def _knots(raw: torch.Tensor, bound: float) -> torch.Tensor:
 
 
 class LinearMixing(nn.Module):
-    """z = x Wᵀ + b with W = L·U: L unit lower-triangular, U upper-triangular with diagonal
-    exp(log_scale). W is invertible for any parameters and log|det W| = Σ log_scale.
-    It starts as the identity."""
+    """The parameters of z = x Wᵀ + b with W = L·U: L unit lower-triangular, U upper-triangular
+    with diagonal exp(log_scale). W is invertible for any parameters and log|det W| = Σ log_scale.
+    It starts as the identity. `RealNVP` applies every step's W at once."""
 
     def __init__(self, features: int):
         super().__init__()
@@ -140,49 +162,81 @@ class LinearMixing(nn.Module):
 
     def weight(self) -> torch.Tensor:
         """W (D, D)."""
-        eye = torch.eye(len(self.bias), dtype=self.bias.dtype, device=self.bias.device)
-        return (torch.tril(self.lower, -1) + eye) @ (torch.triu(self.upper, 1) + torch.diag(torch.exp(self.log_scale)))
+        return lu_weight(self.lower, self.upper, self.log_scale)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return x @ self.weight().T + self.bias, self.log_scale.sum().expand(x.shape[0])
 
-    def inverse(self, z: torch.Tensor) -> torch.Tensor:
-        return (z - self.bias) @ torch.linalg.inv(self.weight()).T
+def lu_weight(lower: torch.Tensor, upper: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """W = L·U (…, D, D) from raw factors (…, D, D) and log-scales (…, D), batched over leading dims."""
+    eye = torch.eye(lower.shape[-1], dtype=lower.dtype, device=lower.device)
+    return (torch.tril(lower, -1) + eye) @ (torch.triu(upper, 1) + torch.diag_embed(torch.exp(log_scale)))
 
 
 class RealNVP(nn.Module):
-    """Steps of (optional linear mixing, affine coupling) over a standard normal base, shaped by a `FlowConfig`."""
+    """Steps of (optional linear mixing, coupling) over a standard normal base, shaped by a `FlowConfig`.
+
+    Between steps the features are stored in the order the next coupling wants, conditioning
+    first, so that its halves are slices: each mixing's W has its rows and columns permuted to
+    read one order and write the next (a flow without mixing gathers columns instead), and the
+    latent is put back in feature order at the end. All mixing weights are built in one batched
+    pass per call: at a batch of 256 a step is mostly per-operation overhead.
+    """
 
     def __init__(self, config: FlowConfig):
         super().__init__()
         self.config = config
+        splits = [config.split(k) for k in range(config.layers)]
+        order_out = np.stack([np.concatenate(split) for split in splits])  # (L, D): the feature in each column
+        order_in = np.concatenate([np.arange(config.features)[None], order_out[:-1]])
+        take = np.take_along_axis(np.argsort(order_in, axis=1), order_out, axis=1)  # columns to gather without mixing
+        for name, value in [("order_in", order_in), ("order_out", order_out), ("take", take),
+                            ("to_features", np.argsort(order_out[-1]))]:
+            self.register_buffer(name, torch.as_tensor(value, dtype=torch.long), persistent=False)
         if config.mixing:
             self.mixings = nn.ModuleList(LinearMixing(config.features) for _ in range(config.layers))
         kind = AffineCoupling if config.coupling == "affine" else SplineCoupling
-        self.couplings = nn.ModuleList(kind(*config.split(k), config) for k in range(config.layers))
+        self.couplings = nn.ModuleList(kind(len(conditioning), len(transformed), config) for conditioning, transformed in splits)
 
-    def steps(self) -> list[nn.Module]:
-        """The maps in data → latent order."""
-        mixings = self.mixings if self.config.mixing else [None] * self.config.layers
-        return [step for pair in zip(mixings, self.couplings) for step in pair if step is not None]
+    def mixing_maps(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every step's mixing in storage order: y = x @ M[k] + b[k], with M (L, D, D), b (L, D),
+        and Σ log|det W| over the steps (a scalar)."""
+        lower, upper, log_scale, bias = (torch.stack([getattr(m, name) for m in self.mixings])
+                                         for name in ("lower", "upper", "log_scale", "bias"))
+        weight = lu_weight(lower, upper, log_scale)
+        layers = torch.arange(len(weight), device=weight.device)[:, None, None]
+        permuted = weight[layers, self.order_out[:, :, None], self.order_in[:, None, :]]
+        return permuted.transpose(1, 2), bias.gather(1, self.order_out), log_scale.sum()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Data (N, D) → latent (N, D) and log|det ∂z/∂x| (N,)."""
-        log_det = x.new_zeros(x.shape[0])
-        for step in self.steps():
-            x, ladj = step(x)
-            log_det = log_det + ladj
-        return x, log_det
+        z, log_det = self._latent(x)
+        return z[:, self.to_features], log_det
+
+    def _latent(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`forward`, with the latent in the last coupling's storage order."""
+        if self.config.mixing:
+            weights, biases, mixing_log_det = self.mixing_maps()
+        log_slopes = []
+        for k, coupling in enumerate(self.couplings):
+            x = torch.addmm(biases[k], x, weights[k]) if self.config.mixing else x[:, self.take[k]]
+            x, coupling_log_slopes = coupling(x)
+            log_slopes.append(coupling_log_slopes)
+        log_det = torch.cat(log_slopes, dim=1).sum(dim=1)  # one sum for all couplings, not one per coupling
+        return x, log_det + mixing_log_det if self.config.mixing else log_det
 
     def inverse(self, z: torch.Tensor) -> torch.Tensor:
         """Latent (N, D) → data (N, D)."""
-        for step in reversed(self.steps()):
-            z = step.inverse(z)
-        return z
+        x = z[:, self.order_out[-1]]
+        if self.config.mixing:
+            weights, biases, _ = self.mixing_maps()
+            inverses = torch.linalg.inv(weights)
+        for k in reversed(range(self.config.layers)):
+            x = self.couplings[k].inverse(x)
+            x = (x - biases[k]) @ inverses[k] if self.config.mixing else x[:, torch.argsort(self.take[k])]
+        return x
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log p(x) per row (N,), in the units of x."""
-        return change_of_variables(*self(x))
+        return change_of_variables(*self._latent(x))
 
     def export_weights(self) -> dict[str, np.ndarray]:
         """The weights as float32 numpy arrays, named as `FlowConfig.weight_shapes` names them."""

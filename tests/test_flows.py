@@ -134,5 +134,5 @@ def test_log_scale_is_bounded():
         for parameter in flow.parameters():
             parameter.mul_(1e3)
     coupling = flow.couplings[0]
-    s, _ = coupling.scale_shift(coupling.conditioner(rows(config)[:, coupling.conditioning]))
+    s, _ = coupling.scale_shift(coupling.conditioner(rows(config)[:, : coupling.c]))
     assert s.abs().max() <= 1.5
