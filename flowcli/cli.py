@@ -35,6 +35,7 @@ class Format(str, Enum):
 
 
 class Coupling(str, Enum):
+    auto = "auto"
     affine = "affine"
     spline = "spline"
 
@@ -108,7 +109,7 @@ def fit(
     lr: Annotated[float, typer.Option(min=1e-12, help="Adam learning rate.")] = 1e-3,
     layers: Annotated[Optional[int], typer.Option(min=1, help="Coupling layers [default: 8].")] = None,
     hidden: Annotated[Optional[int], typer.Option(min=1, help="Units per hidden layer [default: sized from the data].")] = None,
-    coupling: Annotated[Coupling, typer.Option(help="Elementwise map of each coupling: RealNVP's affine, or a rational-quadratic spline.")] = Coupling.affine,
+    coupling: Annotated[Coupling, typer.Option(help="Elementwise map of each coupling: RealNVP's affine, a rational-quadratic spline, or auto: affine, then with --max-time a spline flow on the time left, keeping the better on validation.")] = Coupling.auto,
     val_fraction: Annotated[float, typer.Option(min=0.001, max=0.9, help="Share of rows held out for validation.")] = 0.1,
     patience: Annotated[int, typer.Option(min=1, help="Stop after this many epochs without a better validation NLL.")] = 20,
     seed: Annotated[int, typer.Option(min=0, help="Seed for the split, initialization and shuffling.")] = 0,

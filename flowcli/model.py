@@ -49,6 +49,8 @@ class TabularFlow(EstimatorConventions):
     as in scikit-learn, `n_features_in_` counts the columns given to `fit` and `feature_names_in_`
     names them when they had names (a DataFrame or a pyarrow Table, not an array).
     Log-likelihoods are natural logs of the density in the units of the user's columns.
+    `coupling` "auto" trains affine couplings and, given a `max_time`, a spline flow on the time
+    the affine one leaves unused, keeping the one with the lower validation NLL.
     """
 
     def __init__(
@@ -56,7 +58,7 @@ class TabularFlow(EstimatorConventions):
         *,
         layers: int | None = None,
         hidden: int | None = None,
-        coupling: str = "affine",
+        coupling: str = "auto",
         epochs: int = 500,
         max_time: float | None = None,
         batch_size: int | None = None,
@@ -128,7 +130,7 @@ class TabularFlow(EstimatorConventions):
 
         from flowcli.train import (  # torch, once the data is known to be usable
             TrainSettings,
-            train_flow,
+            train_candidates,
         )
 
         train_rows, val_rows = split_rows(table.num_rows, self.val_fraction, self.seed)
@@ -137,14 +139,14 @@ class TabularFlow(EstimatorConventions):
         if not self.preprocessor_.is_exact(table):
             def redraw() -> np.ndarray:  # fresh dequantization and imputation noise for an epoch
                 return self.preprocessor_.encode(train_table, rng.uniform(size=(len(train_rows), self.preprocessor_.width)))[0]
-        self.config_ = default_config(total_rows, self.preprocessor_.width, layers=self.layers, hidden=self.hidden,
-                                      coupling=self.coupling)
+        configs = [default_config(total_rows, self.preprocessor_.width, layers=self.layers, hidden=self.hidden, coupling=coupling)
+                   for coupling in (("affine", "spline") if self.coupling == "auto" else (self.coupling,))]
         settings = TrainSettings(
             epochs=self.epochs, max_time=self.max_time, batch_size=self.batch_size, lr=self.lr,
             patience=self.patience, seed=self.seed, device=self.device,
         )
-        self.weights_, summary = train_flow(
-            u[train_rows], u[val_rows], self.config_, settings,
+        self.config_, self.weights_, summary = train_candidates(
+            u[train_rows], u[val_rows], configs, settings,
             train_offset=-distributed.mean(log_weight[train_rows]), val_offset=-distributed.mean(log_weight[val_rows]),
             redraw=redraw, on_epoch=on_epoch, stop_requested=stop_requested,
         )

@@ -49,6 +49,7 @@ def render_report(description: dict, bundle: str) -> str:
         **({"sample": _sample(training["sample"])} if "sample" in training else {}),
         "epochs": f"{training['epochs']} (best {training['best_epoch']}, stopped by {training['stopped']})",
         "best val NLL": f"{training['best_val_nll']:.4f} nats per row",
+        **({"couplings tried": _tried(training["couplings"])} if "couplings" in training else {}),
         "wall time": f"{training['wall_seconds']:.1f} s on {training['device']}",
         "settings": f"seed {training['seed']}, batch size {training['batch_size']}, lr {training['lr']:g}",
         **({"recoveries": f"{training['recoveries']} (non-finite loss, retried at a lower lr)"} if training["recoveries"] else {}),
@@ -102,6 +103,11 @@ def fit_summary(description: dict, bundle: object) -> str:
         f"{training['wall_seconds']:.1f} s on {training['device']}"
         + (f", {training['recoveries']} recoveries from a non-finite loss" if training["recoveries"] else "")
     )
+
+
+def _tried(couplings: dict[str, float]) -> str:
+    """Each coupling `--coupling auto` trained, with its best validation NLL; the lowest was kept."""
+    return ", ".join(f"{name} {nll:.4f}" for name, nll in couplings.items()) + " (the lowest was kept)"
 
 
 def _flow_line(architecture: dict) -> str:

@@ -12,7 +12,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -70,9 +70,10 @@ class TrainingSummary:
     stopped: str = "epochs"
     recoveries: int = 0
     history: list[list[float]] = field(default_factory=list)  # [train_nll, val_nll] per epoch
+    couplings: dict[str, float] | None = None  # each tried coupling's best validation NLL, when several were
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return {name: value for name, value in asdict(self).items() if value is not None}
 
 
 class LearningRate:
@@ -151,6 +152,38 @@ def _available_bytes(device: torch.device) -> int | None:
 def default_batch_size(rows: int) -> int:
     """About 64 steps per epoch, as a power of two between 32 and 512."""
     return int(np.clip(2 ** round(math.log2(max(rows, 1) / 64)), 32, 512))
+
+
+def train_candidates(
+    u_train: np.ndarray, u_val: np.ndarray, configs: list[FlowConfig], settings: TrainSettings, **options
+) -> tuple[FlowConfig, dict[str, np.ndarray], TrainingSummary]:
+    """`train_flow` for each config in turn within one `settings.max_time`, keeping the flow with the
+    best validation NLL. A later config trains only on the time an earlier one left unused: when
+    there is a time budget, a tenth of it or more is left, the flows so far stopped on their own
+    (patience or epochs) and there is one process (torchrun's group ends with each training).
+    The summary is the kept flow's, with the wall time of all and each tried coupling's best
+    validation NLL under "couplings" when there was more than one. `options` go to `train_flow`.
+    """
+    start = time.perf_counter()
+    on_epoch = options.pop("on_epoch", None)
+    kept, tried = None, {}
+    for config in configs:
+        elapsed = time.perf_counter() - start
+        left = None if settings.max_time is None else settings.max_time - elapsed
+        if kept is not None and (left is None or left < settings.max_time / 10 or distributed.world_size() > 1
+                                 or kept[2].stopped not in ("patience", "epochs")):
+            break
+        report = None if on_epoch is None else (  # progress over the whole budget, not each flow's share
+            lambda epoch, offset=elapsed: on_epoch(replace(epoch, elapsed=epoch.elapsed + offset, max_time=settings.max_time)))
+        weights, summary = train_flow(u_train, u_val, config, replace(settings, max_time=left), on_epoch=report, **options)
+        tried[config.coupling] = summary.best_val_nll
+        if kept is None or summary.best_val_nll < kept[2].best_val_nll:
+            kept = (config, weights, summary)
+    config, weights, summary = kept
+    summary.wall_seconds = time.perf_counter() - start
+    if len(tried) > 1:
+        summary.couplings = tried
+    return config, weights, summary
 
 
 def train_flow(

@@ -116,6 +116,23 @@ def test_flow_learns_a_non_gaussian_density(coupling, tmp_path):
     assert true_ll - flow_ll < 0.15  # KL gap, nats per row
 
 
+def test_auto_coupling_spends_the_time_left_on_a_spline_flow_and_keeps_the_better(tmp_path):
+    """With a budget the affine flow leaves mostly unused, "auto" also trains a spline flow and keeps the
+    one with the lower validation NLL; without a budget it trains the affine flow alone."""
+    x = np.random.default_rng(4).standard_normal((600, 2)) ** 3  # heavy tails: the two flows differ
+    quick = dict(epochs=3, layers=2, hidden=8, seed=0, device="cpu")
+    model = TabularFlow(max_time=120, **quick).fit(x)
+    tried = model.training_["couplings"]
+    assert set(tried) == {"affine", "spline"} and tried["affine"] != tried["spline"]
+    assert model.config_.coupling == min(tried, key=tried.get)
+    assert model.training_["best_val_nll"] == min(tried.values())
+    model.save(tmp_path / "auto.flow")
+    result = CliRunner().invoke(app, ["inspect", str(tmp_path / "auto.flow")])
+    assert "couplings tried" in result.stdout and f"affine {tried['affine']:.4f}" in result.stdout
+    alone = TabularFlow(**quick).fit(x)
+    assert alone.config_.coupling == "affine" and "couplings" not in alone.training_
+
+
 def test_fit_accepts_numpy_and_names_columns():
     x = np.random.default_rng(0).standard_normal((200, 2))
     model = TabularFlow(epochs=2, hidden=8, layers=2).fit(x)
