@@ -10,6 +10,9 @@ cross-validation; 0.5 is perfect), and validity (share of categorical values see
 integer values that are integral, of numbers within the training range; the mean gap in
 per-column missing rates). CTGAN's epochs are sized to the budget from a one-epoch timing.
 "Marginals" resamples each column on its own: what no dependence at all scores.
+A table of fewer than 1,000 rows is split, fitted and judged 5 times over (seeds 0 to 4) and the
+means are reported: penguins holds out 69 rows, and one detection AUC from 138 rows in 5 folds
+varies by about ±0.05 from split to split.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import pandas as pd
 from readme_table import replace_in_readme
 
 ROWS = 20_000  # each table is cut to this many rows, so that the metrics stay quick
+SMALL, SMALL_REPEATS = 1_000, 5  # tables of fewer rows are judged over this many splits
 
 
 def load_tables() -> dict[str, pd.DataFrame]:
@@ -41,15 +45,15 @@ def load_tables() -> dict[str, pd.DataFrame]:
     }
 
 
-def fit_flowcli(train: pd.DataFrame, budget: float) -> pd.DataFrame:
+def fit_flowcli(train: pd.DataFrame, budget: float, seed: int) -> pd.DataFrame:
     from flowcli import TabularFlow
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return TabularFlow(max_time=budget, seed=0).fit(train).sample(len(train), seed=0)
+        return TabularFlow(max_time=budget, seed=seed).fit(train).sample(len(train), seed=seed)
 
 
-def fit_copula(train: pd.DataFrame, budget: float) -> pd.DataFrame:
+def fit_copula(train: pd.DataFrame, budget: float, seed: int) -> pd.DataFrame:
     from sdv.single_table import GaussianCopulaSynthesizer
 
     synthesizer = GaussianCopulaSynthesizer(sdv_metadata(train))
@@ -57,7 +61,7 @@ def fit_copula(train: pd.DataFrame, budget: float) -> pd.DataFrame:
     return _one_table(synthesizer.sample(len(train)))
 
 
-def fit_ctgan(train: pd.DataFrame, budget: float) -> pd.DataFrame:
+def fit_ctgan(train: pd.DataFrame, budget: float, seed: int) -> pd.DataFrame:
     from sdv.single_table import CTGANSynthesizer
 
     start = time.perf_counter()
@@ -68,8 +72,8 @@ def fit_ctgan(train: pd.DataFrame, budget: float) -> pd.DataFrame:
     return _one_table(synthesizer.sample(len(train)))
 
 
-def fit_marginals(train: pd.DataFrame, budget: float) -> pd.DataFrame:
-    rng = np.random.default_rng(0)
+def fit_marginals(train: pd.DataFrame, budget: float, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
     return pd.DataFrame({name: train[name].to_numpy()[rng.integers(0, len(train), len(train))] for name in train})
 
 
@@ -153,17 +157,22 @@ def main() -> None:
     for name, table in load_tables().items():
         if args.tables and name not in args.tables:
             continue
-        table = table.sample(min(ROWS, len(table)), random_state=0).reset_index(drop=True)
-        train, test = table.iloc[: int(0.8 * len(table))], table.iloc[int(0.8 * len(table)):]
-        for method, fit in METHODS.items():
-            start = time.perf_counter()
-            synthetic = fit(train.reset_index(drop=True), args.budget)
-            seconds = time.perf_counter() - start
-            row = {"table": name, "rows": len(train), "method": method, "fit_seconds": seconds,
-                   **quality(train, synthetic), "detection_auc": detection_auc(test, synthetic.iloc[: len(test)]),
-                   **validity(train, synthetic)}
-            results.append(row)
-            print(json.dumps(row), flush=True)
+        repeats = SMALL_REPEATS if len(table) < SMALL else 1
+        runs = {method: [] for method in METHODS}
+        for seed in range(repeats):
+            rows = table.sample(min(ROWS, len(table)), random_state=seed).reset_index(drop=True)
+            train, test = rows.iloc[: int(0.8 * len(rows))].reset_index(drop=True), rows.iloc[int(0.8 * len(rows)):]
+            for method, fit in METHODS.items():
+                start = time.perf_counter()
+                synthetic = fit(train, args.budget, seed)
+                seconds = time.perf_counter() - start
+                run = {"fit_seconds": seconds, **quality(train, synthetic),
+                       "detection_auc": detection_auc(test, synthetic.iloc[: len(test)]), **validity(train, synthetic)}
+                runs[method].append(run)
+                print(json.dumps({"table": name, "seed": seed, "method": method, **run}), flush=True)
+        for method, measured in runs.items():
+            results.append({"table": name if repeats == 1 else f"{name} (mean of {repeats} splits)", "rows": len(train),
+                            "method": method, **{key: float(np.mean([run[key] for run in measured])) for key in measured[0]}})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     table = markdown(results)
