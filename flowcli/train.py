@@ -173,8 +173,9 @@ def train_candidates(
         if kept is not None and (left is None or left < settings.max_time / 10 or distributed.world_size() > 1
                                  or kept[2].stopped not in ("patience", "epochs")):
             break
-        report = None if on_epoch is None else (  # progress over the whole budget, not each flow's share
-            lambda epoch, offset=elapsed: on_epoch(replace(epoch, elapsed=epoch.elapsed + offset, max_time=settings.max_time)))
+        report = None if on_epoch is None else (  # progress over the whole budget and all flows, not this one's
+            lambda epoch, offset=elapsed, best=math.inf if kept is None else kept[2].best_val_nll: on_epoch(replace(
+                epoch, elapsed=epoch.elapsed + offset, max_time=settings.max_time, best_val_nll=min(epoch.best_val_nll, best))))
         weights, summary = train_flow(u_train, u_val, config, replace(settings, max_time=left), on_epoch=report, **options)
         tried[config.coupling] = summary.best_val_nll
         if kept is None or summary.best_val_nll < kept[2].best_val_nll:

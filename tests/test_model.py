@@ -121,8 +121,13 @@ def test_auto_coupling_spends_the_time_left_on_a_spline_flow_and_keeps_the_bette
     one with the lower validation NLL; without a budget it trains the affine flow alone."""
     x = np.random.default_rng(4).standard_normal((600, 2)) ** 3  # heavy tails: the two flows differ
     quick = dict(epochs=3, layers=2, hidden=8, seed=0, device="cpu")
-    model = TabularFlow(max_time=120, **quick).fit(x)
+    reports = []
+    model = TabularFlow(max_time=120, **quick).fit(x, on_epoch=reports.append)
     tried = model.training_["couplings"]
+    assert len(reports) == 6 and all(report.max_time == 120 for report in reports)
+    best = [report.best_val_nll for report in reports]  # the best of both flows so far
+    assert best == sorted(best, reverse=True) and best[-1] == min(tried.values())
+    assert reports[3].elapsed >= reports[2].elapsed
     assert set(tried) == {"affine", "spline"} and tried["affine"] != tried["spline"]
     assert model.config_.coupling == min(tried, key=tried.get)
     assert model.training_["best_val_nll"] == min(tried.values())
