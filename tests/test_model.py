@@ -120,7 +120,7 @@ def test_auto_coupling_spends_the_time_left_on_a_spline_flow_and_keeps_the_bette
     """With a budget the affine flow leaves mostly unused, "auto" also trains a spline flow and keeps the
     one with the lower validation NLL; without a budget it trains the affine flow alone."""
     x = np.random.default_rng(4).standard_normal((600, 2)) ** 3  # heavy tails: the two flows differ
-    quick = dict(epochs=3, layers=2, hidden=8, seed=0, device="cpu")
+    quick = {"epochs": 3, "layers": 2, "hidden": 8, "seed": 0, "device": "cpu"}
     reports = []
     model = TabularFlow(max_time=120, **quick).fit(x, on_epoch=reports.append)
     tried = model.training_["couplings"]
