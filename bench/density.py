@@ -317,7 +317,7 @@ def methods(train: pd.DataFrame) -> dict[str, Callable]:
 
 
 # --------------------------------------------------------------------------------- throughput
-def throughput(features: int = 16, rows: int = 100_000, steps: int = 150, repeats: int = 3) -> dict:
+def throughput(features: int = 16, rows: int = 100_000, steps: int = 150, repeats: int = 5) -> dict:
     """Training samples per second at the same size in the same loop: flowcli vs zuko RealNVP."""
     import zuko
 
@@ -428,7 +428,7 @@ def markdown(results: dict, budget: float) -> str:
         lines += [
             "",
             (f"Training throughput in samples per second, {t['features']} features, {t['layers']} couplings of "
-             f"{t['hidden']} hidden units, in one loop (median of 3 interleaved runs):"),
+             f"{t['hidden']} hidden units, in one loop (median of 5 interleaved runs):"),
             "",
             "| batch | zuko RealNVP, Adam | flowcli, Adam | flowcli, its optimizer | flowcli / zuko: Adam | its optimizer |",
             "|---|---|---|---|---|---|",

@@ -60,35 +60,12 @@ class AffineCoupling(Coupling):
         return self.config.scale_bound * torch.tanh(s / self.config.scale_bound), t
 
     def elementwise(self, x: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return _Affine.apply(x, out, self.config.scale_bound)
+        s, t = self.scale_shift(out)
+        return x * torch.exp(s) + t, s
 
     def elementwise_inverse(self, z: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         s, t = self.scale_shift(out)
         return (z - t) * torch.exp(-s)
-
-
-class _Affine(torch.autograd.Function):
-    """(y, s) = (x · exp(s) + t, s) with s = B·tanh(raw/B), from x (N, T) and out = [raw | t] (N, 2T),
-    as one autograd node with its gradient written out: at a batch of 256 the separate operations'
-    bookkeeping cost more than their arithmetic (this makes a training step about 10 % faster)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, out: torch.Tensor, bound: float) -> tuple[torch.Tensor, torch.Tensor]:
-        raw, t = out.chunk(2, dim=-1)
-        tanh = torch.tanh(raw / bound)
-        s = tanh * bound
-        scale = torch.exp(s)
-        ctx.save_for_backward(x, tanh, scale)
-        return torch.addcmul(t, x, scale), s
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_y: torch.Tensor, grad_s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
-        x, tanh, scale = ctx.saved_tensors
-        grad_x = grad_y * scale
-        grad_s = torch.addcmul(grad_s, grad_x, x)  # ∂y/∂s = x · exp(s)
-        grad_raw = grad_s - grad_s * tanh * tanh  # ∂s/∂raw = 1 − tanh²
-        return grad_x, torch.cat([grad_raw, grad_y], dim=-1), None
 
 
 class SplineCoupling(Coupling):
