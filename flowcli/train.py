@@ -166,25 +166,33 @@ def train_candidates(
     """
     start = time.perf_counter()
     on_epoch = options.pop("on_epoch", None)
-    kept, tried = None, {}
+    kept, last, tried = None, None, {}
     for config in configs:
         elapsed = time.perf_counter() - start
         left = None if settings.max_time is None else settings.max_time - elapsed
-        if kept is not None and (left is None or left < settings.max_time / 10 or distributed.world_size() > 1
-                                 or kept[2].stopped not in ("patience", "epochs")):
+        if last is not None and (left is None or left < settings.max_time / 10 or distributed.world_size() > 1
+                                 or last.stopped not in ("patience", "epochs")):
             break
-        report = None if on_epoch is None else (  # progress over the whole budget and all flows, not this one's
-            lambda epoch, offset=elapsed, best=math.inf if kept is None else kept[2].best_val_nll: on_epoch(replace(
-                epoch, elapsed=epoch.elapsed + offset, max_time=settings.max_time, best_val_nll=min(epoch.best_val_nll, best))))
-        weights, summary = train_flow(u_train, u_val, config, replace(settings, max_time=left), on_epoch=report, **options)
-        tried[config.coupling] = summary.best_val_nll
-        if kept is None or summary.best_val_nll < kept[2].best_val_nll:
-            kept = (config, weights, summary)
+        best = math.inf if kept is None else kept[2].best_val_nll
+        report = None if on_epoch is None else _whole_fit(on_epoch, elapsed, best, settings.max_time)
+        weights, last = train_flow(u_train, u_val, config, replace(settings, max_time=left), on_epoch=report, **options)
+        tried[config.coupling] = last.best_val_nll
+        if kept is None or last.best_val_nll < best:
+            kept = (config, weights, last)
     config, weights, summary = kept
     summary.wall_seconds = time.perf_counter() - start
     if len(tried) > 1:
         summary.couplings = tried
     return config, weights, summary
+
+
+def _whole_fit(
+    on_epoch: Callable[[EpochReport], None], offset: float, best: float, max_time: float | None
+) -> Callable[[EpochReport], None]:
+    """`on_epoch` for a flow that starts `offset` seconds into the fit: its reports count time
+    from the fit's start, against the whole budget, and their best NLL is that of all flows so far."""
+    return lambda epoch: on_epoch(replace(epoch, elapsed=epoch.elapsed + offset, max_time=max_time,
+                                          best_val_nll=min(epoch.best_val_nll, best)))
 
 
 def train_flow(

@@ -149,11 +149,17 @@ def ticks_per_day(target: pa.DataType) -> int:
 def datetime_text_type(values: pa.ChunkedArray | pa.Array) -> pa.DataType | None:
     """The timestamp type that every value of ISO 8601 text parses to: naive, or UTC when the
     text names its zone ('Z', '+01:00'); None when some value is not such text."""
+    parsed = _iso_timestamps(values)
+    return None if parsed is None else parsed.type
+
+
+def _iso_timestamps(values: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array | None:
+    """ISO 8601 text (blanks as nulls) as naive timestamps, or as UTC ones when the text names its
+    zone; None when some value is not such text."""
     values = _blanks_as_nulls(values)
     for target in (pa.timestamp("us"), pa.timestamp("us", tz="UTC")):
         try:
-            pc.cast(values, target)
-            return target
+            return pc.cast(values, target)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             pass
     return None
@@ -161,14 +167,13 @@ def datetime_text_type(values: pa.ChunkedArray | pa.Array) -> pa.DataType | None
 
 def parse_datetimes(values: pa.ChunkedArray | pa.Array, name: str, source: str, first_row: int) -> pa.Array:
     """ISO 8601 text to timestamps; a value that is not one fails with its row (1-based)."""
-    values = _blanks_as_nulls(values)
-    target = datetime_text_type(values)
-    if target is not None:
-        return pc.cast(values, target)
+    parsed = _iso_timestamps(values)
+    if parsed is not None:
+        return parsed
     for row, text in enumerate(values.to_pylist()):
-        if text is None:
+        if text is None or not text.strip():
             continue
-        if datetime_text_type(pa.array([text])) is None:
+        if _iso_timestamps(pa.array([text])) is None:
             raise DataError(
                 f"{source}: column {name!r} holds {text!r} in row {first_row + row + 1}, which is not a date or time "
                 "(write it as ISO 8601, e.g. 2024-05-31 or 2024-05-31T12:00:00)"
