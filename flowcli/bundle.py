@@ -23,7 +23,7 @@ from flowcli.atomic import atomic_path
 from flowcli.errors import BundleError
 
 FORMAT = "flowcli-bundle"
-FORMAT_VERSION = 3  # 3: linear mixing between couplings
+FORMAT_VERSION = 4  # 3: linear mixing between couplings; 4: a Student-t base
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
 _MAX_BYTES = {MANIFEST: 16 << 20, WEIGHTS: 4 << 30}

@@ -1,7 +1,7 @@
 """RealNVP in torch (Dinh, Sohl-Dickstein & Bengio 2017), used for training.
 
 `forward` maps data to latent and returns `(z, log_det)`, where log_det = log|det ∂z/∂x|
-per row, so log p(x) = log N(z; 0, I) + log_det. The numpy twin in `numpy_flow` evaluates
+per row, so log p(x) = log p_base(z) + log_det. The numpy twin in `numpy_flow` evaluates
 the same weights for scoring and sampling without importing torch.
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from flowcli.architecture import MIN_BIN, MIN_SLOPE, SLOPE_OFFSET, FlowConfig
+from flowcli.architecture import INVERSE_DF_RATE, INVERSE_DF_START, MIN_BIN, MIN_SLOPE, MIN_INVERSE_DF, SLOPE_OFFSET, FlowConfig
 
 
 class Coupling(nn.Module):
@@ -149,7 +149,11 @@ def lu_weight(lower: torch.Tensor, upper: torch.Tensor, log_scale: torch.Tensor)
 
 
 class RealNVP(nn.Module):
-    """Steps of (optional linear mixing, coupling) over a standard normal base, shaped by a `FlowConfig`.
+    """Steps of (optional linear mixing, coupling) over a base density, shaped by a `FlowConfig`.
+
+    The base is the standard normal or, by default, a Student-t per latent feature with learned
+    degrees of freedom: a flow of bounded slopes keeps its base's tails (Jaini et al. 2020), so
+    only a heavy-tailed base fits heavy-tailed data. It starts close to the normal (ν = 100).
 
     Between steps the features are stored in the order the next coupling wants, conditioning
     first, so that its halves are slices: each mixing's W has its rows and columns permuted to
@@ -170,6 +174,8 @@ class RealNVP(nn.Module):
             self.register_buffer(name, torch.as_tensor(value, dtype=torch.long), persistent=False)
         if config.mixing:
             self.mixings = nn.ModuleList(LinearMixing(config.features) for _ in range(config.layers))
+        if config.base == "student":
+            self.inverse_df = nn.Parameter(torch.full((config.features,), INVERSE_DF_START))
         kind = AffineCoupling if config.coupling == "affine" else SplineCoupling
         self.couplings = nn.ModuleList(kind(len(conditioning), len(transformed), config) for conditioning, transformed in splits)
 
@@ -185,11 +191,6 @@ class RealNVP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Data (N, D) → latent (N, D) and log|det ∂z/∂x| (N,)."""
-        z, log_det = self._latent(x)
-        return z[:, self.to_features], log_det
-
-    def _latent(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`forward`, with the latent in the last coupling's storage order."""
         if self.config.mixing:
             weights, biases, mixing_log_det = self.mixing_maps()
         log_slopes = []
@@ -198,7 +199,7 @@ class RealNVP(nn.Module):
             x, coupling_log_slopes = coupling(x)
             log_slopes.append(coupling_log_slopes)
         log_det = torch.cat(log_slopes, dim=1).sum(dim=1)  # one sum for all couplings, not one per coupling
-        return x, log_det + mixing_log_det if self.config.mixing else log_det
+        return x[:, self.to_features], log_det + mixing_log_det if self.config.mixing else log_det
 
     def inverse(self, z: torch.Tensor) -> torch.Tensor:
         """Latent (N, D) → data (N, D)."""
@@ -213,7 +214,13 @@ class RealNVP(nn.Module):
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log p(x) per row (N,), in the units of x."""
-        return change_of_variables(*self._latent(x))
+        return self.change_of_variables(*self.forward(x))
+
+    def change_of_variables(self, z: torch.Tensor, log_det: torch.Tensor) -> torch.Tensor:
+        """log p(x) (N,) from the latent z (N, D) and log|det ∂z/∂x| (N,)."""
+        if self.config.base == "normal":
+            return -0.5 * (z**2).sum(dim=-1) - 0.5 * z.shape[-1] * math.log(2 * math.pi) + log_det
+        return student_log_pdf(z, torch.sigmoid(INVERSE_DF_RATE * self.inverse_df) + MIN_INVERSE_DF) + log_det
 
     def export_weights(self) -> dict[str, np.ndarray]:
         """The weights as float32 numpy arrays, named as `FlowConfig.weight_shapes` names them."""
@@ -224,9 +231,13 @@ class RealNVP(nn.Module):
         return self
 
 
-def change_of_variables(z: torch.Tensor, log_det: torch.Tensor) -> torch.Tensor:
-    """log p(x) (N,) from the latent z (N, D) and log|det ∂z/∂x| (N,), under the standard normal base."""
-    return -0.5 * (z**2).sum(dim=-1) - 0.5 * z.shape[-1] * math.log(2 * math.pi) + log_det
+def student_log_pdf(z: torch.Tensor, inverse_df: torch.Tensor) -> torch.Tensor:
+    """Σ_j log t(z_j; ν_j) per row (N,) for z (N, D) and 1/ν (D,). The normalizing constants are
+    differences of large log-gammas when ν is large, so they are taken in float64."""
+    df = 1 / inverse_df.double()
+    constant = torch.lgamma((df + 1) / 2) - torch.lgamma(df / 2) - 0.5 * torch.log(df * math.pi)
+    power = (1 + inverse_df) / (2 * inverse_df)  # (ν + 1) / 2
+    return constant.sum().to(z.dtype) - (power * torch.log1p(z**2 * inverse_df)).sum(dim=-1)
 
 
 def _linear(fan_in: int, fan_out: int) -> nn.Linear:

@@ -269,7 +269,7 @@ class TabularFlow(EstimatorConventions):
             raise DataError(f"seed {seed} is negative; give a seed of 0 or more")
         rng = np.random.default_rng(seed)
         for start in range(0, n, batch_rows):
-            z = rng.standard_normal((min(batch_rows, n - start), self.config_.features), dtype=np.float32)
+            z = self._flow.sample_latent(rng, min(batch_rows, n - start))
             x = np.concatenate(map_rows(lambda first, stop: self._flow.inverse(z[first:stop]), len(z)))
             yield self.preprocessor_.decode(x.astype(np.float64), rng)
 
@@ -332,6 +332,8 @@ class TabularFlow(EstimatorConventions):
         """Everything `inspect` reports, as one JSON-able dict."""
         manifest = self._manifest()
         manifest["architecture"]["parameters"] = self.config_.parameter_count()
+        if self._flow.inverse_df is not None:
+            manifest["architecture"]["degrees_of_freedom"] = (1 / self._flow.inverse_df).tolist()
         return {"format_version": self.format_version_, **manifest}
 
     def _manifest(self) -> dict:

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from flowcli.architecture import MIN_BIN, MIN_SLOPE, SLOPE_OFFSET, FlowConfig
+from flowcli.architecture import INVERSE_DF_RATE, MIN_BIN, MIN_SLOPE, MIN_INVERSE_DF, SLOPE_OFFSET, FlowConfig
 
 
 class _Mixing:
@@ -168,6 +168,11 @@ class NumpyRealNVP:
     def __init__(self, config: FlowConfig, weights: dict[str, np.ndarray], dtype: type = np.float32):
         self.config = config
         self.dtype = dtype
+        self.inverse_df = None  # a normal base; a Student-t base has 1/ν (D,) in float64
+        if config.base == "student":
+            self.inverse_df = 1 / (1 + np.exp(-INVERSE_DF_RATE * weights["inverse_df"].astype(np.float64))) + MIN_INVERSE_DF
+            df = 1 / self.inverse_df
+            self._student_constant = sum(math.lgamma((v + 1) / 2) - math.lgamma(v / 2) - 0.5 * math.log(v * math.pi) for v in df)
         self.steps: list[_Mixing | _Permutation | _Coupling] = []  # in data → latent order
         order = identity = np.arange(config.features)  # the feature each storage column holds
         for k in range(config.layers):
@@ -202,6 +207,18 @@ class NumpyRealNVP:
         """log p(x) per row (N,) as float64, in the units of x."""
         z, log_det = self.forward(x)
         z = z.astype(np.float64)
-        log_p = -0.5 * np.einsum("ij,ij->i", z, z) - 0.5 * z.shape[1] * math.log(2 * math.pi) + log_det
+        if self.inverse_df is None:
+            log_base = -0.5 * np.einsum("ij,ij->i", z, z) - 0.5 * z.shape[1] * math.log(2 * math.pi)
+        else:
+            power = (1 + self.inverse_df) / (2 * self.inverse_df)
+            log_base = self._student_constant - (power * np.log1p(z * z * self.inverse_df)).sum(axis=1)
+        log_p = log_base + log_det
         # A row so extreme that float32 overflows has, in the limit, density zero.
         return np.where(np.isnan(log_p), -np.inf, log_p)
+
+    def sample_latent(self, rng: np.random.Generator, rows: int) -> np.ndarray:
+        """`rows` draws (rows, D) from the base, in the flow's dtype."""
+        if self.inverse_df is None:
+            # Drawn in float32, as flowcli always has: a seed gives the samples it gave before format 4.
+            return rng.standard_normal((rows, self.config.features), dtype=np.float32).astype(self.dtype, copy=False)
+        return rng.standard_t(1 / self.inverse_df, (rows, self.config.features)).astype(self.dtype)

@@ -111,8 +111,16 @@ def _tried(couplings: dict[str, float]) -> str:
 
 
 def _flow_line(architecture: dict) -> str:
-    """The flow's steps; bundles before format 3 have no mixing and no `coupling`."""
+    """The flow's steps and base; bundles before format 3 have no mixing and no `coupling`, and
+    before format 4 a normal base."""
     step = f"{architecture.get('coupling', 'affine')} coupling"
     if architecture.get("mixing", False):
         step = f"(linear mixing + {step})"
-    return f"RealNVP: {architecture['layers']} × {step}, normal base"
+    if "degrees_of_freedom" not in architecture:
+        return f"RealNVP: {architecture['layers']} × {step}, normal base"
+    low, high = (_degrees(f(architecture["degrees_of_freedom"])) for f in (min, max))
+    return f"RealNVP: {architecture['layers']} × {step}, Student-t base (ν {low} to {high} over the features)"
+
+
+def _degrees(df: float) -> str:
+    return f"{df:.1f}" if df < 10 else f"{df:,.0f}"

@@ -20,10 +20,11 @@ import torch
 from flowcli import distributed
 from flowcli.architecture import FlowConfig
 from flowcli.errors import FlowcliError
-from flowcli.flows import RealNVP, change_of_variables
-from flowcli.optim import FlatAdam
+from flowcli.flows import RealNVP
+from flowcli.optim import FlatAdam, WeightAverage
 
 MAX_RECOVERIES = 3
+AVERAGE_DECAY = 0.99  # per step: the weight average spans about 100 steps (0.98 to 0.995 measured alike)
 _EVAL_BATCH = 65_536
 
 
@@ -234,6 +235,7 @@ def train_flow(
 
     flow = RealNVP(config).to(device)
     optimizer = FlatAdam(flow, settings.lr)  # it moves the weights into one buffer: before DDP sees them
+    average = WeightAverage(optimizer, AVERAGE_DECAY)
     model = flow if ranks == 1 else torch.nn.parallel.DistributedDataParallel(flow)
     learning_rate = LearningRate(settings)
     shuffle = torch.Generator().manual_seed(settings.seed + distributed.rank())
@@ -257,11 +259,12 @@ def train_flow(
         for step, batch_rows in enumerate(shuffled.split(math.ceil(batch_size / ranks))):
             x = x_train[batch_rows.to(device)]
             optimizer.param_groups[0]["lr"] = learning_rate.at(time.perf_counter() - start)
-            loss = -change_of_variables(*model(x)).mean()
+            loss = -flow.change_of_variables(*model(x)).mean()  # the base outside DDP's forward: its gradient still syncs
             optimizer.zero_grad()
             loss.backward()
             optimizer.clip_grad_norm(100.0)
             optimizer.step()
+            average.update()
             total += loss.detach() * len(x)
             seen += len(x)
             # Checking finiteness syncs with the device, so look only now and then.
@@ -270,11 +273,14 @@ def train_flow(
                 break
         total, seen = distributed.total(torch.stack([total, seen])).tolist()
         train_nll = total / max(seen, 1) + train_offset
-        val_nll = _mean_nll(flow, x_val) + val_offset
+        with average.applied():
+            val_nll = _mean_nll(flow, x_val) + val_offset
+            averaged = copy.deepcopy(flow.state_dict()) if val_nll < summary.best_val_nll else None
         if not (math.isfinite(train_nll) and math.isfinite(val_nll)):
             # Go back to the best weights and try again more gently.
             summary.recoveries += 1
             flow.load_state_dict(best_state)
+            average.reset()
             learning_rate.scale /= 4
             optimizer.restart(learning_rate.scale)
             if summary.recoveries > MAX_RECOVERIES:
@@ -286,7 +292,7 @@ def train_flow(
         improved = val_nll < summary.best_val_nll
         if improved:
             summary.best_val_nll, summary.best_epoch = val_nll, epoch
-            best_state = copy.deepcopy(flow.state_dict())
+            best_state = averaged
         learning_rate.after_epoch(epoch, improved)
         if on_epoch is not None and distributed.rank() == 0:
             on_epoch(EpochReport(epoch, settings.epochs, train_nll, val_nll, summary.best_val_nll,

@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 
-from flowcli.architecture import FlowConfig, default_config
+from flowcli.architecture import INVERSE_DF_RATE, MIN_INVERSE_DF, FlowConfig, default_config
 from flowcli.flows import RealNVP
 from flowcli.numpy_flow import NumpyRealNVP
 
@@ -17,7 +18,8 @@ CONFIGS = [
     FlowConfig(features=2, layers=4, hidden=16),
     FlowConfig(features=3, layers=5, hidden=8, depth=1),
     FlowConfig(features=7, layers=8, hidden=16, depth=3, scale_bound=2.0),
-    FlowConfig(features=4, layers=3, hidden=8, mixing=False),  # bundles before format 3
+    FlowConfig(features=4, layers=3, hidden=8, mixing=False, base="normal"),  # bundles before format 3
+    FlowConfig(features=3, layers=2, hidden=8, base="normal"),  # bundles before format 4
     FlowConfig(features=1, layers=1, hidden=8, coupling="spline", bins=4),
     FlowConfig(features=5, layers=4, hidden=8, coupling="spline", bins=6, tail_bound=3.0),
 ]
@@ -60,8 +62,14 @@ def test_log_det_equals_autograd_jacobian(config):
 def test_log_prob_is_normalized_change_of_variables(config):
     flow, x = random_flow(config), rows(config)
     z, log_det = flow(x)
-    base = -0.5 * (z**2).sum(-1) - 0.5 * config.features * math.log(2 * math.pi)
-    torch.testing.assert_close(flow.log_prob(x), base + log_det)
+    if config.base == "normal":
+        base = stats.norm.logpdf(z.detach().numpy()).sum(axis=1)
+    else:
+        weights = {name: value.detach().numpy() for name, value in flow.state_dict().items()}
+        df = 1 / NumpyRealNVP(config, weights, dtype=np.float64).inverse_df
+        assert df.min() < 20  # random weights: heavy tails, not the normal limit
+        base = stats.t.logpdf(z.detach().numpy(), df).sum(axis=1)
+    np.testing.assert_allclose(flow.log_prob(x).detach().numpy(), base + log_det.detach().numpy(), rtol=1e-12)
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=str)
@@ -101,10 +109,33 @@ def test_mixing_is_a_full_rank_linear_map_whose_log_det_is_its_scales():
     torch.testing.assert_close(torch.linalg.slogdet(weight).logabsdet, mixing.log_scale.sum().detach())
 
 
-def test_legacy_manifest_has_no_mixing():
+def test_legacy_manifests_have_no_mixing_and_a_normal_base():
     legacy = {"features": 3, "layers": 2, "hidden": 8, "depth": 2, "scale_bound": 3.0}
     assert FlowConfig.from_json(legacy).mixing is False
-    assert FlowConfig.from_json(FlowConfig(features=3).to_json()).mixing is True
+    assert FlowConfig.from_json(legacy).base == "normal"
+    format_3 = {**legacy, "mixing": True, "coupling": "affine", "bins": 8, "tail_bound": 4.0}
+    assert FlowConfig.from_json(format_3).base == "normal"
+    assert FlowConfig.from_json(FlowConfig(features=3).to_json()) == FlowConfig(features=3)
+    assert FlowConfig(features=3).base == "student"
+
+
+@pytest.mark.parametrize("base", ["normal", "student"])
+def test_latent_samples_follow_the_base(base):
+    """Sampling draws the latent from the base that scoring evaluates: a Student-t of each
+    feature's learned degrees of freedom, or the standard normal."""
+    config = FlowConfig(features=3, layers=1, hidden=4, base=base)
+    flow = RealNVP(config)
+    if base == "student":
+        with torch.no_grad():
+            flow.inverse_df.copy_(torch.logit(1 / torch.tensor([1.5, 4.0, 30.0]) - MIN_INVERSE_DF) / INVERSE_DF_RATE)
+    twin = NumpyRealNVP(config, flow.export_weights(), dtype=np.float64)
+    z = twin.sample_latent(np.random.default_rng(0), 20_000)
+    df = [1.5, 4.0, 30.0] if base == "student" else [math.inf] * 3
+    for j in range(3):
+        law = stats.norm() if base == "normal" else stats.t(df[j])
+        assert stats.kstest(z[:, j], law.cdf).pvalue > 1e-3, j
+    np.testing.assert_allclose(twin.log_prob(np.zeros((1, 3))),
+                               sum(stats.t.logpdf(0, d) if base == "student" else stats.norm.logpdf(0) for d in df), rtol=1e-5)
 
 
 @pytest.mark.parametrize("features", [2, 3, 4, 5, 9])

@@ -8,7 +8,7 @@ import torch
 
 from flowcli.architecture import FlowConfig
 from flowcli.flows import RealNVP
-from flowcli.optim import FlatAdam
+from flowcli.optim import FlatAdam, WeightAverage
 
 
 def _flow() -> RealNVP:
@@ -57,3 +57,28 @@ def test_flat_adam_zeroes_in_place_and_restarts():
     flow.load_state_dict(best)  # in place: the weights stay in the optimizer's buffer
     _train(flow, optimizer, lambda: None)
     assert not torch.equal(flow.state_dict()["couplings.0.linears.0.weight"], best["couplings.0.linears.0.weight"])
+
+
+def test_weight_average_is_an_exponential_average_applied_only_within_its_block():
+    flow = _flow()
+    optimizer = FlatAdam(flow, lr=1e-2)
+    average = WeightAverage(optimizer, decay=0.9)
+    expected = optimizer.flat.detach().clone()
+    x = torch.randn(5, 32, 5, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    for batch in x:
+        loss = -flow.log_prob(batch).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        average.update()
+        expected = 0.9 * expected + 0.1 * optimizer.flat.detach()
+    raw = copy.deepcopy(flow.state_dict())
+    assert not torch.allclose(expected, optimizer.flat)  # the average lags the weights
+    with average.applied():
+        torch.testing.assert_close(optimizer.flat.detach(), expected)
+        inside = flow.log_prob(x[0])  # the module itself sees the average
+    for name, value in flow.state_dict().items():
+        torch.testing.assert_close(value, raw[name], rtol=0, atol=0)
+    assert not torch.allclose(inside, flow.log_prob(x[0]))
+    average.reset()
+    torch.testing.assert_close(average.average, optimizer.flat.detach(), rtol=0, atol=0)
