@@ -41,13 +41,14 @@ class Coupling(nn.Module):
         return self.linears[-1](h)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x_conditioning = x[:, : self.c]
-        z_transformed, log_slopes = self.elementwise(x[:, self.c :], self.conditioner(x_conditioning))
+        # One split, not two slices: its gradient is one cat, theirs two zero-filled copies and a sum.
+        x_conditioning, x_transformed = x.split([self.c, x.shape[1] - self.c], dim=1)
+        z_transformed, log_slopes = self.elementwise(x_transformed, self.conditioner(x_conditioning))
         return torch.cat([x_conditioning, z_transformed], dim=1), log_slopes
 
     def inverse(self, z: torch.Tensor) -> torch.Tensor:
-        z_conditioning = z[:, : self.c]
-        x_transformed = self.elementwise_inverse(z[:, self.c :], self.conditioner(z_conditioning))
+        z_conditioning, z_transformed = z.split([self.c, z.shape[1] - self.c], dim=1)
+        x_transformed = self.elementwise_inverse(z_transformed, self.conditioner(z_conditioning))
         return torch.cat([z_conditioning, x_transformed], dim=1)
 
 
@@ -61,7 +62,7 @@ class AffineCoupling(Coupling):
 
     def elementwise(self, x: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         s, t = self.scale_shift(out)
-        return x * torch.exp(s) + t, s
+        return torch.addcmul(t, x, torch.exp(s)), s
 
     def elementwise_inverse(self, z: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         s, t = self.scale_shift(out)
@@ -193,6 +194,7 @@ class RealNVP(nn.Module):
         """Data (N, D) → latent (N, D) and log|det ∂z/∂x| (N,)."""
         if self.config.mixing:
             weights, biases, mixing_log_det = self.mixing_maps()
+            weights, biases = weights.unbind(), biases.unbind()  # one operation, not one index per step
         log_slopes = []
         for k, coupling in enumerate(self.couplings):
             x = torch.addmm(biases[k], x, weights[k]) if self.config.mixing else x[:, self.take[k]]
@@ -233,11 +235,12 @@ class RealNVP(nn.Module):
 
 def student_log_pdf(z: torch.Tensor, inverse_df: torch.Tensor) -> torch.Tensor:
     """Σ_j log t(z_j; ν_j) per row (N,) for z (N, D) and 1/ν (D,). The normalizing constants are
-    differences of large log-gammas when ν is large, so they are taken in float64."""
-    df = 1 / inverse_df.double()
-    constant = torch.lgamma((df + 1) / 2) - torch.lgamma(df / 2) - 0.5 * torch.log(df * math.pi)
-    power = (1 + inverse_df) / (2 * inverse_df)  # (ν + 1) / 2
-    return constant.sum().to(z.dtype) - (power * torch.log1p(z**2 * inverse_df)).sum(dim=-1)
+    differences of large log-gammas when ν is large, so they are taken in float64. Written in
+    few operations: at a batch of 256 each one costs about as much as its arithmetic."""
+    half_df = 0.5 / inverse_df.double()  # ν/2
+    constant = (torch.lgamma(half_df + 0.5) - torch.lgamma(half_df) - 0.5 * torch.log(half_df)).sum()
+    power = 0.5 / inverse_df + 0.5  # (ν + 1) / 2
+    return (constant - 0.5 * z.shape[-1] * math.log(2 * math.pi)).to(z.dtype) - torch.log1p(z * z * inverse_df) @ power
 
 
 def _linear(fan_in: int, fan_out: int) -> nn.Linear:
