@@ -144,6 +144,14 @@ class NumericColumn:
         )
         return np.column_stack([u, g]), log_weight + indicator_weight
 
+    def feature_range(self) -> tuple[float, float]:
+        """The values of the column's flow feature that decode within [low, high], the range seen
+        at fit (a dequantized column's values reach high + 1 before they are floored)."""
+        with np.errstate(divide="ignore"):
+            t, _ = forward_transform(self.transform, np.array([self.low, self.high + self.discrete]))
+        low, high = (t - self.mean) / self.std
+        return float(low), float(high)
+
     def decode(self, u: np.ndarray, rng: np.random.Generator) -> pa.Array:
         with np.errstate(over="ignore"):
             t = np.nan_to_num(u[:, 0] * self.std + self.mean, posinf=_FLOAT_MAX, neginf=-_FLOAT_MAX)

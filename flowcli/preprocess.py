@@ -78,6 +78,17 @@ class Preprocessor:
             start += column.width
         return pa.RecordBatch.from_arrays(arrays, names=self.names)
 
+    def in_range(self, u: np.ndarray) -> np.ndarray:
+        """Per row of features u (N, W): whether every numeric column decodes within the range
+        seen at fit (NaN is not)."""
+        inside, start = np.ones(len(u), dtype=bool), 0
+        for column in self.columns:
+            if isinstance(column, NumericColumn):
+                low, high = column.feature_range()
+                inside &= (u[:, start] >= low) & (u[:, start] <= high)
+            start += column.width
+        return inside
+
     def unseen(self, table: pa.Table | pa.RecordBatch, *, source: str = "data") -> dict[str, int]:
         """Per categorical column, how many values of `table` were never seen at fit."""
         counts = {
