@@ -52,6 +52,7 @@ class EpochReport:
     best_val_nll: float
     elapsed: float  # seconds since training started
     max_time: float | None
+    coupling: str  # the flow in training: "auto" trains an affine one, then maybe a spline one, each from epoch 1
 
 
 @dataclass
@@ -296,7 +297,7 @@ def train_flow(
         learning_rate.after_epoch(epoch, improved)
         if on_epoch is not None and distributed.rank() == 0:
             on_epoch(EpochReport(epoch, settings.epochs, train_nll, val_nll, summary.best_val_nll,
-                                 time.perf_counter() - start, settings.max_time))
+                                 time.perf_counter() - start, settings.max_time, config.coupling))
         if stop or (stop := interruption()[1]):
             summary.stopped = stop
             break

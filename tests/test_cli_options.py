@@ -23,7 +23,8 @@ def test_log_json_appends_one_object_per_epoch(table_csv, tmp_path):
     assert result.returncode == 0, result.stderr
     epochs = [json.loads(line) for line in log.read_text().splitlines()]
     assert [epoch["epoch"] for epoch in epochs] == [1, 2, 3]
-    assert set(epochs[0]) == {"epoch", "epochs", "train_nll", "val_nll", "best_val_nll", "elapsed", "max_time"}
+    assert set(epochs[0]) == {"epoch", "epochs", "train_nll", "val_nll", "best_val_nll", "elapsed", "max_time", "coupling"}
+    assert {epoch["coupling"] for epoch in epochs} == {"affine"}  # no --max-time: auto trains the affine flow alone
 
 
 def test_log_json_in_a_missing_folder_is_one_error_line(table_csv, tmp_path):

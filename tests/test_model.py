@@ -160,6 +160,7 @@ def test_auto_coupling_spends_the_time_left_on_a_spline_flow_and_keeps_the_bette
     model = TabularFlow(max_time=120, **quick).fit(x, on_epoch=reports.append)
     tried = model.training_["couplings"]
     assert len(reports) == 6 and all(report.max_time == 120 for report in reports)
+    assert [report.coupling for report in reports] == ["affine"] * 3 + ["spline"] * 3
     best = [report.best_val_nll for report in reports]  # the best of both flows so far
     assert best == sorted(best, reverse=True) and best[-1] == min(tried.values())
     assert reports[3].elapsed >= reports[2].elapsed
