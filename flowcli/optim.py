@@ -56,6 +56,8 @@ class WeightAverage:
     """An exponential moving average of a `FlatAdam`'s weights (Polyak averaging), one in-place
     lerp per step. Steps follow the raw weights; validation and checkpoints use the average,
     which sits nearer a minimum's centre than the weights that noisy steps circle it with.
+    Its decay warms up as (1 + t)/(10 + t) after t steps, so that a short fit's average is not
+    mostly the initial weights (45 steps at 0.99 would keep 64 % of them).
     Measured by bench/density.py at 30 s: banana-32 −0.30 nats, Sachs −0.05, weather −0.04,
     student-t-8 −0.015, galaxy and mixture-16 unchanged.
     """
@@ -64,13 +66,17 @@ class WeightAverage:
         self.weights = optimizer.flat
         self.average = self.weights.detach().clone()
         self.decay = decay
+        self.steps = 0
 
     def update(self) -> None:
-        self.average.lerp_(self.weights.detach(), 1 - self.decay)
+        decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        self.average.lerp_(self.weights.detach(), 1 - decay)
+        self.steps += 1
 
     def reset(self) -> None:
         """Start the average afresh from the weights (after they were reloaded)."""
         self.average.copy_(self.weights.detach())
+        self.steps = 0
 
     @contextmanager
     def applied(self) -> Iterator[None]:

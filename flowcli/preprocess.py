@@ -78,14 +78,13 @@ class Preprocessor:
             start += column.width
         return pa.RecordBatch.from_arrays(arrays, names=self.names)
 
-    def in_range(self, u: np.ndarray) -> np.ndarray:
-        """Per row of features u (N, W): whether every numeric column decodes within the range
-        seen at fit (NaN is not)."""
+    def near_range(self, u: np.ndarray) -> np.ndarray:
+        """Per row of features u (N, W): whether every numeric column decodes near the range seen
+        at fit (`NumericColumn.near_range`)."""
         inside, start = np.ones(len(u), dtype=bool), 0
         for column in self.columns:
             if isinstance(column, NumericColumn):
-                low, high = column.feature_range()
-                inside &= (u[:, start] >= low) & (u[:, start] <= high)
+                inside &= column.near_range(u[:, start:start + column.width])
             start += column.width
         return inside
 

@@ -1,8 +1,10 @@
 """Maximum-likelihood training of a RealNVP with Adam, a validation split and early stopping.
 
 The loop reports each epoch through a callback and never prints: the CLI draws the progress.
-It keeps the best-validation weights, stops on patience, epochs or wall-clock time, and
-recovers from a non-finite loss by reloading the best weights at a lower learning rate.
+Validation and the weights it keeps use an average of the weights over recent steps
+(`optim.WeightAverage`). It keeps the best-validation average, stops on patience, epochs or
+wall-clock time, and recovers from a non-finite loss by reloading the best weights at a lower
+learning rate.
 The learning rate follows `LearningRate`: a cosine over the time budget, halved on plateaus.
 """
 
@@ -71,7 +73,7 @@ class TrainingSummary:
     wall_seconds: float = 0.0
     stopped: str = "epochs"
     recoveries: int = 0
-    history: list[list[float]] = field(default_factory=list)  # [train_nll, val_nll] per epoch
+    history: list[list[float]] = field(default_factory=list)  # [train_nll, val_nll] per epoch: of the weights, of their average
     couplings: dict[str, float] | None = None  # each tried coupling's best validation NLL, when several were
 
     def to_json(self) -> dict:

@@ -60,18 +60,20 @@ def test_flat_adam_zeroes_in_place_and_restarts():
 
 
 def test_weight_average_is_an_exponential_average_applied_only_within_its_block():
+    """With a decay that warms up as (1 + t)/(10 + t) over the first steps."""
     flow = _flow()
     optimizer = FlatAdam(flow, lr=1e-2)
     average = WeightAverage(optimizer, decay=0.9)
     expected = optimizer.flat.detach().clone()
     x = torch.randn(5, 32, 5, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    for batch in x:
+    for t, batch in enumerate(torch.cat([x, x])):
         loss = -flow.log_prob(batch).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         average.update()
-        expected = 0.9 * expected + 0.1 * optimizer.flat.detach()
+        decay = min(0.9, (1 + t) / (10 + t))  # 0.1, 0.18, …, 0.9 from the 71st step: here 10 steps
+        expected = decay * expected + (1 - decay) * optimizer.flat.detach()
     raw = copy.deepcopy(flow.state_dict())
     assert not torch.allclose(expected, optimizer.flat)  # the average lags the weights
     with average.applied():
@@ -82,3 +84,4 @@ def test_weight_average_is_an_exponential_average_applied_only_within_its_block(
     assert not torch.allclose(inside, flow.log_prob(x[0]))
     average.reset()
     torch.testing.assert_close(average.average, optimizer.flat.detach(), rtol=0, atol=0)
+    assert average.steps == 0
