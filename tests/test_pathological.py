@@ -76,3 +76,16 @@ def test_nine_rows_are_too_few():
 def test_an_architecture_too_big_for_memory_is_refused_before_allocating():
     with pytest.raises(FlowcliError, match=r"GiB .* lower --hidden or --layers"):
         TabularFlow(epochs=1, hidden=200_000).fit(ten_rows())
+
+
+def test_a_one_valued_range_never_forces_a_redraw():
+    """A constant datetime column is numeric with low == high: every draw decodes to its one
+    value, so it must not send rows to be drawn again (it would send all of them, ten times)."""
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"taken": pd.Timestamp("2024-05-01 12:00"), "x": rng.standard_t(2, 500)})
+    model = TabularFlow(epochs=2, layers=2, hidden=8, seed=0).fit(table)
+    snapshot = model.preprocessor_.columns[0]
+    assert snapshot.kind == "datetime" and snapshot.low == snapshot.high
+    raw = model._inverse(model._flow.sample_latent(np.random.default_rng(0), 1000))
+    assert snapshot.near_range(raw[:, :1]).all()
+    assert (model.sample(100, seed=0)["taken"] == pd.Timestamp("2024-05-01 12:00")).all()
