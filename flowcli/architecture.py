@@ -43,7 +43,7 @@ class FlowConfig:
     coupling: str = "affine"  # or "spline": rational-quadratic (Durkan et al. 2019)
     bins: int = 8  # spline bins on [-tail_bound, tail_bound]; the map is the identity outside
     tail_bound: float = 4.0
-    base: str = "student"  # or "normal"; bundles before format 4 have a normal base
+    base: str = "normal"  # or "student": a Student-t per latent feature with learned degrees of freedom
 
     def __post_init__(self) -> None:
         sizes = (self.features, self.layers, self.hidden, self.depth, self.bins - 1)
@@ -123,7 +123,8 @@ class FlowConfig:
 
 
 def default_config(
-    rows: int, features: int, *, layers: int | None = None, hidden: int | None = None, coupling: str = "affine"
+    rows: int, features: int, *, layers: int | None = None, hidden: int | None = None, coupling: str = "affine",
+    base: str = "normal",
 ) -> FlowConfig:
     """A flow sized for `rows` × `features`: 64 hidden units, 128 from 50,000 rows and 17 features,
     256 from 200,000 rows and 65 features.
@@ -137,4 +138,4 @@ def default_config(
         hidden = 256 if rows >= 200_000 and features > 64 else 128 if rows >= 50_000 and features > 16 else 64
     if layers is None:
         layers = 1 if features == 1 else 8  # one feature: couplings reduce to a single affine map
-    return FlowConfig(features=features, layers=layers, hidden=hidden, coupling=coupling)
+    return FlowConfig(features=features, layers=layers, hidden=hidden, coupling=coupling, base=base)

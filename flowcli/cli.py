@@ -40,6 +40,11 @@ class Coupling(str, Enum):
     spline = "spline"
 
 
+class Base(str, Enum):
+    normal = "normal"
+    student = "student"
+
+
 class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -110,6 +115,7 @@ def fit(
     layers: Annotated[Optional[int], typer.Option(min=1, help="Coupling layers [default: 8].")] = None,
     hidden: Annotated[Optional[int], typer.Option(min=1, help="Units per hidden layer [default: sized from the data].")] = None,
     coupling: Annotated[Coupling, typer.Option(help="Elementwise map of each coupling: RealNVP's affine, a rational-quadratic spline, or auto: affine, then with --max-time a spline flow on the time left, keeping the better on validation.")] = Coupling.auto,
+    base: Annotated[Base, typer.Option(help="The flow's base density: the standard normal, or a Student-t per feature whose degrees of freedom are learned, for heavy-tailed data (better likelihoods there; its far-tail samples can weaken column correlations).")] = Base.normal,
     val_fraction: Annotated[float, typer.Option(min=0.001, max=0.9, help="Share of rows held out for validation.")] = 0.1,
     patience: Annotated[int, typer.Option(min=1, help="Stop after this many epochs without a better validation NLL.")] = 20,
     seed: Annotated[int, typer.Option(min=0, help="Seed for the split, initialization and shuffling.")] = 0,
@@ -136,7 +142,7 @@ def fit(
     if rank() > 0:  # under torchrun, rank 0 alone reports
         quiet, log_json = True, None
     hyperparameters = dict(
-        epochs=epochs, max_time=max_time, batch_size=batch_size, lr=lr, layers=layers, hidden=hidden, coupling=coupling.value,
+        epochs=epochs, max_time=max_time, batch_size=batch_size, lr=lr, layers=layers, hidden=hidden, coupling=coupling.value, base=base.value,
         val_fraction=val_fraction, patience=patience, seed=seed, device=device.value,
     )
     kinds = {name: kind for kind, names in (("categorical", categorical), ("integer", integer),

@@ -51,7 +51,8 @@ class TabularFlow(EstimatorConventions):
     names them when they had names (a DataFrame or a pyarrow Table, not an array).
     Log-likelihoods are natural logs of the density in the units of the user's columns.
     `coupling` "auto" trains affine couplings and, given a `max_time`, a spline flow on the time
-    the affine one leaves unused, keeping the one with the lower validation NLL.
+    the affine one leaves unused, keeping the one with the lower validation NLL. `base` "student"
+    gives the flow a Student-t base with degrees of freedom learned per feature, for heavy tails.
     """
 
     def __init__(
@@ -60,6 +61,7 @@ class TabularFlow(EstimatorConventions):
         layers: int | None = None,
         hidden: int | None = None,
         coupling: str = "auto",
+        base: str = "normal",
         epochs: int = 500,
         max_time: float | None = None,
         batch_size: int | None = None,
@@ -73,6 +75,7 @@ class TabularFlow(EstimatorConventions):
         self.layers = layers
         self.hidden = hidden
         self.coupling = coupling
+        self.base = base
         self.epochs = epochs
         self.max_time = max_time
         self.batch_size = batch_size
@@ -140,7 +143,8 @@ class TabularFlow(EstimatorConventions):
         if not self.preprocessor_.is_exact(table):
             def redraw() -> np.ndarray:  # fresh dequantization and imputation noise for an epoch
                 return self.preprocessor_.encode(train_table, rng.uniform(size=(len(train_rows), self.preprocessor_.width)))[0]
-        configs = [default_config(total_rows, self.preprocessor_.width, layers=self.layers, hidden=self.hidden, coupling=coupling)
+        configs = [default_config(total_rows, self.preprocessor_.width, layers=self.layers, hidden=self.hidden, coupling=coupling,
+                                  base=self.base)
                    for coupling in (("affine", "spline") if self.coupling == "auto" else (self.coupling,))]
         settings = TrainSettings(
             epochs=self.epochs, max_time=self.max_time, batch_size=self.batch_size, lr=self.lr,

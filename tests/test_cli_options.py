@@ -41,3 +41,14 @@ def test_flowcli_device_sets_the_default_device(table_csv, tmp_path):
     assert result.returncode == 0, result.stderr
     inspect = json.loads(run("inspect", tmp_path / "m.flow", "--json").stdout)
     assert inspect["training"]["device"] == "cpu"
+
+
+def test_base_student_learns_degrees_of_freedom_that_inspect_shows(table_csv, tmp_path):
+    result = run("fit", table_csv, "-o", tmp_path / "m.flow", "--base", "student", *FAST)
+    assert result.returncode == 0, result.stderr
+    text = run("inspect", tmp_path / "m.flow").stdout
+    assert "Student-t base" in text and "(ν " in text
+    architecture = json.loads(run("inspect", tmp_path / "m.flow", "--json").stdout)["architecture"]
+    assert architecture["base"] == "student"
+    assert len(architecture["degrees_of_freedom"]) == architecture["features"]
+    assert all(df >= 1 for df in architecture["degrees_of_freedom"])

@@ -15,13 +15,13 @@ from flowcli.numpy_flow import NumpyRealNVP
 
 CONFIGS = [
     FlowConfig(features=1, layers=2, hidden=8),
-    FlowConfig(features=2, layers=4, hidden=16),
+    FlowConfig(features=2, layers=4, hidden=16, base="student"),
     FlowConfig(features=3, layers=5, hidden=8, depth=1),
-    FlowConfig(features=7, layers=8, hidden=16, depth=3, scale_bound=2.0),
+    FlowConfig(features=7, layers=8, hidden=16, depth=3, scale_bound=2.0, base="student"),
     FlowConfig(features=4, layers=3, hidden=8, mixing=False, base="normal"),  # bundles before format 3
     FlowConfig(features=3, layers=2, hidden=8, base="normal"),  # bundles before format 4
     FlowConfig(features=1, layers=1, hidden=8, coupling="spline", bins=4),
-    FlowConfig(features=5, layers=4, hidden=8, coupling="spline", bins=6, tail_bound=3.0),
+    FlowConfig(features=5, layers=4, hidden=8, coupling="spline", bins=6, tail_bound=3.0, base="student"),
 ]
 
 
@@ -116,7 +116,9 @@ def test_legacy_manifests_have_no_mixing_and_a_normal_base():
     format_3 = {**legacy, "mixing": True, "coupling": "affine", "bins": 8, "tail_bound": 4.0}
     assert FlowConfig.from_json(format_3).base == "normal"
     assert FlowConfig.from_json(FlowConfig(features=3).to_json()) == FlowConfig(features=3)
-    assert FlowConfig(features=3).base == "student"
+    assert FlowConfig(features=3).base == "normal"
+    student = FlowConfig(features=3, base="student")
+    assert FlowConfig.from_json(student.to_json()) == student
 
 
 @pytest.mark.parametrize("base", ["normal", "student"])

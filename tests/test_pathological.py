@@ -83,7 +83,7 @@ def test_a_one_valued_range_never_forces_a_redraw():
     value, so it must not send rows to be drawn again (it would send all of them, ten times)."""
     rng = np.random.default_rng(0)
     table = pd.DataFrame({"taken": pd.Timestamp("2024-05-01 12:00"), "x": rng.standard_t(2, 500)})
-    model = TabularFlow(epochs=2, layers=2, hidden=8, seed=0).fit(table)
+    model = TabularFlow(epochs=2, layers=2, hidden=8, seed=0, base="student").fit(table)
     snapshot = model.preprocessor_.columns[0]
     assert snapshot.kind == "datetime" and snapshot.low == snapshot.high
     raw = model._inverse(model._flow.sample_latent(np.random.default_rng(0), 1000))
