@@ -27,9 +27,9 @@ from flowcli.inputs import as_table, feature_names
 from flowcli.io import to_ipc
 from flowcli.likelihood import counted, log_likelihood, percentiles, quantiles, unseen_message
 from flowcli.numpy_flow import NumpyRealNVP
-from flowcli.parallel import map_rows
 from flowcli.preprocess import Preprocessor
 from flowcli.reference import reference_summary
+from flowcli.sampling import draw_features
 from flowcli.schema import require_columns, select_columns
 from flowcli.shards import shared_rows
 
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 
 MIN_ROWS = 10
 SAMPLE_BATCH_ROWS = 65_536
-MAX_REDRAWS = 10  # draws of the sampled rows that fall far outside the range seen at fit, the first included
 
 
 class TabularFlow(EstimatorConventions):
@@ -274,34 +273,7 @@ class TabularFlow(EstimatorConventions):
             raise DataError(f"seed {seed} is negative; give a seed of 0 or more")
         rng = np.random.default_rng(seed)
         for start in range(0, n, batch_rows):
-            yield self.preprocessor_.decode(self._draw_features(rng, min(batch_rows, n - start)), rng)
-
-    def _draw_features(self, rng: np.random.Generator, rows: int) -> np.ndarray:
-        """`rows` flow features (rows, W) from the model restricted to near the range seen at fit.
-
-        Rows far past it are drawn again rather than clipped: a heavy-tailed base now and then
-        reaches far past the data, and clipping piled those rows on the range's edges (0.7 % of
-        a Shuttle column's samples, against 0.004 % of its values; 0.04 % when drawn again). After MAX_REDRAWS draws the
-        rest are kept, and decoding clips them. Rows kept come out in the order drawn.
-        Bundles with a normal base (before format 4) clip every row, so a seed gives what it gave.
-        """
-        if self.config_.base == "normal":
-            return self._inverse(self._flow.sample_latent(rng, rows))
-        parts, needed = [], rows
-        for _ in range(MAX_REDRAWS):
-            x = self._inverse(self._flow.sample_latent(rng, needed))
-            inside = self.preprocessor_.near_range(x)
-            parts.append(x[inside])
-            needed -= int(inside.sum())
-            if not needed:
-                break
-        else:
-            parts.append(x[~inside])
-        return np.concatenate(parts)
-
-    def _inverse(self, z: np.ndarray) -> np.ndarray:
-        """Latent (N, D) → flow features (N, D) in float64."""
-        return np.concatenate(map_rows(lambda first, stop: self._flow.inverse(z[first:stop]), len(z))).astype(np.float64)
+            yield self.preprocessor_.decode(draw_features(self._flow, self.preprocessor_, rng, min(batch_rows, n - start)), rng)
 
     def sample(
         self, n: int | None = None, seed: int | None = None, *,
