@@ -20,7 +20,9 @@ from flowcli.errors import BundleError
 MIN_BIN = 1e-3  # a spline's smallest bin width or height, as a share of its span 2B
 MIN_SLOPE = 1e-3  # a spline's smallest slope at a knot
 SLOPE_OFFSET = math.log(math.expm1(1 - MIN_SLOPE))  # added to raw slopes: a raw 0 gives slope 1, the identity
-# A Student-t base has 1/ν = sigmoid(RATE · weight) + MIN_INVERSE_DF per feature: ν from 1 (Cauchy)
+BASES = ("normal", "student", "multivariate-t")
+# A Student-t base has 1/ν = sigmoid(RATE · weight) + MIN_INVERSE_DF, per feature or one for the
+# multivariate t: ν from 1 (Cauchy)
 # to 10⁶ (the normal, in effect). It starts at ν = 100, close to the normal. Adam's steps change
 # log(1/ν) by RATE times a step in other weights, so heavy tails are learned within a short fit
 # (ν = 3.3 and 5.7 after 30 epochs on t columns of ν = 2.5), while near the normal 1/ν moves in
@@ -43,13 +45,15 @@ class FlowConfig:
     coupling: str = "affine"  # or "spline": rational-quadratic (Durkan et al. 2019)
     bins: int = 8  # spline bins on [-tail_bound, tail_bound]; the map is the identity outside
     tail_bound: float = 4.0
-    base: str = "normal"  # or "student": a Student-t per latent feature with learned degrees of freedom
+    # or "student": a Student-t per latent feature, or "multivariate-t": one elliptical t over all
+    # of them, each with learned degrees of freedom
+    base: str = "normal"
 
     def __post_init__(self) -> None:
         sizes = (self.features, self.layers, self.hidden, self.depth, self.bins - 1)
         if (any(type(size) is not int or size < 1 for size in sizes) or not 0 < self.scale_bound <= 10
                 or type(self.mixing) is not bool or self.coupling not in ("affine", "spline")
-                or not 0 < self.tail_bound <= 100 or self.base not in ("normal", "student")):
+                or not 0 < self.tail_bound <= 100 or self.base not in BASES):
             raise ValueError(f"invalid flow configuration: {self}")
 
     @property
@@ -57,6 +61,11 @@ class FlowConfig:
         """What a coupling's MLP computes per transformed feature: a log-scale and a shift, or a
         spline's bin widths, bin heights and interior knot derivatives."""
         return 2 if self.coupling == "affine" else 3 * self.bins - 1
+
+    @property
+    def degrees_of_freedom(self) -> int:
+        """How many learned degrees of freedom the base has: none for the normal."""
+        return {"normal": 0, "student": self.features, "multivariate-t": 1}[self.base]
 
     def split(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
         """(conditioning, transformed) feature indices of coupling `layer`.
@@ -74,7 +83,7 @@ class FlowConfig:
 
     def weight_shapes(self) -> dict[str, tuple[int, ...]]:
         """The name and shape of every weight, as torch's state_dict names them."""
-        shapes = {"inverse_df": (self.features,)} if self.base == "student" else {}
+        shapes = {"inverse_df": (self.degrees_of_freedom,)} if self.degrees_of_freedom else {}
         for k in range(self.layers if self.mixing else 0):
             for name in ("lower", "upper"):
                 shapes[f"mixings.{k}.{name}"] = (self.features, self.features)
@@ -107,7 +116,7 @@ class FlowConfig:
 
     def tensor_count(self) -> int:
         """How many weight tensors there are, told without listing them."""
-        return (2 * (self.depth + 1) + 4 * self.mixing) * self.layers + (self.base == "student")
+        return (2 * (self.depth + 1) + 4 * self.mixing) * self.layers + bool(self.degrees_of_freedom)
 
     def parameter_count(self) -> int:
         return sum(int(np.prod(shape)) for shape in self.weight_shapes().values())
@@ -118,7 +127,7 @@ class FlowConfig:
     @classmethod
     def from_json(cls, data: dict) -> FlowConfig:
         """The config a manifest describes; bundles before format 3 predate `mixing`, and before
-        format 4 `base`."""
+        format 4 `base` (format 5 added the multivariate t)."""
         return cls(**{"mixing": False, "base": "normal", **data})
 
 

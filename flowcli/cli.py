@@ -43,6 +43,7 @@ class Coupling(str, Enum):
 class Base(str, Enum):
     normal = "normal"
     student = "student"
+    multivariate_t = "multivariate-t"
 
 
 class Device(str, Enum):
@@ -115,7 +116,7 @@ def fit(
     layers: Annotated[Optional[int], typer.Option(min=1, help="Coupling layers [default: 8].")] = None,
     hidden: Annotated[Optional[int], typer.Option(min=1, help="Units per hidden layer [default: sized from the data].")] = None,
     coupling: Annotated[Coupling, typer.Option(help="Elementwise map of each coupling: RealNVP's affine, a rational-quadratic spline, or auto: affine, then with --max-time a spline flow on the time left, keeping the better on validation.")] = Coupling.auto,
-    base: Annotated[Base, typer.Option(help="The flow's base density: the standard normal, or a Student-t per feature whose degrees of freedom are learned, for heavy-tailed data (better likelihoods there; its far-tail samples can weaken column correlations).")] = Base.normal,
+    base: Annotated[Base, typer.Option(help="The flow's base density: the standard normal; or, for heavy-tailed data, a multivariate Student-t or a Student-t per feature, whose degrees of freedom are learned (better likelihoods there; far-tail samples are clipped to, or drawn again near, the range seen at fit).")] = Base.normal,
     val_fraction: Annotated[float, typer.Option(min=0.001, max=0.9, help="Share of rows held out for validation.")] = 0.1,
     patience: Annotated[int, typer.Option(min=1, help="Stop after this many epochs without a better validation NLL.")] = 20,
     seed: Annotated[int, typer.Option(min=0, help="Seed for the split, initialization and shuffling.")] = 0,

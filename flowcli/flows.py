@@ -156,9 +156,9 @@ def lu_weight(lower: torch.Tensor, upper: torch.Tensor, log_scale: torch.Tensor)
 class RealNVP(nn.Module):
     """Steps of (optional linear mixing, coupling) over a base density, shaped by a `FlowConfig`.
 
-    The base is the standard normal or a Student-t per latent feature with learned
-    degrees of freedom: a flow of bounded slopes keeps its base's tails (Jaini et al. 2020), so
-    only a heavy-tailed base fits heavy-tailed data. It starts close to the normal (ν = 100).
+    The base is the standard normal, a Student-t per latent feature or a multivariate t, with
+    learned degrees of freedom: a flow of bounded slopes keeps its base's tails (Jaini et al.
+    2020), so only a heavy-tailed base fits heavy-tailed data. It starts close to the normal (ν = 100).
 
     Between steps the features are stored in the order the next coupling wants, conditioning
     first, so that its halves are slices: each mixing's W has its rows and columns permuted to
@@ -179,8 +179,8 @@ class RealNVP(nn.Module):
             self.register_buffer(name, torch.as_tensor(value, dtype=torch.long), persistent=False)
         if config.mixing:
             self.mixings = nn.ModuleList(LinearMixing(config.features) for _ in range(config.layers))
-        if config.base == "student":
-            self.inverse_df = nn.Parameter(torch.full((config.features,), INVERSE_DF_START))
+        if config.degrees_of_freedom:
+            self.inverse_df = nn.Parameter(torch.full((config.degrees_of_freedom,), INVERSE_DF_START))
         kind = AffineCoupling if config.coupling == "affine" else SplineCoupling
         self.couplings = nn.ModuleList(kind(len(conditioning), len(transformed), config) for conditioning, transformed in splits)
 
@@ -226,7 +226,9 @@ class RealNVP(nn.Module):
         """log p(x) (N,) from the latent z (N, D) and log|det ∂z/∂x| (N,)."""
         if self.config.base == "normal":
             return -0.5 * (z**2).sum(dim=-1) - 0.5 * z.shape[-1] * math.log(2 * math.pi) + log_det
-        return student_log_pdf(z, torch.sigmoid(INVERSE_DF_RATE * self.inverse_df) + MIN_INVERSE_DF) + log_det
+        inverse_df = torch.sigmoid(INVERSE_DF_RATE * self.inverse_df) + MIN_INVERSE_DF
+        log_pdf = student_log_pdf if self.config.base == "student" else multivariate_t_log_pdf
+        return log_pdf(z, inverse_df) + log_det
 
     def export_weights(self) -> dict[str, np.ndarray]:
         """The weights as float32 numpy arrays, named as `FlowConfig.weight_shapes` names them."""
@@ -245,6 +247,15 @@ def student_log_pdf(z: torch.Tensor, inverse_df: torch.Tensor) -> torch.Tensor:
     constant = (torch.lgamma(half_df + 0.5) - torch.lgamma(half_df) - 0.5 * torch.log(half_df)).sum()
     power = 0.5 / inverse_df + 0.5  # (ν + 1) / 2
     return (constant - 0.5 * z.shape[-1] * math.log(2 * math.pi)).to(z.dtype) - torch.log1p(z * z * inverse_df) @ power
+
+
+def multivariate_t_log_pdf(z: torch.Tensor, inverse_df: torch.Tensor) -> torch.Tensor:
+    """log t_D(z; ν) per row (N,) of the standard multivariate t, z (N, D) and 1/ν (1,): the
+    elliptical t, whose rows share one scale drawn from ν/χ²_ν. Its constant is in float64, as in
+    `student_log_pdf`."""
+    half_df, half_d = 0.5 / inverse_df.double(), 0.5 * z.shape[-1]
+    constant = torch.lgamma(half_df + half_d) - torch.lgamma(half_df) - half_d * torch.log(2 * math.pi * half_df)
+    return constant.to(z.dtype) - (0.5 / inverse_df + half_d) * torch.log1p((z * z).sum(dim=-1) * inverse_df)
 
 
 def _linear(fan_in: int, fan_out: int) -> nn.Linear:

@@ -50,8 +50,9 @@ class TabularFlow(EstimatorConventions):
     names them when they had names (a DataFrame or a pyarrow Table, not an array).
     Log-likelihoods are natural logs of the density in the units of the user's columns.
     `coupling` "auto" trains affine couplings and, given a `max_time`, a spline flow on the time
-    the affine one leaves unused, keeping the one with the lower validation NLL. `base` "student"
-    gives the flow a Student-t base with degrees of freedom learned per feature, for heavy tails.
+    the affine one leaves unused, keeping the one with the lower validation NLL. `base`
+    "multivariate-t" gives the flow a multivariate Student-t base, and "student" one per feature,
+    with degrees of freedom learned, for heavy tails.
     """
 
     def __init__(

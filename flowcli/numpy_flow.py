@@ -168,11 +168,12 @@ class NumpyRealNVP:
     def __init__(self, config: FlowConfig, weights: dict[str, np.ndarray], dtype: type = np.float32):
         self.config = config
         self.dtype = dtype
-        self.inverse_df = None  # a normal base; a Student-t base has 1/ν (D,) in float64
-        if config.base == "student":
+        self.inverse_df = None  # a normal base; a t base has 1/ν in float64: (D,) per feature, (1,) multivariate
+        if config.degrees_of_freedom:
             self.inverse_df = 0.5 + 0.5 * np.tanh(0.5 * INVERSE_DF_RATE * weights["inverse_df"].astype(np.float64)) + MIN_INVERSE_DF  # a sigmoid that cannot overflow
-            df = 1 / self.inverse_df
-            self._student_constant = sum(math.lgamma((v + 1) / 2) - math.lgamma(v / 2) - 0.5 * math.log(v * math.pi) for v in df)
+            d = config.features if config.base == "multivariate-t" else 1  # the dimension of each t
+            self._t_constant = sum(math.lgamma((v + d) / 2) - math.lgamma(v / 2) - 0.5 * d * math.log(v * math.pi)
+                                   for v in 1 / self.inverse_df)
         self.steps: list[_Mixing | _Permutation | _Coupling] = []  # in data → latent order
         order = identity = np.arange(config.features)  # the feature each storage column holds
         for k in range(config.layers):
@@ -209,9 +210,12 @@ class NumpyRealNVP:
         z = z.astype(np.float64)
         if self.inverse_df is None:
             log_base = -0.5 * np.einsum("ij,ij->i", z, z) - 0.5 * z.shape[1] * math.log(2 * math.pi)
-        else:
+        elif self.config.base == "student":
             power = (1 + self.inverse_df) / (2 * self.inverse_df)
-            log_base = self._student_constant - (power * np.log1p(z * z * self.inverse_df)).sum(axis=1)
+            log_base = self._t_constant - (power * np.log1p(z * z * self.inverse_df)).sum(axis=1)
+        else:
+            power = (1 + z.shape[1] * self.inverse_df[0]) / (2 * self.inverse_df[0])  # (ν + D) / 2
+            log_base = self._t_constant - power * np.log1p(np.einsum("ij,ij->i", z, z) * self.inverse_df[0])
         log_p = log_base + log_det
         # A row so extreme that float32 overflows has, in the limit, density zero.
         return np.where(np.isnan(log_p), -np.inf, log_p)
@@ -221,4 +225,8 @@ class NumpyRealNVP:
         if self.inverse_df is None:
             # Drawn in float32, as flowcli always has: a seed gives the samples it gave before format 4.
             return rng.standard_normal((rows, self.config.features), dtype=np.float32).astype(self.dtype, copy=False)
-        return rng.standard_t(1 / self.inverse_df, (rows, self.config.features)).astype(self.dtype)
+        if self.config.base == "student":
+            return rng.standard_t(1 / self.inverse_df, (rows, self.config.features)).astype(self.dtype)
+        df = 1 / self.inverse_df[0]  # a normal draw scaled per row by √(ν/χ²_ν)
+        scale = np.sqrt(df / rng.chisquare(df, rows))
+        return (rng.standard_normal((rows, self.config.features)) * scale[:, None]).astype(self.dtype)

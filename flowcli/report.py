@@ -112,12 +112,14 @@ def _tried(couplings: dict[str, float]) -> str:
 
 def _flow_line(architecture: dict) -> str:
     """The flow's steps and base; bundles before format 3 have no mixing and no `coupling`, and
-    before format 4 a normal base."""
+    before format 4 a normal base; the multivariate t came with format 5."""
     step = f"{architecture.get('coupling', 'affine')} coupling"
     if architecture.get("mixing", False):
         step = f"(linear mixing + {step})"
     if "degrees_of_freedom" not in architecture:
         return f"RealNVP: {architecture['layers']} × {step}, normal base"
+    if architecture.get("base") == "multivariate-t":
+        return f"RealNVP: {architecture['layers']} × {step}, multivariate Student-t base (ν {_degrees(architecture['degrees_of_freedom'][0])})"
     low, high = (_degrees(f(architecture["degrees_of_freedom"])) for f in (min, max))
     return f"RealNVP: {architecture['layers']} × {step}, Student-t base (ν {low} to {high} over the features)"
 

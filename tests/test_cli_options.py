@@ -43,6 +43,16 @@ def test_flowcli_device_sets_the_default_device(table_csv, tmp_path):
     assert inspect["training"]["device"] == "cpu"
 
 
+def test_base_multivariate_t_learns_one_degrees_of_freedom_that_inspect_shows(table_csv, tmp_path):
+    result = run("fit", table_csv, "-o", tmp_path / "m.flow", "--base", "multivariate-t", *FAST)
+    assert result.returncode == 0, result.stderr
+    assert "multivariate Student-t base (ν " in " ".join(run("inspect", tmp_path / "m.flow").stdout.split())  # rows wrap
+    architecture = json.loads(run("inspect", tmp_path / "m.flow", "--json").stdout)["architecture"]
+    assert architecture["base"] == "multivariate-t"
+    assert len(architecture["degrees_of_freedom"]) == 1 and architecture["degrees_of_freedom"][0] >= 1
+    assert run("score", tmp_path / "m.flow", table_csv).returncode == 0
+
+
 def test_base_student_learns_degrees_of_freedom_that_inspect_shows(table_csv, tmp_path):
     result = run("fit", table_csv, "-o", tmp_path / "m.flow", "--base", "student", *FAST)
     assert result.returncode == 0, result.stderr

@@ -17,10 +17,11 @@ CONFIGS = [
     FlowConfig(features=1, layers=2, hidden=8),
     FlowConfig(features=2, layers=4, hidden=16, base="student"),
     FlowConfig(features=3, layers=5, hidden=8, depth=1),
+    FlowConfig(features=4, layers=4, hidden=8, base="multivariate-t"),
     FlowConfig(features=7, layers=8, hidden=16, depth=3, scale_bound=2.0, base="student"),
     FlowConfig(features=4, layers=3, hidden=8, mixing=False, base="normal"),  # bundles before format 3
     FlowConfig(features=3, layers=2, hidden=8, base="normal"),  # bundles before format 4
-    FlowConfig(features=1, layers=1, hidden=8, coupling="spline", bins=4),
+    FlowConfig(features=1, layers=1, hidden=8, coupling="spline", bins=4, base="multivariate-t"),
     FlowConfig(features=5, layers=4, hidden=8, coupling="spline", bins=6, tail_bound=3.0, base="student"),
 ]
 
@@ -68,7 +69,10 @@ def test_log_prob_is_normalized_change_of_variables(config):
         weights = {name: value.detach().numpy() for name, value in flow.state_dict().items()}
         df = 1 / NumpyRealNVP(config, weights, dtype=np.float64).inverse_df
         assert df.min() < 20  # random weights: heavy tails, not the normal limit
-        base = stats.t.logpdf(z.detach().numpy(), df).sum(axis=1)
+        if config.base == "student":
+            base = stats.t.logpdf(z.detach().numpy(), df).sum(axis=1)
+        else:
+            base = stats.multivariate_t(np.zeros(config.features), np.eye(config.features), df=df[0]).logpdf(z.detach().numpy())
     np.testing.assert_allclose(flow.log_prob(x).detach().numpy(), base + log_det.detach().numpy(), rtol=1e-12)
 
 
@@ -117,8 +121,9 @@ def test_legacy_manifests_have_no_mixing_and_a_normal_base():
     assert FlowConfig.from_json(format_3).base == "normal"
     assert FlowConfig.from_json(FlowConfig(features=3).to_json()) == FlowConfig(features=3)
     assert FlowConfig(features=3).base == "normal"
-    student = FlowConfig(features=3, base="student")
-    assert FlowConfig.from_json(student.to_json()) == student
+    for base in ("student", "multivariate-t"):
+        config = FlowConfig(features=3, base=base)
+        assert FlowConfig.from_json(config.to_json()) == config
 
 
 @pytest.mark.parametrize("base", ["normal", "student"])
@@ -138,6 +143,20 @@ def test_latent_samples_follow_the_base(base):
         assert stats.kstest(z[:, j], law.cdf).pvalue > 1e-3, j
     np.testing.assert_allclose(twin.log_prob(np.zeros((1, 3))),
                                sum(stats.t.logpdf(0, d) if base == "student" else stats.norm.logpdf(0) for d in df), rtol=1e-5)
+
+
+def test_latent_samples_follow_the_multivariate_t_base():
+    """A multivariate t's rows share one scale: |z|²/D follows F(D, ν) and each feature t(ν)."""
+    config = FlowConfig(features=3, layers=1, hidden=4, base="multivariate-t")
+    flow = RealNVP(config)
+    with torch.no_grad():
+        flow.inverse_df.copy_(torch.logit(torch.tensor([1 / 4.0 - MIN_INVERSE_DF])) / INVERSE_DF_RATE)
+    twin = NumpyRealNVP(config, flow.export_weights(), dtype=np.float64)
+    z = twin.sample_latent(np.random.default_rng(0), 20_000)
+    assert stats.kstest((z**2).sum(axis=1) / 3, stats.f(3, 4.0).cdf).pvalue > 1e-3
+    assert stats.kstest(z[:, 0], stats.t(4.0).cdf).pvalue > 1e-3
+    np.testing.assert_allclose(twin.log_prob(np.zeros((1, 3))),
+                               stats.multivariate_t(np.zeros(3), np.eye(3), df=4.0).logpdf(np.zeros(3)), rtol=1e-5)
 
 
 @pytest.mark.parametrize("features", [2, 3, 4, 5, 9])

@@ -136,6 +136,22 @@ def test_the_base_learns_heavy_tails_from_heavy_tailed_data_only():
     assert _degrees_of_freedom(light).min() > 120
 
 
+def test_the_multivariate_t_base_fits_a_correlated_t_closer_than_the_normal():
+    """On a correlated t(3) in 4 dimensions, the multivariate t base learns ν near 3 and comes
+    closer to the truth than the normal base does; the one scale its rows share is what the
+    per-feature bases cannot express."""
+    rng = np.random.default_rng(6)
+    law = stats.multivariate_t(np.zeros(4), np.eye(4) + 0.6, df=3, seed=rng)
+    train, test = law.rvs(4000), law.rvs(4000)
+    gaps = {}
+    for base in ("normal", "multivariate-t"):
+        model = TabularFlow(epochs=30, seed=0, device="cpu", coupling="affine", base=base).fit(train)
+        gaps[base] = law.logpdf(test).mean() - model.score_samples(test).mean()
+    print(f"KL gaps {gaps}, ν {_degrees_of_freedom(model)}")
+    assert 2 < _degrees_of_freedom(model)[0] < 6
+    assert gaps["multivariate-t"] < 0.03 and gaps["multivariate-t"] < gaps["normal"] - 0.01  # measured 0.021 and 0.038
+
+
 def test_heavy_tailed_samples_far_past_the_range_are_drawn_again_not_piled_on_its_edges():
     """Draws far past the range seen at fit are drawn again; clipping them all, as normal-base
     bundles do, piles them on the range's edges."""
