@@ -154,7 +154,7 @@ def rational_quadratic(x: np.ndarray, params: np.ndarray, bound: float, inverse:
 
 
 def _knots(raw: np.ndarray, bound: float) -> np.ndarray:
-    """`flows._knots`: K + 1 increasing knots from -bound to bound."""
+    """`flows._inner_knots` with the ends ±bound: K + 1 increasing knots from -bound to bound."""
     shifted = np.exp(raw - raw.max(axis=-1, keepdims=True))
     share = MIN_BIN + (1 - MIN_BIN * raw.shape[-1]) * shifted / shifted.sum(axis=-1, keepdims=True)
     inner = 2 * bound * np.cumsum(share, axis=-1)[..., :-1] - bound

@@ -10,19 +10,21 @@ import torch
 from scipy import stats
 
 from flowcli.architecture import INVERSE_DF_RATE, MIN_INVERSE_DF, FlowConfig, default_config
-from flowcli.flows import RealNVP
+from flowcli import numpy_flow
+from flowcli.flows import RealNVP, rational_quadratic
 from flowcli.numpy_flow import NumpyRealNVP
 
 CONFIGS = [
     FlowConfig(features=1, layers=2, hidden=8),
     FlowConfig(features=2, layers=4, hidden=16, base="student"),
     FlowConfig(features=3, layers=5, hidden=8, depth=1),
-    FlowConfig(features=4, layers=4, hidden=8, base="multivariate-t"),
     FlowConfig(features=7, layers=8, hidden=16, depth=3, scale_bound=2.0, base="student"),
     FlowConfig(features=4, layers=3, hidden=8, mixing=False, base="normal"),  # bundles before format 3
     FlowConfig(features=3, layers=2, hidden=8, base="normal"),  # bundles before format 4
-    FlowConfig(features=1, layers=1, hidden=8, coupling="spline", bins=4, base="multivariate-t"),
+    FlowConfig(features=1, layers=1, hidden=8, coupling="spline", bins=4),
     FlowConfig(features=5, layers=4, hidden=8, coupling="spline", bins=6, tail_bound=3.0, base="student"),
+    FlowConfig(features=4, layers=4, hidden=8, base="multivariate-t"),
+    FlowConfig(features=1, layers=1, hidden=8, coupling="spline", bins=4, base="multivariate-t"),
 ]
 
 
@@ -87,6 +89,32 @@ def test_numpy_twin_equals_torch(config):
     np.testing.assert_allclose(log_det_np, log_det.detach().numpy(), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(twin.log_prob(x.numpy()), flow.log_prob(x).detach().numpy(), rtol=1e-12)
     np.testing.assert_allclose(twin.inverse(z_np), x.numpy(), atol=1e-9)
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+def test_spline_gradients_match_finite_differences(inverse):
+    """The spline's gradients with respect to its input and all its parameters (the spelled-out
+    softmax detaches its shift, which must not change them), in float64."""
+    torch.manual_seed(0)
+    x = (torch.rand(6, 3, dtype=torch.float64) * 7 - 3.5).requires_grad_()
+    params = torch.randn(6, 3, 3 * 4 - 1, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, p: rational_quadratic(x, p, 3.0, inverse=inverse), (x, params))
+
+
+def test_spline_twins_agree_at_the_bounds_at_the_knots_and_on_no_rows():
+    rng = np.random.default_rng(0)
+    params = rng.standard_normal((5, 2, 3 * 4 - 1))
+    knots = numpy_flow._knots(params[..., :4], 3.0)  # (5, 2, 5): -B, three interior knots, B
+    for x in (np.full((5, 2), -3.0), np.full((5, 2), 3.0), knots[..., 2], knots[..., 1], np.full((5, 2), 7.0)):
+        for inverse in (False, True):
+            value, log_slope = rational_quadratic(torch.as_tensor(x), torch.as_tensor(params), 3.0, inverse=inverse)
+            value_np, log_slope_np = numpy_flow.rational_quadratic(x, params, 3.0, inverse=inverse)
+            np.testing.assert_allclose(value.numpy(), value_np, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(log_slope.numpy(), log_slope_np, rtol=1e-10, atol=1e-10)
+    for x in (np.full((5, 2), -3.0), np.full((5, 2), 7.0)):  # on and past the bounds: the identity
+        np.testing.assert_array_equal(rational_quadratic(torch.as_tensor(x), torch.as_tensor(params), 3.0)[0].numpy(), x)
+    value, log_slope = rational_quadratic(torch.zeros(0, 2, dtype=torch.float64), torch.zeros(0, 2, 11, dtype=torch.float64), 3.0)
+    assert value.shape == log_slope.shape == (0, 2)
 
 
 def test_float32_twin_matches_exported_weights():
