@@ -112,7 +112,7 @@ def fit(
     epochs: Annotated[int, typer.Option(min=1, help="Most passes over the training rows.")] = 500,
     max_time: Annotated[Optional[float], typer.Option(min=0.001, help="Wall-clock cap on training, in seconds.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Rows per step [default: sized from the data].")] = None,
-    lr: Annotated[float, typer.Option(min=1e-12, help="Adam learning rate.")] = 1e-3,
+    lr: Annotated[float, typer.Option(min=1e-12, help="Adam learning rate.")] = 1.5e-3,
     layers: Annotated[Optional[int], typer.Option(min=1, help="Coupling layers [default: 8].")] = None,
     hidden: Annotated[Optional[int], typer.Option(min=1, help="Units per hidden layer [default: sized from the data].")] = None,
     coupling: Annotated[Coupling, typer.Option(help="Elementwise map of each coupling: RealNVP's affine, a rational-quadratic spline, or auto: affine, then with --max-time a spline flow on the time left, keeping the better on validation.")] = Coupling.auto,

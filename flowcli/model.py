@@ -65,7 +65,7 @@ class TabularFlow(EstimatorConventions):
         epochs: int = 500,
         max_time: float | None = None,
         batch_size: int | None = None,
-        lr: float = 1e-3,
+        lr: float = 1.5e-3,
         val_fraction: float = 0.1,
         patience: int = 20,
         seed: int = 0,
