@@ -22,10 +22,11 @@ MIN_SLOPE = 1e-3  # a spline's smallest slope at a knot
 SLOPE_OFFSET = math.log(math.expm1(1 - MIN_SLOPE))  # added to raw slopes: a raw 0 gives slope 1, the identity
 BASES = ("normal", "student", "multivariate-t")
 # A Student-t base has 1/ν = sigmoid(RATE · weight) + MIN_INVERSE_DF, per feature or one for the
-# multivariate t: ν from 1 (Cauchy) to 10⁶ (the normal, in effect). It starts at ν = 100, close to the normal. Adam's steps change
-# log(1/ν) by RATE times a step in other weights, so heavy tails are learned within a short fit
-# (ν = 3.3 and 5.7 after 30 epochs on t columns of ν = 2.5), while near the normal 1/ν moves in
-# small relative steps (equal absolute steps in 1/ν made it jitter and cost galaxy 0.7 nats).
+# multivariate t: ν from 1 (Cauchy) to 10⁶ (the normal, in effect). It starts at ν = 100, close to
+# the normal. Adam's steps change log(1/ν) by RATE times a step in other weights, so heavy tails
+# are learned within a short fit (ν = 3.3 and 5.7 after 30 epochs on t columns of ν = 2.5), while
+# near the normal 1/ν moves in small relative steps (equal absolute steps in 1/ν made it jitter
+# and cost galaxy 0.7 nats).
 INVERSE_DF_RATE = 20.0
 INVERSE_DF_START = math.log(1e-2 / (1 - 1e-2)) / INVERSE_DF_RATE
 MIN_INVERSE_DF = 1e-6

@@ -7,6 +7,7 @@ the same weights for scoring and sampling without importing torch.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -94,10 +95,9 @@ def rational_quadratic(
     raw_shares, raw_slopes = params.split([2 * bins, bins - 1], dim=-1)
     inner_knots = _inner_knots(raw_shares.unflatten(-1, (2, bins)), bound)  # (N, T, 2, K−1): x, then y
     inner_slopes = MIN_SLOPE + nn.functional.softplus(raw_slopes + SLOPE_OFFSET)
-    # Rows x knots, y knots, slopes (N, T, 3, K+1): knots ±B and slopes 1 at the ends, where the spline joins the identity tails.
-    ends = torch.zeros(3, bins + 1, dtype=x.dtype, device=x.device)
-    ends[:2, 0], ends[:2, -1], ends[2, 0], ends[2, -1] = -bound, bound, 1, 1
-    table = nn.functional.pad(torch.cat([inner_knots, inner_slopes[..., None, :]], dim=-2), (1, 1)) + ends
+    # Rows x knots, y knots, slopes (N, T, 3, K+1): the inner columns, padded, plus the constant ends.
+    table = nn.functional.pad(torch.cat([inner_knots, inner_slopes[..., None, :]], dim=-2), (1, 1))
+    table = table + _ends(bins, bound, x.dtype, x.device)
     inside = (x > -bound) & (x < bound)
     x_in = x.clamp(-bound, bound)
     k = torch.searchsorted(inner_knots[..., int(inverse), :].contiguous(), x_in[..., None].contiguous())  # (N, T, 1)
@@ -119,6 +119,15 @@ def rational_quadratic(
     log_slope = (2 * torch.log(delta) + torch.log(d1 * theta**2 + 2 * delta * spread + d0 * (1 - theta) ** 2)
                  - 2 * torch.log(denominator))
     return torch.where(inside, value, x), torch.where(inside, log_slope, torch.zeros_like(log_slope))
+
+
+@functools.lru_cache(maxsize=16)
+def _ends(bins: int, bound: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The spline table's first and last columns (3, K+1), zero between: knots ±bound and slopes 1,
+    where the spline joins the identity tails. Built once, not in every training step."""
+    ends = torch.zeros(3, bins + 1, dtype=dtype, device=device)
+    ends[:2, 0], ends[:2, -1], ends[2, 0], ends[2, -1] = -bound, bound, 1, 1
+    return ends
 
 
 def _inner_knots(raw: torch.Tensor, bound: float) -> torch.Tensor:
@@ -227,8 +236,8 @@ class RealNVP(nn.Module):
         if self.config.base == "normal":
             return -0.5 * (z**2).sum(dim=-1) - 0.5 * z.shape[-1] * math.log(2 * math.pi) + log_det
         inverse_df = torch.sigmoid(INVERSE_DF_RATE * self.inverse_df) + MIN_INVERSE_DF
-        log_pdf = student_log_pdf if self.config.base == "student" else multivariate_t_log_pdf
-        return log_pdf(z, inverse_df) + log_det
+        squares = z * z if self.config.base == "student" else (z * z).sum(dim=-1, keepdim=True)
+        return t_log_pdf(squares, inverse_df, z.shape[-1] // squares.shape[-1]) + log_det
 
     def export_weights(self) -> dict[str, np.ndarray]:
         """The weights as float32 numpy arrays, named as `FlowConfig.weight_shapes` names them."""
@@ -239,23 +248,15 @@ class RealNVP(nn.Module):
         return self
 
 
-def student_log_pdf(z: torch.Tensor, inverse_df: torch.Tensor) -> torch.Tensor:
-    """Σ_j log t(z_j; ν_j) per row (N,) for z (N, D) and 1/ν (D,). The normalizing constants are
-    differences of large log-gammas when ν is large, so they are taken in float64. Written in
-    few operations: at a batch of 256 each one costs about as much as its arithmetic."""
-    half_df = 0.5 / inverse_df.double()  # ν/2
-    constant = (torch.lgamma(half_df + 0.5) - torch.lgamma(half_df) - 0.5 * torch.log(half_df)).sum()
-    power = 0.5 / inverse_df + 0.5  # (ν + 1) / 2
-    return (constant - 0.5 * z.shape[-1] * math.log(2 * math.pi)).to(z.dtype) - torch.log1p(z * z * inverse_df) @ power
-
-
-def multivariate_t_log_pdf(z: torch.Tensor, inverse_df: torch.Tensor) -> torch.Tensor:
-    """log t_D(z; ν) per row (N,) of the standard multivariate t, z (N, D) and 1/ν (1,): the
-    elliptical t, whose rows share one scale drawn from ν/χ²_ν. Its constant is in float64, as in
-    `student_log_pdf`."""
-    half_df, half_d = 0.5 / inverse_df.double(), 0.5 * z.shape[-1]
-    constant = torch.lgamma(half_df + half_d) - torch.lgamma(half_df) - half_d * torch.log(2 * math.pi * half_df)
-    return constant.to(z.dtype) - (0.5 / inverse_df + half_d) * torch.log1p((z * z).sum(dim=-1) * inverse_df)
+def t_log_pdf(squares: torch.Tensor, inverse_df: torch.Tensor, dimension: int) -> torch.Tensor:
+    """Σ_k log t_d(·; ν_k) per row (N,) of K independent standard d-dimensional Student-t's, from
+    each one's squared norm (N, K) and 1/ν (K,): the per-feature base has K = D and d = 1, the
+    multivariate one K = 1 and d = D. The normalizing constants are differences of large
+    log-gammas when ν is large, so they are taken in float64. Written in few operations: at a
+    batch of 256 each one costs about as much as its arithmetic."""
+    half_df, half_d = 0.5 / inverse_df.double(), 0.5 * dimension  # ν/2, d/2
+    constant = (torch.lgamma(half_df + half_d) - torch.lgamma(half_df) - half_d * torch.log(2 * math.pi * half_df)).sum()
+    return constant.to(squares.dtype) - torch.log1p(squares * inverse_df) @ (0.5 / inverse_df + half_d)
 
 
 def _linear(fan_in: int, fan_out: int) -> nn.Linear:

@@ -210,12 +210,11 @@ class NumpyRealNVP:
         z = z.astype(np.float64)
         if self.inverse_df is None:
             log_base = -0.5 * np.einsum("ij,ij->i", z, z) - 0.5 * z.shape[1] * math.log(2 * math.pi)
-        elif self.config.base == "student":
-            power = (1 + self.inverse_df) / (2 * self.inverse_df)
-            log_base = self._t_constant - (power * np.log1p(z * z * self.inverse_df)).sum(axis=1)
-        else:
-            power = (1 + z.shape[1] * self.inverse_df[0]) / (2 * self.inverse_df[0])  # (ν + D) / 2
-            log_base = self._t_constant - power * np.log1p(np.einsum("ij,ij->i", z, z) * self.inverse_df[0])
+        else:  # `flows.t_log_pdf`: K independent d-dimensional t's
+            squares = z * z if self.config.base == "student" else np.einsum("ij,ij->i", z, z)[:, None]
+            dimension = z.shape[1] // squares.shape[1]
+            power = (1 + dimension * self.inverse_df) / (2 * self.inverse_df)  # (ν + d) / 2
+            log_base = self._t_constant - np.log1p(squares * self.inverse_df) @ power
         log_p = log_base + log_det
         # A row so extreme that float32 overflows has, in the limit, density zero.
         return np.where(np.isnan(log_p), -np.inf, log_p)

@@ -118,9 +118,9 @@ def _flow_line(architecture: dict) -> str:
         step = f"(linear mixing + {step})"
     if "degrees_of_freedom" not in architecture:
         return f"RealNVP: {architecture['layers']} × {step}, normal base"
-    if architecture.get("base") == "multivariate-t":
-        return f"RealNVP: {architecture['layers']} × {step}, multivariate Student-t base (ν {_degrees(architecture['degrees_of_freedom'][0])})"
     low, high = (_degrees(f(architecture["degrees_of_freedom"])) for f in (min, max))
+    if architecture.get("base") == "multivariate-t":
+        return f"RealNVP: {architecture['layers']} × {step}, multivariate Student-t base (ν {low})"
     return f"RealNVP: {architecture['layers']} × {step}, Student-t base (ν {low} to {high} over the features)"
 
 
