@@ -20,7 +20,7 @@ from flowcli.errors import BundleError
 MIN_BIN = 1e-3  # a spline's smallest bin width or height, as a share of its span 2B
 MIN_SLOPE = 1e-3  # a spline's smallest slope at a knot
 SLOPE_OFFSET = math.log(math.expm1(1 - MIN_SLOPE))  # added to raw slopes: a raw 0 gives slope 1, the identity
-BASES = ("normal", "student", "multivariate-t")
+BASES = ("normal", "student", "multivariate-t", "mixture")
 # A Student-t base has 1/ν = sigmoid(RATE · weight) + MIN_INVERSE_DF, per feature or one for the
 # multivariate t: ν from 1 (Cauchy) to 10⁶ (the normal, in effect). It starts at ν = 100, close to
 # the normal. Adam's steps change log(1/ν) by RATE times a step in other weights, so heavy tails
@@ -46,14 +46,17 @@ class FlowConfig:
     bins: int = 8  # spline bins on [-tail_bound, tail_bound]; the map is the identity outside
     tail_bound: float = 4.0
     # or "student": a Student-t per latent feature, or "multivariate-t": one elliptical t over all
-    # of them, each with learned degrees of freedom
+    # of them, each with learned degrees of freedom, or "mixture": a Gaussian mixture (`mixture`)
     base: str = "normal"
+    components: int = 0  # the mixture base's components; 0 for every other base
 
     def __post_init__(self) -> None:
         sizes = (self.features, self.layers, self.hidden, self.depth, self.bins - 1)
         if (any(type(size) is not int or size < 1 for size in sizes) or not 0 < self.scale_bound <= 10
                 or type(self.mixing) is not bool or self.coupling not in ("affine", "spline")
-                or not 0 < self.tail_bound <= 100 or self.base not in BASES):
+                or not 0 < self.tail_bound <= 100 or self.base not in BASES
+                or type(self.components) is not int or not 0 <= self.components <= 1024
+                or (self.components >= 1) != (self.base == "mixture")):
             raise ValueError(f"invalid flow configuration: {self}")
 
     @property
@@ -65,7 +68,7 @@ class FlowConfig:
     @property
     def degrees_of_freedom(self) -> int:
         """How many learned degrees of freedom the base has: none for the normal."""
-        return {"normal": 0, "student": self.features, "multivariate-t": 1}[self.base]
+        return {"normal": 0, "student": self.features, "multivariate-t": 1, "mixture": 0}[self.base]
 
     def split(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
         """(conditioning, transformed) feature indices of coupling `layer`.
@@ -84,6 +87,9 @@ class FlowConfig:
     def weight_shapes(self) -> dict[str, tuple[int, ...]]:
         """The name and shape of every weight, as torch's state_dict names them."""
         shapes = {"inverse_df": (self.degrees_of_freedom,)} if self.degrees_of_freedom else {}
+        if self.components:
+            k, d = self.components, self.features
+            shapes.update(mixture_logits=(k,), mixture_means=(k, d), mixture_log_diagonal=(k, d), mixture_upper=(k, d, d))
         for k in range(self.layers if self.mixing else 0):
             for name in ("lower", "upper"):
                 shapes[f"mixings.{k}.{name}"] = (self.features, self.features)
@@ -116,7 +122,7 @@ class FlowConfig:
 
     def tensor_count(self) -> int:
         """How many weight tensors there are, told without listing them."""
-        return (2 * (self.depth + 1) + 4 * self.mixing) * self.layers + bool(self.degrees_of_freedom)
+        return (2 * (self.depth + 1) + 4 * self.mixing) * self.layers + bool(self.degrees_of_freedom) + 4 * bool(self.components)
 
     def parameter_count(self) -> int:
         return sum(int(np.prod(shape)) for shape in self.weight_shapes().values())
@@ -127,7 +133,7 @@ class FlowConfig:
     @classmethod
     def from_json(cls, data: dict) -> FlowConfig:
         """The config a manifest describes; bundles before format 3 predate `mixing`, and before
-        format 4 `base` (format 5 added the multivariate t)."""
+        format 4 `base` (format 5 added the multivariate t, format 6 the mixture)."""
         return cls(**{"mixing": False, "base": "normal", **data})
 
 

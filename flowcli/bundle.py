@@ -23,7 +23,7 @@ from flowcli.atomic import atomic_path
 from flowcli.errors import BundleError
 
 FORMAT = "flowcli-bundle"
-FORMAT_VERSION = 5  # 3: linear mixing between couplings; 4: a Student-t base; 5: a multivariate t base
+FORMAT_VERSION = 6  # 3: linear mixing between couplings; 4: a Student-t base; 5: a multivariate t base; 6: a mixture base
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
 _MAX_BYTES = {MANIFEST: 16 << 20, WEIGHTS: 4 << 30}

@@ -44,6 +44,7 @@ class Base(str, Enum):
     normal = "normal"
     student = "student"
     multivariate_t = "multivariate-t"
+    mixture = "mixture"
 
 
 class Device(str, Enum):
@@ -115,8 +116,8 @@ def fit(
     lr: Annotated[float, typer.Option(min=1e-12, help="Adam learning rate.")] = 1.5e-3,
     layers: Annotated[Optional[int], typer.Option(min=1, help="Coupling layers [default: 8].")] = None,
     hidden: Annotated[Optional[int], typer.Option(min=1, help="Units per hidden layer [default: sized from the data].")] = None,
-    coupling: Annotated[Coupling, typer.Option(help="Elementwise map of each coupling: RealNVP's affine, a rational-quadratic spline, or auto: affine, then with --max-time a spline flow on the time left, keeping the better on validation.")] = Coupling.auto,
-    base: Annotated[Base, typer.Option(help="The flow's base density: the standard normal; or, for heavy-tailed data, a multivariate Student-t or a Student-t per feature, whose degrees of freedom are learned (better likelihoods there; far-tail samples are clipped to, or drawn again near, the range seen at fit).")] = Base.normal,
+    coupling: Annotated[Coupling, typer.Option(help="Elementwise map of each coupling: RealNVP's affine, a rational-quadratic spline, or auto: affine, then with --max-time, on the time left, an affine flow on a Gaussian mixture base (when a mixture fitted to the rows validates better than the first flow) and a spline flow, keeping the best on validation.")] = Coupling.auto,
+    base: Annotated[Base, typer.Option(help="The flow's base density: the standard normal (with --coupling auto, a Gaussian mixture instead when one fitted to the rows validates better than the first flow); a Gaussian mixture always, fitted to the rows before training; or, for heavy-tailed data, a multivariate Student-t or a Student-t per feature, whose degrees of freedom are learned (better likelihoods there; far-tail samples are clipped to, or drawn again near, the range seen at fit).")] = Base.normal,
     val_fraction: Annotated[float, typer.Option(min=0.001, max=0.9, help="Share of rows held out for validation.")] = 0.1,
     patience: Annotated[int, typer.Option(min=1, help="Stop after this many epochs without a better validation NLL.")] = 20,
     seed: Annotated[int, typer.Option(min=0, help="Seed for the split, initialization and shuffling.")] = 0,

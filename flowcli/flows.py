@@ -190,6 +190,10 @@ class RealNVP(nn.Module):
             self.mixings = nn.ModuleList(LinearMixing(config.features) for _ in range(config.layers))
         if config.degrees_of_freedom:
             self.inverse_df = nn.Parameter(torch.full((config.degrees_of_freedom,), INVERSE_DF_START))
+        if config.components:  # the standard normal's components until `import_weights` sets a fitted mixture
+            k, d = config.components, config.features
+            self.mixture_logits, self.mixture_means = nn.Parameter(torch.zeros(k)), nn.Parameter(torch.zeros(k, d))
+            self.mixture_log_diagonal, self.mixture_upper = nn.Parameter(torch.zeros(k, d)), nn.Parameter(torch.zeros(k, d, d))
         kind = AffineCoupling if config.coupling == "affine" else SplineCoupling
         self.couplings = nn.ModuleList(kind(len(conditioning), len(transformed), config) for conditioning, transformed in splits)
 
@@ -235,6 +239,8 @@ class RealNVP(nn.Module):
         """log p(x) (N,) from the latent z (N, D) and log|det ∂z/∂x| (N,)."""
         if self.config.base == "normal":
             return -0.5 * (z**2).sum(dim=-1) - 0.5 * z.shape[-1] * math.log(2 * math.pi) + log_det
+        if self.config.base == "mixture":
+            return mixture_log_pdf(z, self.mixture_logits, self.mixture_means, self.mixture_log_diagonal, self.mixture_upper) + log_det
         inverse_df = torch.sigmoid(INVERSE_DF_RATE * self.inverse_df) + MIN_INVERSE_DF
         squares = z * z if self.config.base == "student" else (z * z).sum(dim=-1, keepdim=True)
         return t_log_pdf(squares, inverse_df, z.shape[-1] // squares.shape[-1]) + log_det
@@ -243,8 +249,9 @@ class RealNVP(nn.Module):
         """The weights as float32 numpy arrays, named as `FlowConfig.weight_shapes` names them."""
         return {name: value.detach().to("cpu", torch.float32).numpy().copy() for name, value in self.state_dict().items()}
 
-    def import_weights(self, weights: dict[str, np.ndarray]) -> RealNVP:
-        self.load_state_dict({name: torch.as_tensor(value) for name, value in weights.items()})
+    def import_weights(self, weights: dict[str, np.ndarray], strict: bool = True) -> RealNVP:
+        """Set the weights `weights` names (all of them, when `strict`)."""
+        self.load_state_dict({name: torch.as_tensor(value) for name, value in weights.items()}, strict=strict)
         return self
 
 
@@ -257,6 +264,22 @@ def t_log_pdf(squares: torch.Tensor, inverse_df: torch.Tensor, dimension: int) -
     half_df, half_d = 0.5 / inverse_df.double(), 0.5 * dimension  # ν/2, d/2
     constant = (torch.lgamma(half_df + half_d) - torch.lgamma(half_df) - half_d * torch.log(2 * math.pi * half_df)).sum()
     return constant.to(squares.dtype) - torch.log1p(squares * inverse_df) @ (0.5 / inverse_df + half_d)
+
+
+def mixture_log_pdf(
+    z: torch.Tensor, logits: torch.Tensor, means: torch.Tensor, log_diagonal: torch.Tensor, upper: torch.Tensor
+) -> torch.Tensor:
+    """log p(z) (N,) under a Gaussian mixture with full covariances, for z (N, D): the torch twin of
+    `mixture.log_pdf`, from logits (K,), means (K, D) and precision Cholesky factors P_k, upper
+    triangular, given by their log-diagonals (K, D) and strict upper triangles (K, D, D)."""
+    components, features = means.shape
+    precision = torch.triu(upper, 1) + torch.diag_embed(torch.exp(log_diagonal))
+    # One matmul for every component: z P_k for all k side by side, then minus μ_k P_k.
+    y = (z @ precision.transpose(0, 1).reshape(features, -1)).unflatten(1, (components, features))
+    y = y - (means.unsqueeze(1) @ precision).squeeze(1)
+    log_joint = (torch.log_softmax(logits, dim=0) + log_diagonal.sum(dim=1) - 0.5 * (y * y).sum(dim=-1)
+                 - 0.5 * features * math.log(2 * math.pi))
+    return torch.logsumexp(log_joint, dim=1)
 
 
 def _linear(fan_in: int, fan_out: int) -> nn.Linear:

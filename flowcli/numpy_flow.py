@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from flowcli import mixture
 from flowcli.architecture import INVERSE_DF_RATE, MIN_BIN, MIN_SLOPE, MIN_INVERSE_DF, SLOPE_OFFSET, FlowConfig
 
 
@@ -174,6 +175,7 @@ class NumpyRealNVP:
             d = config.features if config.base == "multivariate-t" else 1  # the dimension of each t
             self._t_constant = sum(math.lgamma((v + d) / 2) - math.lgamma(v / 2) - 0.5 * d * math.log(v * math.pi)
                                    for v in 1 / self.inverse_df)
+        self.mixture = {name: weights[name] for name in config.weight_shapes() if name.startswith("mixture_")}
         self.steps: list[_Mixing | _Permutation | _Coupling] = []  # in data → latent order
         order = identity = np.arange(config.features)  # the feature each storage column holds
         for k in range(config.layers):
@@ -208,7 +210,9 @@ class NumpyRealNVP:
         """log p(x) per row (N,) as float64, in the units of x."""
         z, log_det = self.forward(x)
         z = z.astype(np.float64)
-        if self.inverse_df is None:
+        if self.mixture:
+            log_base = mixture.log_pdf(z, self.mixture)
+        elif self.inverse_df is None:
             log_base = -0.5 * np.einsum("ij,ij->i", z, z) - 0.5 * z.shape[1] * math.log(2 * math.pi)
         else:  # `flows.t_log_pdf`: K independent d-dimensional t's
             squares = z * z if self.config.base == "student" else np.einsum("ij,ij->i", z, z)[:, None]
@@ -221,6 +225,8 @@ class NumpyRealNVP:
 
     def sample_latent(self, rng: np.random.Generator, rows: int) -> np.ndarray:
         """`rows` draws (rows, D) from the base, in the flow's dtype."""
+        if self.mixture:
+            return mixture.sample(rng, rows, self.mixture).astype(self.dtype)
         if self.inverse_df is None:
             # Drawn in float32, as flowcli always has: a seed gives the samples it gave before format 4.
             return rng.standard_normal((rows, self.config.features), dtype=np.float32).astype(self.dtype, copy=False)

@@ -112,10 +112,12 @@ def _tried(couplings: dict[str, float]) -> str:
 
 def _flow_line(architecture: dict) -> str:
     """The flow's steps and base; bundles before format 3 have no mixing and no `coupling`, and
-    before format 4 a normal base; the multivariate t came with format 5."""
+    before format 4 a normal base; the multivariate t came with format 5, the mixture with 6."""
     step = f"{architecture.get('coupling', 'affine')} coupling"
     if architecture.get("mixing", False):
         step = f"(linear mixing + {step})"
+    if architecture.get("base") == "mixture":
+        return f"RealNVP: {architecture['layers']} × {step}, Gaussian mixture base ({architecture['components']} components)"
     if "degrees_of_freedom" not in architecture:
         return f"RealNVP: {architecture['layers']} × {step}, normal base"
     low, high = (_degrees(f(architecture["degrees_of_freedom"])) for f in (min, max))

@@ -19,9 +19,10 @@ def draw_features(flow: NumpyRealNVP, preprocessor: Preprocessor, rng: np.random
     reaches far past the data, and clipping piled those rows on the range's edges (0.7 % of a
     Shuttle column's samples, against 0.004 % of its values; 0.04 % when drawn again). After
     MAX_REDRAWS draws the rest are kept, and decoding clips them. Rows kept come out in the order
-    drawn. A normal base (all bundles before format 4) clips every row, so a seed gives what it gave.
+    drawn. A light-tailed base, normal or a Gaussian mixture, clips every row (a normal base, as all
+    bundles before format 4 had, so that a seed gives what it gave).
     """
-    if flow.config.base == "normal":
+    if flow.config.base in ("normal", "mixture"):
         return latent_to_features(flow, flow.sample_latent(rng, rows))
     parts, needed = [], rows
     for _ in range(MAX_REDRAWS):

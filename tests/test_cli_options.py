@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -51,6 +52,19 @@ def test_base_multivariate_t_learns_one_degrees_of_freedom_that_inspect_shows(ta
     assert architecture["base"] == "multivariate-t"
     assert len(architecture["degrees_of_freedom"]) == 1 and architecture["degrees_of_freedom"][0] >= 1
     assert run("score", tmp_path / "m.flow", table_csv).returncode == 0
+
+
+def test_base_mixture_fits_the_components_that_inspect_shows(table_csv, tmp_path):
+    result = run("fit", table_csv, "-o", tmp_path / "m.flow", "--base", "mixture", *FAST)
+    assert result.returncode == 0, result.stderr
+    architecture = json.loads(run("inspect", tmp_path / "m.flow", "--json").stdout)["architecture"]
+    assert architecture["base"] == "mixture" and architecture["components"] >= 1
+    text = " ".join(run("inspect", tmp_path / "m.flow").stdout.split())  # rows wrap
+    assert f"Gaussian mixture base ({architecture['components']} components)" in text
+    scored = run("score", tmp_path / "m.flow", table_csv)
+    assert scored.returncode == 0 and all(math.isfinite(float(v)) for v in scored.stdout.split()[1:])
+    sampled = run("sample", tmp_path / "m.flow", "-n", "50", "--seed", "1")
+    assert sampled.returncode == 0 and len(sampled.stdout.splitlines()) == 51
 
 
 def test_base_student_learns_degrees_of_freedom_that_inspect_shows(table_csv, tmp_path):

@@ -25,6 +25,8 @@ CONFIGS = [
     FlowConfig(features=5, layers=4, hidden=8, coupling="spline", bins=6, tail_bound=3.0, base="student"),
     FlowConfig(features=4, layers=4, hidden=8, base="multivariate-t"),
     FlowConfig(features=1, layers=1, hidden=8, coupling="spline", bins=4, base="multivariate-t"),
+    FlowConfig(features=3, layers=3, hidden=8, base="mixture", components=3),
+    FlowConfig(features=1, layers=1, hidden=8, coupling="spline", bins=4, base="mixture", components=2),
 ]
 
 
@@ -36,6 +38,16 @@ def random_flow(config: FlowConfig, seed: int = 0) -> RealNVP:
         for parameter in flow.parameters():
             parameter.normal_(0, 0.2)
     return flow
+
+
+def mixture_pdf(weights: dict[str, np.ndarray], z: np.ndarray) -> np.ndarray:
+    """The density (N,) of a flow's mixture base at z (N, D), by scipy from the stored weights."""
+    logits = weights["mixture_logits"].astype(np.float64)
+    shares = np.exp(logits) / np.exp(logits).sum()
+    upper = np.triu(weights["mixture_upper"], 1) + np.stack([np.diag(np.exp(d)) for d in weights["mixture_log_diagonal"]])
+    covariances = np.linalg.inv(upper @ upper.transpose(0, 2, 1))  # Σ = (P Pᵀ)⁻¹
+    return sum(share * stats.multivariate_normal(mean, covariance).pdf(z).reshape(len(z))
+               for share, mean, covariance in zip(shares, weights["mixture_means"], covariances))
 
 
 def rows(config: FlowConfig, n: int = 64, seed: int = 1) -> torch.Tensor:
@@ -67,6 +79,8 @@ def test_log_prob_is_normalized_change_of_variables(config):
     z, log_det = flow(x)
     if config.base == "normal":
         base = stats.norm.logpdf(z.detach().numpy()).sum(axis=1)
+    elif config.base == "mixture":
+        base = np.log(mixture_pdf({name: value.detach().numpy() for name, value in flow.state_dict().items()}, z.detach().numpy()))
     else:
         weights = {name: value.detach().numpy() for name, value in flow.state_dict().items()}
         df = 1 / NumpyRealNVP(config, weights, dtype=np.float64).inverse_df
@@ -152,6 +166,11 @@ def test_legacy_manifests_have_no_mixing_and_a_normal_base():
     for base in ("student", "multivariate-t"):
         config = FlowConfig(features=3, base=base)
         assert FlowConfig.from_json(config.to_json()) == config
+    mixture = FlowConfig(features=3, base="mixture", components=4)
+    assert FlowConfig.from_json(mixture.to_json()) == mixture and FlowConfig.from_json(format_3).components == 0
+    for base, components in [("mixture", 0), ("normal", 2), ("mixture", 2000)]:
+        with pytest.raises(ValueError):
+            FlowConfig(features=3, base=base, components=components)
 
 
 @pytest.mark.parametrize("base", ["normal", "student"])
