@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from flowcli.errors import BundleError
+from flowcli.mixture import MAX_COMPONENTS, MAX_LOG_DIAGONAL
 
 MIN_BIN = 1e-3  # a spline's smallest bin width or height, as a share of its span 2B
 MIN_SLOPE = 1e-3  # a spline's smallest slope at a knot
@@ -55,7 +56,7 @@ class FlowConfig:
         if (any(type(size) is not int or size < 1 for size in sizes) or not 0 < self.scale_bound <= 10
                 or type(self.mixing) is not bool or self.coupling not in ("affine", "spline")
                 or not 0 < self.tail_bound <= 100 or self.base not in BASES
-                or type(self.components) is not int or not 0 <= self.components <= 1024
+                or type(self.components) is not int or not 0 <= self.components <= MAX_COMPONENTS
                 or (self.components >= 1) != (self.base == "mixture")):
             raise ValueError(f"invalid flow configuration: {self}")
 
@@ -105,7 +106,7 @@ class FlowConfig:
 
     def check_weights(self, weights: dict[str, np.ndarray], source: object) -> None:
         """Raise a BundleError naming `source` unless `weights` are finite float32 tensors of exactly
-        the names and shapes this config declares."""
+        the names and shapes this config declares, and a mixture base's scales are in bounds."""
         mismatch = BundleError(f"{source}: the weights do not match the architecture in the manifest")
         # Count before listing the shapes: a forged manifest may declare a billion layers in a few bytes.
         if len(weights) != self.tensor_count():
@@ -119,6 +120,8 @@ class FlowConfig:
                 raise BundleError(
                     f"{source}: weight {name} has shape {value.shape} and type {value.dtype}; expected finite float32 {shape}"
                 )
+        if self.components and np.abs(weights["mixture_log_diagonal"]).max() > MAX_LOG_DIAGONAL:
+            raise BundleError(f"{source}: weight mixture_log_diagonal holds scales beyond e^±{MAX_LOG_DIAGONAL:.0f}")
 
     def tensor_count(self) -> int:
         """How many weight tensors there are, told without listing them."""

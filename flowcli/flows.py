@@ -168,6 +168,7 @@ class RealNVP(nn.Module):
     The base is the standard normal, a Student-t per latent feature or a multivariate t, with
     learned degrees of freedom: a flow of bounded slopes keeps its base's tails (Jaini et al.
     2020), so only a heavy-tailed base fits heavy-tailed data. It starts close to the normal (ν = 100).
+    Or it is a Gaussian mixture (`mixture`), learned too, for data that come in clusters.
 
     Between steps the features are stored in the order the next coupling wants, conditioning
     first, so that its halves are slices: each mixing's W has its rows and columns permuted to
@@ -250,8 +251,10 @@ class RealNVP(nn.Module):
         return {name: value.detach().to("cpu", torch.float32).numpy().copy() for name, value in self.state_dict().items()}
 
     def import_weights(self, weights: dict[str, np.ndarray], strict: bool = True) -> RealNVP:
-        """Set the weights `weights` names (all of them, when `strict`)."""
-        self.load_state_dict({name: torch.as_tensor(value) for name, value in weights.items()}, strict=strict)
+        """Set the weights `weights` names: all of this flow's, when `strict`, else some of them."""
+        _, unexpected = self.load_state_dict({name: torch.as_tensor(value) for name, value in weights.items()}, strict=strict)
+        if unexpected:
+            raise KeyError(f"this flow has no weights {unexpected}")
         return self
 
 

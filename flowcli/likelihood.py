@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from flowcli.mixture import logsumexp
 from flowcli.numpy_flow import NumpyRealNVP
 from flowcli.parallel import map_rows
 from flowcli.preprocess import Preprocessor
@@ -32,14 +33,6 @@ def log_likelihood(
             return logsumexp(np.stack(estimates), axis=0) - np.log(len(estimates))
 
     return np.concatenate([np.empty(0), *map_rows(chunk, table.num_rows)])
-
-
-def logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
-    """log Σ exp(a) along `axis`, stable, with −inf where every term is −inf."""
-    peak = np.max(a, axis=axis, keepdims=True)
-    peak = np.where(np.isfinite(peak), peak, 0.0)
-    with np.errstate(divide="ignore"):
-        return np.log(np.sum(np.exp(a - peak), axis=axis)) + np.squeeze(peak, axis=axis)
 
 
 def quantiles(scores: np.ndarray, points: int = 1001) -> list[float]:

@@ -14,12 +14,17 @@ mixture that fits the data and training only has to improve on it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
 COMPONENTS = (2, 4, 8, 16)  # the counts `fit` tries
+MAX_COMPONENTS = 64  # what a bundle may declare: more than `fit` makes, few enough to score in memory
 FIT_ROWS = 16_384  # EM runs on a sample of the training rows this large: about 2 s at 16 features
-# (4,096 rows left mixture-16 0.17 nats from the truth, 20,000 rows 0.06: full covariances need rows)
+# (4,096 rows left mixture-16 0.17 nats from the truth, 20,000 rows 0.06: full covariances need rows);
+# a step costs rows · D², so wider rows get proportionally fewer, down to MIN_FIT_ROWS
+MIN_FIT_ROWS = 2_048
+MAX_LOG_DIAGONAL = 30.0  # |log| of a precision factor's diagonal: σ from e⁻³⁰ to e³⁰ standard units
 ITERATIONS = 60
 TOLERANCE = 1e-4  # nats per row: EM stops when an iteration gains less
 RIDGE = 1e-4  # added to each covariance's diagonal: a component on a few tied rows stays invertible
@@ -41,65 +46,92 @@ def component_log_pdfs(z: np.ndarray, weights: dict[str, np.ndarray]) -> np.ndar
     # One matmul for every component: z P_k for all k side by side, then minus μ_k P_k.
     y = (z @ precision.transpose(1, 0, 2).reshape(features, components * features)).reshape(len(z), components, features)
     y -= np.einsum("kd,kde->ke", means, precision)
-    logits = weights["mixture_logits"].astype(np.float64)
-    log_weights = logits - logits.max() - np.log(np.exp(logits - logits.max()).sum())
-    return (log_weights + weights["mixture_log_diagonal"].astype(np.float64).sum(axis=1)
+    return (_log_shares(weights) + weights["mixture_log_diagonal"].astype(np.float64).sum(axis=1)
             - 0.5 * np.einsum("nke,nke->nk", y, y) - 0.5 * features * math.log(2 * math.pi))
 
 
 def log_pdf(z: np.ndarray, weights: dict[str, np.ndarray]) -> np.ndarray:
     """log p(z) (N,) in float64 under the mixture, for z (N, D)."""
-    return _log_sum_exp(component_log_pdfs(z, weights))
+    return logsumexp(component_log_pdfs(z, weights), axis=1)
 
 
 def sample(rng: np.random.Generator, rows: int, weights: dict[str, np.ndarray]) -> np.ndarray:
     """`rows` draws (rows, D) in float64: a component by its weight, then μ_k + ε P_k⁻¹."""
+    component = rng.choice(len(weights["mixture_logits"]), size=rows, p=np.exp(_log_shares(weights)))
+    means, inverses = weights["mixture_means"].astype(np.float64), np.linalg.inv(precision_factors(weights))
+    z = rng.standard_normal((rows, means.shape[1]))
+    for k in np.unique(component):  # a matmul per component, not a (rows, D, D) stack of factors
+        chosen = component == k
+        z[chosen] = means[k] + z[chosen] @ inverses[k]
+    return z
+
+
+def logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
+    """log Σ exp(a) along `axis`, stable, with −inf where every term is −inf."""
+    peak = np.max(a, axis=axis, keepdims=True)
+    peak = np.where(np.isfinite(peak), peak, 0.0)
+    with np.errstate(divide="ignore"):
+        return np.log(np.sum(np.exp(a - peak), axis=axis)) + np.squeeze(peak, axis=axis)
+
+
+def _log_shares(weights: dict[str, np.ndarray]) -> np.ndarray:
+    """log π (K,): the log-softmax of the logits."""
     logits = weights["mixture_logits"].astype(np.float64)
-    shares = np.exp(logits - logits.max())
-    component = rng.choice(len(logits), size=rows, p=shares / shares.sum())
-    inverse = np.linalg.inv(precision_factors(weights))  # (K, D, D)
-    noise = rng.standard_normal((rows, inverse.shape[-1]))
-    return weights["mixture_means"].astype(np.float64)[component] + np.einsum("nd,nde->ne", noise, inverse[component])
+    return logits - logsumexp(logits, axis=0)
 
 
-def fit(u_train: np.ndarray, u_val: np.ndarray, seed: int) -> tuple[dict[str, np.ndarray], float]:
-    """The mixture (as float32 weights) of the count in COMPONENTS with the best validation NLL, and
-    that NLL in nats per row. EM from a k-means++ start on at most FIT_ROWS training rows (N, D)."""
+def fit(
+    u_train: np.ndarray, u_val: np.ndarray, seed: int, should_stop: Callable[[], bool] = lambda: False
+) -> tuple[dict[str, np.ndarray], float]:
+    """The mixture (as float32 weights) with the best validation NLL of those EM fits from a
+    k-means++ start, and that NLL in nats per row (on at most FIT_ROWS validation rows).
+
+    EM runs on a sample of the training rows (N, D) for each count in COMPONENTS in turn; once
+    `should_stop()` (polled between iterations) turns true, it keeps the best fit so far. Fewer
+    than eight rows get one Gaussian, and components that end up holding less than a row are
+    dropped, so the count may be below the one tried.
+    """
     rng = np.random.default_rng(seed)
-    rows = u_train if len(u_train) <= FIT_ROWS else u_train[rng.choice(len(u_train), FIT_ROWS, replace=False)]
-    rows = rows.astype(np.float64)
+    features = u_train.shape[1]
+    rows = _sample_rows(u_train, max(MIN_FIT_ROWS, int(FIT_ROWS * min(1.0, (16 / features) ** 2))), rng)
+    u_val = _sample_rows(u_val, FIT_ROWS, rng)
     best, best_nll = None, math.inf
-    for components in COMPONENTS:
-        if components > len(rows) // 4:
-            break
-        weights = _expectation_maximization(rows, components, rng)
+    for components in [count for count in COMPONENTS if count <= len(rows) // 4] or [1]:
+        weights = _expectation_maximization(rows, components, rng, should_stop)
         nll = -float(np.mean(log_pdf(u_val, weights)))
         if nll < best_nll:
             best, best_nll = weights, nll
-    if best is None:  # too few rows for two components: a single Gaussian
-        best = _expectation_maximization(rows, 1, rng)
-        best_nll = -float(np.mean(log_pdf(u_val, best)))
+        if should_stop():
+            break
     return {name: value.astype(np.float32) for name, value in best.items()}, best_nll
 
 
-def _expectation_maximization(x: np.ndarray, components: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def _sample_rows(x: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
+    return (x if len(x) <= limit else x[rng.choice(len(x), limit, replace=False)]).astype(np.float64)
+
+
+def _expectation_maximization(
+    x: np.ndarray, components: int, rng: np.random.Generator, should_stop: Callable[[], bool]
+) -> dict[str, np.ndarray]:
     responsibilities = np.zeros((len(x), components))
     responsibilities[np.arange(len(x)), _nearest(x, _kmeans_plus_plus(x, components, rng))] = 1
     last = -math.inf
     for _ in range(ITERATIONS):
         weights = _maximization(x, responsibilities)
         log_joint = component_log_pdfs(x, weights)
-        log_likelihood = _log_sum_exp(log_joint)
+        log_likelihood = logsumexp(log_joint, axis=1)
         responsibilities = np.exp(log_joint - log_likelihood[:, None])
-        if log_likelihood.mean() - last < TOLERANCE:
+        if log_likelihood.mean() - last < TOLERANCE or should_stop():
             break
         last = log_likelihood.mean()
     return _maximization(x, responsibilities)
 
 
 def _maximization(x: np.ndarray, responsibilities: np.ndarray) -> dict[str, np.ndarray]:
-    """The mixture that maximizes the expected log-likelihood under `responsibilities` (N, K)."""
-    totals = responsibilities.sum(axis=0) + 1e-10  # (K,)
+    """The mixture that maximizes the expected log-likelihood under `responsibilities` (N, K),
+    without the components that hold less than one row: their covariance would be the ridge alone."""
+    totals = responsibilities.sum(axis=0)  # (K,)
+    responsibilities, totals = responsibilities[:, totals >= 1], totals[totals >= 1]
     means = responsibilities.T @ x / totals[:, None]
     covariances = [(responsibilities[:, k, None] * (x - means[k])).T @ (x - means[k]) / totals[k] + RIDGE * np.eye(x.shape[1])
                    for k in range(len(totals))]
@@ -127,10 +159,3 @@ def _kmeans_plus_plus(x: np.ndarray, components: int, rng: np.random.Generator) 
 
 def _nearest(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
     return ((x[:, None, :] - centres[None]) ** 2).sum(axis=-1).argmin(axis=1)
-
-
-def _log_sum_exp(values: np.ndarray) -> np.ndarray:
-    """log Σ_k exp(values[:, k]) (N,), without overflow."""
-    top = values.max(axis=1)
-    top = np.where(np.isfinite(top), top, 0.0)
-    return top + np.log(np.exp(values - top[:, None]).sum(axis=1))

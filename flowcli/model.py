@@ -21,7 +21,7 @@ from flowcli import __version__, distributed
 from flowcli.architecture import FlowConfig, default_config
 from flowcli.bundle import FORMAT_VERSION, read_bundle, write_bundle
 from flowcli.encoders import CategoricalColumn
-from flowcli.errors import BundleError, DataError, FlowcliWarning
+from flowcli.errors import BundleError, DataError, FlowcliError, FlowcliWarning
 from flowcli.estimator import EstimatorConventions, one_of
 from flowcli.inputs import as_table, feature_names
 from flowcli.io import to_ipc
@@ -50,11 +50,11 @@ class TabularFlow(EstimatorConventions):
     names them when they had names (a DataFrame or a pyarrow Table, not an array).
     Log-likelihoods are natural logs of the density in the units of the user's columns.
     `coupling` "auto" trains affine couplings and, given a `max_time`, a spline flow on the time
-    the affine one leaves unused, keeping the one with the lower validation NLL; when a Gaussian
-    mixture fitted to the rows validates better than the affine flow, that time goes instead to
-    an affine flow on that mixture as its base. `base` "mixture" always gives the flows such a
-    base, "multivariate-t" a multivariate Student-t base, and "student" one per feature, with
-    degrees of freedom learned, for heavy tails.
+    the affine one leaves unused, keeping the one with the lowest validation NLL; when a Gaussian
+    mixture fitted to the rows validates better than the affine flow, an affine flow on that
+    mixture as its base trains first in that time. `base` "mixture" always gives the flows such
+    a base (not under torchrun), "multivariate-t" a multivariate Student-t base, and "student"
+    one per feature, with degrees of freedom learned, for heavy tails.
     """
 
     def __init__(
@@ -113,6 +113,9 @@ class TabularFlow(EstimatorConventions):
         Under torchrun, `data` is this rank's share of the rows (see `shards`): every rank fits
         the same preprocessing on rows gathered from all shares, then trains on its own rows.
         """
+        if self.base == "mixture" and distributed.world_size() > 1:
+            raise FlowcliError("--base mixture does not run under torchrun: each process would fit its own mixture; "
+                               "use the normal base, which --coupling auto challenges with a mixture in one process")
         table = as_table(data)
         input_names = table.schema.names
         shared = shared_rows(table, self.seed)  # `table` itself, unless under torchrun

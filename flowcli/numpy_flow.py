@@ -169,7 +169,7 @@ class NumpyRealNVP:
     def __init__(self, config: FlowConfig, weights: dict[str, np.ndarray], dtype: type = np.float32):
         self.config = config
         self.dtype = dtype
-        self.inverse_df = None  # a normal base; a t base has 1/ν in float64: (D,) per feature, (1,) multivariate
+        self.inverse_df = None  # a normal or mixture base; a t base has 1/ν in float64: (D,) per feature, (1,) multivariate
         if config.degrees_of_freedom:
             self.inverse_df = 0.5 + 0.5 * np.tanh(0.5 * INVERSE_DF_RATE * weights["inverse_df"].astype(np.float64)) + MIN_INVERSE_DF  # a sigmoid that cannot overflow
             d = config.features if config.base == "multivariate-t" else 1  # the dimension of each t

@@ -106,7 +106,7 @@ def fit_summary(description: dict, bundle: object) -> str:
 
 
 def _tried(couplings: dict[str, float]) -> str:
-    """Each coupling `--coupling auto` trained, with its best validation NLL; the lowest was kept."""
+    """Each flow `--coupling auto` trained (`train.flow_name`), with its best validation NLL; the lowest was kept."""
     return ", ".join(f"{name} {nll:.4f}" for name, nll in couplings.items()) + " (the lowest was kept)"
 
 

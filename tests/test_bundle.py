@@ -686,6 +686,19 @@ def test_weights_disagreeing_with_architecture_are_refused(bundle_path, crafted,
     assert_refused(TabularFlow.load, crafted, fragment)
 
 
+@pytest.mark.parametrize("scale", [-800.0, 1e30])
+def test_mixture_scales_beyond_bounds_are_refused(crafted, scale):
+    """A forged mixture base whose precision factors are finite but far out of range (a singular
+    inverse when sampling, NaN when scoring) is refused at load, naming the weight."""
+    def extreme(weights: dict) -> None:
+        weights["mixture_log_diagonal"] = np.full_like(weights["mixture_log_diagonal"], scale)
+
+    source = Path(__file__).parent / "fixtures" / "format_v6" / "model.flow"
+    assert TabularFlow.load(source).config_.base == "mixture"
+    edit_weights(source, crafted, extreme)
+    assert_refused(TabularFlow.load, crafted, "mixture_log_diagonal")
+
+
 @pytest.mark.parametrize("content", [b"", b"\x00" * 8, b"\xff" * 64, struct.pack("<Q", 1 << 40) + b"{}"], ids=["empty", "zero-header", "garbage", "huge-header"])
 def test_unreadable_safetensors_with_valid_checksum_is_refused(bundle_path, crafted, content):
     craft(bundle_path, crafted, {WEIGHTS: content}, fix_checksum=True)

@@ -33,7 +33,9 @@ def test_log_pdf_is_the_mixture_density():
 def test_samples_follow_the_mixture():
     z = mixture.sample(np.random.default_rng(0), 20_000, mixture.as_weights(SHARES, MEANS, COVARIANCES))
     for j in range(2):  # each marginal is a mixture of normals
-        cdf = lambda v: sum(p * stats.norm(m[j], np.sqrt(c[j, j])).cdf(v) for p, m, c in zip(SHARES, MEANS, COVARIANCES))  # noqa: E731
+        def cdf(v: np.ndarray, j: int = j) -> np.ndarray:
+            return sum(p * stats.norm(m[j], np.sqrt(c[j, j])).cdf(v) for p, m, c in zip(SHARES, MEANS, COVARIANCES))
+
         assert stats.kstest(z[:, j], cdf).pvalue > 1e-3, j
     overall = SHARES @ MEANS
     np.testing.assert_allclose(z.mean(axis=0), overall, atol=0.05)
@@ -52,6 +54,21 @@ def test_fit_recovers_a_known_mixture():
     assert 0 < gap < 0.03, gap
     one_gaussian = mixture.as_weights(np.ones(1), train.mean(axis=0)[None], np.cov(train.T)[None])
     assert val_nll < -np.mean(mixture.log_pdf(val, one_gaussian)) - 1
+
+
+def test_fit_drops_components_that_hold_no_rows():
+    """On 100 copies of one row, k-means++ can only start every component there; the ones left
+    empty are dropped rather than kept as spikes at the origin."""
+    x = np.full((100, 3), 5.0)
+    weights, val_nll = mixture.fit(x, x, seed=0)
+    assert np.allclose(weights["mixture_means"], 5.0, atol=1e-3) and np.isfinite(val_nll)
+
+
+def test_fit_stops_trying_counts_when_asked():
+    """`should_stop` is polled between EM iterations: once true, the best fit so far is kept."""
+    calls = []
+    weights, _ = mixture.fit(draw(2000, 1), draw(500, 2), seed=0, should_stop=lambda: calls.append(1) or len(calls) > 3)
+    assert len(weights["mixture_logits"]) <= mixture.COMPONENTS[0] and len(calls) == 5
 
 
 @pytest.mark.parametrize("rows", [3, 7])

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from flowcli import TabularFlow
 from flowcli.sampling import latent_to_features
 from flowcli.cli import app
-from flowcli.errors import DataError, FlowcliWarning
+from flowcli.errors import DataError, FlowcliError, FlowcliWarning
 from flowcli.flows import RealNVP
 from flowcli.numpy_flow import NumpyRealNVP
 from flowcli.train import flow_name
@@ -184,11 +184,11 @@ def test_auto_coupling_spends_the_time_left_on_other_flows_and_keeps_the_best(tm
     model = TabularFlow(max_time=120, **quick).fit(x, on_epoch=reports.append)
     tried = model.training_["couplings"]
     assert len(reports) == 9 and all(report.max_time == 120 for report in reports)
-    assert [report.coupling for report in reports] == ["affine"] * 3 + ["affine, mixture base"] * 3 + ["spline"] * 3
+    assert [report.coupling for report in reports] == ["affine"] * 3 + ["affine (mixture base)"] * 3 + ["spline"] * 3
     best = [report.best_val_nll for report in reports]  # the best of all flows so far
     assert best == sorted(best, reverse=True) and best[-1] == min(tried.values())
     assert reports[3].elapsed >= reports[2].elapsed
-    assert list(tried) == ["affine", "affine, mixture base", "spline"] and len(set(tried.values())) == 3
+    assert list(tried) == ["affine", "affine (mixture base)", "spline"] and len(set(tried.values())) == 3
     assert flow_name(model.config_) == min(tried, key=tried.get)
     assert model.training_["best_val_nll"] == min(tried.values())
     model.save(tmp_path / "auto.flow")
@@ -218,7 +218,7 @@ def test_auto_puts_clustered_data_on_a_mixture_base_and_nears_the_true_density()
     quick = {"epochs": 30, "layers": 4, "hidden": 32, "seed": 0, "device": "cpu"}
     model = TabularFlow(max_time=300, **quick).fit(train)
     assert model.config_.base == "mixture" and model.config_.components >= 4
-    assert list(model.training_["couplings"])[:2] == ["affine", "affine, mixture base"]
+    assert list(model.training_["couplings"])[:2] == ["affine", "affine (mixture base)"]
     gap = -np.mean(model.score_samples(test)) + np.mean(truth)
     affine = TabularFlow(coupling="affine", **quick).fit(train)
     assert affine.config_.base == "normal"
@@ -228,6 +228,17 @@ def test_auto_puts_clustered_data_on_a_mixture_base_and_nears_the_true_density()
     assert np.mean(model.score_samples(samples)) == pytest.approx(np.mean(truth), abs=0.1)  # the draws look like the data to the model
     nearest = np.argmin(((samples[:, None, :] - np.array([[0, 0, 0], [6, 1, -2], [-4, 5, 1], [2, -5, 4]])) ** 2).sum(-1), axis=1)
     np.testing.assert_allclose(np.bincount(nearest, minlength=4) / 4000, 0.25, atol=0.03)
+
+
+def test_mixture_base_fits_within_the_time_budget_and_refuses_torchrun(monkeypatch):
+    """EM gets a share of --max-time and the flows the rest, so the whole fit keeps to the budget;
+    under torchrun each process would fit its own mixture, so --base mixture is refused there."""
+    x, _ = clusters(3000, 0)
+    model = TabularFlow(base="mixture", max_time=4, layers=2, hidden=8, seed=0, device="cpu").fit(x)
+    assert model.config_.base == "mixture" and model.training_["wall_seconds"] < 4.5
+    monkeypatch.setattr("flowcli.distributed.world_size", lambda: 2)
+    with pytest.raises(FlowcliError, match="--base mixture does not run under torchrun"):
+        TabularFlow(base="mixture", epochs=1).fit(x)
 
 
 def test_fit_accepts_numpy_and_names_columns():
