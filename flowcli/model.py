@@ -256,7 +256,11 @@ class TabularFlow(EstimatorConventions):
         return percentiles(scores, self.validation_quantiles_)
 
     def decision_function(self, data: Any) -> np.ndarray:
-        """Outlier scores (N,), higher = more anomalous, as PyOD's detectors give: −log-likelihood."""
+        """Outlier scores (N,), higher = more anomalous, as PyOD's detectors give: −log-likelihood.
+
+        To rank the anomalies of the table fitted on, fit with `coupling="affine"`: the spline flow
+        "auto" may keep also learns anomalies that form clusters of their own (bench/anomaly.py:
+        mean ROC AUC 0.894 against 0.849)."""
         return -self.score_samples(data)
 
     def predict(self, data: Any) -> np.ndarray:
