@@ -68,7 +68,7 @@ class FlowConfig:
 
     @property
     def degrees_of_freedom(self) -> int:
-        """How many learned degrees of freedom the base has: none for the normal."""
+        """How many learned degrees of freedom the base has: none for the normal or the mixture."""
         return {"normal": 0, "student": self.features, "multivariate-t": 1, "mixture": 0}[self.base]
 
     def split(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
