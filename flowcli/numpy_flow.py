@@ -175,7 +175,7 @@ class NumpyRealNVP:
             d = config.features if config.base == "multivariate-t" else 1  # the dimension of each t
             self._t_constant = sum(math.lgamma((v + d) / 2) - math.lgamma(v / 2) - 0.5 * d * math.log(v * math.pi)
                                    for v in 1 / self.inverse_df)
-        self.mixture = {name: weights[name] for name in config.weight_shapes() if name.startswith("mixture_")}
+        self.mixture = {name: value for name, value in weights.items() if name.startswith("mixture_")}  # empty unless a mixture base
         self.steps: list[_Mixing | _Permutation | _Coupling] = []  # in data → latent order
         order = identity = np.arange(config.features)  # the feature each storage column holds
         for k in range(config.layers):

@@ -22,7 +22,7 @@ def draw_features(flow: NumpyRealNVP, preprocessor: Preprocessor, rng: np.random
     drawn. A light-tailed base, normal or a Gaussian mixture, clips every row (a normal base, as all
     bundles before format 4 had, so that a seed gives what it gave).
     """
-    if flow.config.base in ("normal", "mixture"):
+    if not flow.config.degrees_of_freedom:  # no t in the base: light tails
         return latent_to_features(flow, flow.sample_latent(rng, rows))
     parts, needed = [], rows
     for _ in range(MAX_REDRAWS):
