@@ -4,18 +4,19 @@ Run: make bench-density (or .venv-bench/bin/python bench/density.py --budget 60 
 it needs `pip install zuko nflows scikit-learn scipy` and `pip install --no-deps pzflow==4.0.0 cdt==0.6.0`
 beside flowcli, for the galaxy and Sachs tables, and `river` for Shuttle.
 
-Every method gets the same rows, the same wall-clock budget and 2 threads:
-- flowcli: `TabularFlow(max_time=budget).fit(train + validation)`, nothing else set (it splits its own
-  validation rows off);
+Every method gets the same rows, the same wall-clock budget and 2 threads, and runs once per seed
+(`--repeats`, 3 by default; the runs interleaved, so that the machine's drift hits all alike):
+- flowcli: `TabularFlow(max_time=budget, seed=seed).fit(train + validation)`, nothing else set (it
+  splits its own validation rows off);
 - zuko RealNVP (defaults, and at flowcli's size), MAF and NSF, and nflows SimpleRealNVP, in one shared
   loop: standardized inputs, Adam at 1e-3, batches of 256, best-validation checkpoint;
 - GaussianMixture (full covariance, components chosen on validation) and KernelDensity (bandwidth
   chosen on validation), as long as the budget allows.
-Reported: test NLL in nats per row in the columns' own units; for the analytic densities also the KL
-gap E[-log q] - E[-log p] over the test rows (0 is the limit). The real tables are dequantized the
+Reported: each method's median test NLL over the seeds, in nats per row in the columns' own units;
+for the analytic densities also the KL gap E[-log q] - E[-log p] over the test rows (0 is the limit). The real tables are dequantized the
 same way for everyone before splitting: each value is spread uniformly up to the next distinct value
 of its column, so that rounded or integer columns have a density. The curve plots each method's best
-validation NLL against seconds of training. Training throughput compares flowcli's RealNVP with
+validation NLL against seconds of training, of each method's median run. Training throughput compares flowcli's RealNVP with
 zuko's at the same size in the same loop.
 """
 
@@ -176,14 +177,20 @@ class Result:
     seconds: float
 
 
-def fit_flowcli(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, budget: float) -> Result:
+def median_run(runs: list[Result]) -> dict:
+    """The run of median test NLL (the lower middle one of an even count), with every run's NLL."""
+    middle = sorted(runs, key=lambda run: run.test_nll)[(len(runs) - 1) // 2]
+    return {**middle.__dict__, "runs": [run.test_nll for run in runs]}
+
+
+def fit_flowcli(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, budget: float, seed: int) -> Result:
     from flowcli import TabularFlow
 
     curve = []
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = TabularFlow(max_time=budget).fit(
+        model = TabularFlow(max_time=budget, seed=seed).fit(
             pd.concat([train, val], ignore_index=True),
             on_epoch=lambda report: curve.append((report.elapsed, report.best_val_nll)),
         )
@@ -194,8 +201,8 @@ def fit_flowcli(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, budg
 def torch_peer(build: Callable[[int], torch.nn.Module]) -> Callable:
     """A peer trained in the shared loop; `build(features)` returns a module with `log_prob(x)`."""
 
-    def fit(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, budget: float) -> Result:
-        torch.manual_seed(0)
+    def fit(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, budget: float, seed: int) -> Result:
+        torch.manual_seed(seed)
         mean, std = train.mean().to_numpy(), train.std().to_numpy()
         offset = float(np.log(std).sum())  # NLL in the columns' units = standardized NLL + Σ log σ
         x_train, x_val, x_test = (torch.as_tensor((f.to_numpy() - mean) / std, dtype=torch.float32) for f in (train, val, test))
@@ -267,14 +274,14 @@ def matched_size(train: pd.DataFrame) -> dict:
     return {"transforms": config.layers, "hidden_features": [config.hidden] * config.depth}
 
 
-def fit_gmm(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, budget: float) -> Result:
+def fit_gmm(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, budget: float, seed: int) -> Result:
     from sklearn.mixture import GaussianMixture
 
     start, best, curve = time.perf_counter(), None, []
     for components in (1, 2, 4, 8, 16, 32, 64, 128, 256):
         if time.perf_counter() - start >= budget or components > len(train) // 20:
             break
-        model = GaussianMixture(components, covariance_type="full", random_state=0, max_iter=200).fit(train)
+        model = GaussianMixture(components, covariance_type="full", random_state=seed, max_iter=200).fit(train)
         nll = -model.score(val)
         if best is None or nll < best[0]:
             best = (nll, model)
@@ -282,8 +289,9 @@ def fit_gmm(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, budget: 
     return Result(-best[1].score(test), curve, time.perf_counter() - start)
 
 
-def fit_kde(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, budget: float) -> Result:
-    """Gaussian kernels on standardized columns, on at most 20,000 training rows."""
+def fit_kde(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, budget: float, seed: int) -> Result:
+    """Gaussian kernels on standardized columns, on at most 20,000 training rows (no randomness: `seed`
+    changes nothing)."""
     from sklearn.neighbors import KernelDensity
 
     start, best, curve = time.perf_counter(), None, []
@@ -383,6 +391,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=60.0, help="seconds of training per method")
     parser.add_argument("--sets", help="comma-separated data sets (default: all)")
     parser.add_argument("--methods", help="comma-separated methods (default: all)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each method, seeds 0, 1, ...; the median is reported")
     parser.add_argument("--no-throughput", action="store_true")
     parser.add_argument("--only-throughput", action="store_true", help="measure throughput; keep the last run's NLLs")
     parser.add_argument("--no-readme", action="store_true")
@@ -399,13 +408,16 @@ def main() -> None:
         truth = -float(np.mean(data.log_prob(test.to_numpy()))) if data.log_prob else None
         entry = results.setdefault(data.name, {"shape": list(data.table.shape), "true_nll": truth, "methods": {}})
         entry["date"] = time.strftime("%Y-%m-%d %H:%M")
-        for name, fit in methods(train).items():
-            if args.methods and name not in args.methods.split(","):
-                continue
-            result = fit(train, val, test, args.budget)
-            entry["methods"][name] = result.__dict__
-            gap = f" KL gap {result.test_nll - truth:.3f}" if truth is not None else ""
-            print(f"{data.name:12} {name:24} test NLL {result.test_nll:9.3f}{gap}  ({result.seconds:.0f} s)", flush=True)
+        chosen = {name: fit for name, fit in methods(train).items() if not args.methods or name in args.methods.split(",")}
+        runs = {name: [] for name in chosen}
+        for seed in range(args.repeats):
+            for name, fit in chosen.items():
+                result = fit(train, val, test, args.budget, seed)
+                runs[name].append(result)
+                gap = f" KL gap {result.test_nll - truth:.3f}" if truth is not None else ""
+                print(f"{data.name:12} {name:24} seed {seed} test NLL {result.test_nll:9.3f}{gap}  ({result.seconds:.0f} s)",
+                      flush=True)
+        entry["methods"].update({name: median_run(done) for name, done in runs.items()})
         saved.write_text(json.dumps(results, indent=1))
 
     if not args.no_throughput:
@@ -423,10 +435,12 @@ def main() -> None:
 def markdown(results: dict, budget: float) -> str:
     sets = {name: value for name, value in results.items() if name != "throughput"}
     names = list(next(iter(sets.values()))["methods"])
+    repeats = max(len(method.get("runs", [0])) for entry in sets.values() for method in entry["methods"].values())
     lines = [
-        f"Test NLL in nats per row (lower is better), {budget:.0f} s of training each, 2 threads; for the analytic sets, "
-        "the KL gap to the truth in brackets. The last column is flowcli's test NLL minus the best peer's "
-        "(negative: flowcli is better).",
+        f"Test NLL in nats per row (lower is better), the median of {repeats} seeds, {budget:.0f} s of training each, "
+        "2 threads; for the analytic sets, the KL gap to the truth in brackets. The last column is flowcli's test NLL "
+        "minus the best peer's, both medians (negative: flowcli is better), with the range of flowcli's seeds against "
+        "that median in brackets.",
         "",
         "| data | rows × cols | " + " | ".join(names) + " | flowcli − best peer |",
         "|---|---|" + "---|" * (len(names) + 1),
@@ -438,8 +452,12 @@ def markdown(results: dict, budget: float) -> str:
             gap = f" ({nll - entry['true_nll']:.3f})" if entry["true_nll"] is not None else ""
             cells.append(f"{nll:.3f}{gap}")
         peers = [m["test_nll"] for name, m in entry["methods"].items() if name != "flowcli"]
-        margin = entry["methods"]["flowcli"]["test_nll"] - min(peers) if peers and "flowcli" in entry["methods"] else math.nan
-        lines.append(f"| {data_name} | {entry['shape'][0]:,} × {entry['shape'][1]} | " + " | ".join(cells) + f" | {margin:+.3f} |")
+        margin = "nan"
+        if peers and "flowcli" in entry["methods"]:
+            flowcli = entry["methods"]["flowcli"]
+            margins = [run - min(peers) for run in flowcli.get("runs", [flowcli["test_nll"]])]
+            margin = f"{flowcli['test_nll'] - min(peers):+.3f}" + (f" ({min(margins):+.3f} to {max(margins):+.3f})" if len(margins) > 1 else "")
+        lines.append(f"| {data_name} | {entry['shape'][0]:,} × {entry['shape'][1]} | " + " | ".join(cells) + f" | {margin} |")
     if "throughput" in results:
         t = results["throughput"]
         lines += [
