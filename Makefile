@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # torch first, pinned: a loose torch requirement on a bare machine pulls a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test bench bench-scale bench-density bench-fidelity bench-categorical bench-anomaly clean
+.PHONY: install demo test docs bench bench-scale bench-density bench-fidelity bench-categorical bench-anomaly clean
 
 install: $(STAMP)
 
@@ -28,6 +28,16 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# The site: docs/*.md, the CLI reference generated from the Typer app, the API from docstrings.
+DOCS_STAMP := $(VENV)/.docs-installed
+
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 # `make bench` runs every benchmark. The peers (zuko, nflows, SDV, PyOD, scikit-learn) and the
 # data sets live in their own environment, .venv-bench, so that they never touch the test one.
@@ -63,4 +73,4 @@ bench-anomaly: $(BENCH_STAMP)
 	$(BENCH_BIN)/python bench/anomaly.py
 
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache
+	rm -rf $(VENV) demo_out .pytest_cache site

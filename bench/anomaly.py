@@ -8,7 +8,7 @@ ADBench's unsupervised protocol: each method fits all rows of a table without th
 scores the same rows; reported are the ROC AUC and the average precision of the anomaly score
 against the labels. flowcli's score is −log-likelihood (`TabularFlow.decision_function`), from
 its fit of the table as loaded with only a wall-clock budget: no tuning per table. It is fitted
-twice: with its defaults, and with `coupling="affine"`, as the README's anomaly recipe fits it.
+twice: with its defaults, and with `coupling="affine"`, as the anomaly recipe in the docs fits it.
 KNN and LOF see standardized columns, as is customary; the other peers see the raw numbers.
 The randomized methods (flowcli, IForest, the mixture) run with seeds 0, 1 and 2, and the
 tables show their medians. "GMM (BIC)" is scikit-learn's GaussianMixture likelihood, with the
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from readme_table import replace_in_readme
+from docs_page import write_table
 
 ROWS = 20_000  # larger tables are cut to this many rows, drawn at random with seed 0
 SEEDS = (0, 1, 2)
@@ -122,7 +122,7 @@ def methods() -> dict[str, tuple[Callable, tuple[int, ...]]]:
 
     return {
         "flowcli": (_flowcli(), SEEDS),
-        # The README's anomaly recipe: the affine flow alone, which ranks contaminated tables better.
+        # The docs' anomaly recipe: the affine flow alone, which ranks contaminated tables better.
         "flowcli --coupling affine": (_flowcli(coupling="affine"), SEEDS),
         "IForest": (_pyod(lambda seed: IForest(random_state=seed)), SEEDS),
         "ECOD": (_pyod(lambda seed: ECOD()), (0,)),
@@ -171,8 +171,8 @@ def main() -> None:
     text = markdown(results)
     args.out.with_suffix(".md").write_text(text + "\n")
     print(text)
-    if not args.tables:  # only a full run speaks for the README
-        replace_in_readme("bench/anomaly.py", text)
+    if not args.tables:  # only a full run speaks for the docs
+        write_table("anomaly", "bench/anomaly.py", text)
 
 
 def markdown(results: list[dict]) -> str:

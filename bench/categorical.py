@@ -30,11 +30,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from docs_page import write_table
 from fidelity import ROWS, detection_auc, load_tables
-from readme_table import replace_in_readme
 
 from flowcli import TabularFlow
-from flowcli.normal import Levels
+from flowcli.encode.dequantize import Levels
 
 SPAN = 4.0  # equal-width slices cover [-2, 2]
 
@@ -102,7 +102,7 @@ def main() -> None:
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     table = markdown(results, args.budget)
     print(table)
-    replace_in_readme("bench/categorical.py", table)
+    write_table("categorical", "bench/categorical.py", table)
 
 
 def markdown(results: list[dict], budget: float) -> str:

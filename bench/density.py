@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from readme_table import replace_in_readme
+from docs_page import write_table
 from scipy import stats
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -269,7 +269,7 @@ def nflows_peer() -> Callable:
 
 def matched_size(train: pd.DataFrame) -> dict:
     """zuko RealNVP at the size flowcli picks for this table."""
-    from flowcli.architecture import default_config
+    from flowcli.flow.config import default_config
 
     config = default_config(len(train), train.shape[1])
     return {"transforms": config.layers, "hidden_features": [config.hidden] * config.depth}
@@ -330,10 +330,10 @@ def throughput(features: int = 16, rows: int = 100_000, steps: int = 150, repeat
     """Training samples per second at the same size in the same loop: flowcli vs zuko RealNVP."""
     import zuko
 
-    from flowcli.architecture import default_config
-    from flowcli.flows import RealNVP
-    from flowcli.optim import FlatAdam
-    from flowcli.train import AVERAGE_DECAY
+    from flowcli.flow.config import default_config
+    from flowcli.flow.optim import FlatAdam
+    from flowcli.flow.torch_flow import RealNVP
+    from flowcli.flow.train import AVERAGE_DECAY
 
     config = default_config(rows, features)
     plain_adam = lambda model: torch.optim.Adam(model.parameters(), lr=1e-3)  # noqa: E731
@@ -367,7 +367,7 @@ class Averaged:
     """A FlatAdam that updates fit's weight average after each step, as `fit` does."""
 
     def __init__(self, optimizer, decay: float):
-        from flowcli.optim import WeightAverage
+        from flowcli.flow.optim import WeightAverage
 
         self.optimizer, self.average = optimizer, WeightAverage(optimizer, decay)
 
@@ -395,7 +395,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs of each method, seeds 0, 1, ...; the median is reported")
     parser.add_argument("--no-throughput", action="store_true")
     parser.add_argument("--only-throughput", action="store_true", help="measure throughput; keep the last run's NLLs")
-    parser.add_argument("--no-readme", action="store_true", help="leave README.md and bench/density.png as they are")
+    parser.add_argument("--no-readme", action="store_true", help="leave docs/benchmarks/density.md and its plot as they are")
     args = parser.parse_args()
     torch.set_num_threads(THREADS)
     OUT.mkdir(exist_ok=True)
@@ -428,10 +428,10 @@ def main() -> None:
     table = markdown(results, args.budget)
     (OUT / "density.md").write_text(table + "\n")
     print(table)
-    # The README shows the committed plot beside this script: only a run that updates the README replaces it.
-    plot(results, OUT / "density.png" if args.no_readme else Path(__file__).resolve().parent / "density.png")
+    # The docs show the committed plot: only a run that updates its page replaces it.
+    plot(results, OUT / "density.png" if args.no_readme else Path(__file__).resolve().parent.parent / "docs" / "benchmarks" / "density.png")
     if not args.no_readme:
-        replace_in_readme("bench/density.py", table)
+        write_table("density", "bench/density.py", table)
 
 
 def markdown(results: dict, budget: float) -> str:

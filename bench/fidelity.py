@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from readme_table import replace_in_readme
+from docs_page import write_table
 
 ROWS = 20_000  # each table is cut to this many rows, so that the metrics stay quick
 SMALL, SMALL_REPEATS = 1_000, 5  # tables of fewer rows are judged over this many splits
@@ -177,7 +177,7 @@ def main() -> None:
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     table = markdown(results)
     print(table)
-    replace_in_readme("bench/fidelity.py", table)
+    write_table("fidelity", "bench/fidelity.py", table)
 
 
 def markdown(results: list[dict]) -> str:

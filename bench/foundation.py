@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
+from docs_page import write_table
 from measure import run
-from readme_table import replace_in_readme
 
 FLOWCLI = [sys.executable, "-m", "flowcli"]
 
@@ -76,7 +76,7 @@ def main() -> None:
     ]
     table = "\n".join(f"| {a} | {b} |" for a, b in rows)
     print(table)
-    replace_in_readme("bench/foundation.py", table)
+    write_table("index", "bench/foundation.py", table)
 
 
 if __name__ == "__main__":

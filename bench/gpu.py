@@ -23,12 +23,12 @@ import pyarrow.parquet as pq
 from scale import make_table
 
 from flowcli import TabularFlow
-from flowcli.pipeline import score_file
+from flowcli.files import score_file
 
 DDP_FIT = """
 import sys
 from pathlib import Path
-from flowcli.pipeline import fit_file
+from flowcli.files import fit_file
 model = fit_file(sys.argv[1], Path(sys.argv[2]), force=True, hyperparameters={"device": sys.argv[3], "epochs": 2})
 print(model.training_["device"], model.training_["epochs"], file=sys.stderr)
 """

@@ -23,8 +23,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
+from docs_page import write_table
 from measure import run
-from readme_table import replace_in_readme
 
 FLOWCLI = [sys.executable, "-m", "flowcli"]
 COLUMNS = 16
@@ -111,7 +111,7 @@ def main() -> None:
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     table = markdown_table(results, args)
     print(table)
-    replace_in_readme("bench/scale.py", table)
+    write_table("scale", "bench/scale.py", table)
 
 
 def markdown_table(results: dict, args: argparse.Namespace) -> str:

@@ -1,5 +1,5 @@
 """`python -m flowcli` runs the command-line interface (and works under torchrun)."""
 
-from flowcli.cli import main
+from flowcli.cli.app import main
 
 main()

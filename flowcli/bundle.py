@@ -19,8 +19,8 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as load_tensors
 from safetensors.numpy import save as save_tensors
 
-from flowcli.atomic import atomic_path
 from flowcli.errors import BundleError
+from flowcli.table.atomic import atomic_path
 
 FORMAT = "flowcli-bundle"
 FORMAT_VERSION = 6  # 3: linear mixing between couplings; 4: a Student-t base; 5: a multivariate t base; 6: a mixture base

@@ -29,9 +29,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from flowcli.errors import DataError, FlowcliError, OutputError
-from flowcli.io import table_format
+from flowcli.files import BATCH_ROWS, PERCENTILE_COLUMN, RowScorer
 from flowcli.model import TabularFlow
-from flowcli.pipeline import BATCH_ROWS, PERCENTILE_COLUMN, RowScorer
+from flowcli.table.io import table_format
 
 INSTALL_HINT = "pip install 'flowcli[dask]'"
 _CACHED_MODELS = 4  # bundles a worker keeps loaded at once
@@ -65,7 +65,7 @@ def score_dask(
 ) -> Any:
     """The scores of every row of the Dask DataFrame `frame`, as a lazy Dask DataFrame with the
     same partitions and index: the column `log_likelihood`, and the columns the options add (the
-    input's first with `with_input`; see `pipeline.score_file`). With `threshold`, a partition
+    input's first with `with_input`; see `files.score_file`). With `threshold`, a partition
     keeps only its rows below that percentile. The scores equal `TabularFlow.score_samples` on
     the same rows."""
     dask = _require_dask()

@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from flowcli.mixture import logsumexp
-from flowcli.numpy_flow import NumpyRealNVP
-from flowcli.parallel import map_rows
-from flowcli.preprocess import Preprocessor
+from flowcli.encode.preprocess import Preprocessor
+from flowcli.flow.mixture import logsumexp
+from flowcli.flow.numpy_flow import NumpyRealNVP
+from flowcli.parallel.threads import map_rows
 
 
 def log_likelihood(

@@ -17,26 +17,27 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from flowcli import __version__, distributed
-from flowcli.architecture import FlowConfig, default_config
+from flowcli import __version__
 from flowcli.bundle import FORMAT_VERSION, read_bundle, write_bundle
-from flowcli.encoders import CategoricalColumn
+from flowcli.encode.columns import CategoricalColumn
+from flowcli.encode.preprocess import Preprocessor
 from flowcli.errors import BundleError, DataError, FlowcliError, FlowcliWarning
 from flowcli.estimator import EstimatorConventions, one_of
-from flowcli.inputs import as_table, feature_names
-from flowcli.io import to_ipc
+from flowcli.flow.config import FlowConfig, default_config
+from flowcli.flow.numpy_flow import NumpyRealNVP
 from flowcli.likelihood import counted, log_likelihood, percentiles, quantiles, unseen_message
-from flowcli.numpy_flow import NumpyRealNVP
-from flowcli.preprocess import Preprocessor
-from flowcli.reference import reference_summary
+from flowcli.parallel import torchrun
 from flowcli.sampling import draw_features
-from flowcli.schema import require_columns, select_columns
-from flowcli.shards import shared_rows
+from flowcli.summary import reference_summary
+from flowcli.table.inputs import as_table, feature_names
+from flowcli.table.io import to_ipc
+from flowcli.table.schema import require_columns, select_columns
+from flowcli.table.shards import shared_rows
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from flowcli.train import EpochReport
+    from flowcli.flow.train import EpochReport
 
 MIN_ROWS = 10
 SAMPLE_BATCH_ROWS = 65_536
@@ -113,7 +114,7 @@ class TabularFlow(EstimatorConventions):
         Under torchrun, `data` is this rank's share of the rows (see `shards`): every rank fits
         the same preprocessing on rows gathered from all shares, then trains on its own rows.
         """
-        if self.base == "mixture" and distributed.world_size() > 1:
+        if self.base == "mixture" and torchrun.world_size() > 1:
             raise FlowcliError("--base mixture does not run under torchrun: each process would fit its own mixture; "
                                "use the normal base, which --coupling auto challenges with a mixture in one process")
         table = as_table(data)
@@ -123,7 +124,7 @@ class TabularFlow(EstimatorConventions):
         if selection.left_out:
             reasons = "; ".join(f"{name!r} {why}" for name, why in selection.left_out.items())
             warnings.warn(f"{source}: left out {len(selection.left_out)} column(s): {reasons}", FlowcliWarning, 2)
-        counts = distributed.gather_counts(table.num_rows)
+        counts = torchrun.gather_counts(table.num_rows)
         total_rows = sum(counts)
         if min(counts) < MIN_ROWS:  # on every rank alike, so that none waits for the others
             raise DataError(f"{source}: {min(counts)} rows are too few to train; give at least {MIN_ROWS}")
@@ -137,7 +138,7 @@ class TabularFlow(EstimatorConventions):
         rng = np.random.default_rng(self.seed)
         u, log_weight = self.preprocessor_.encode(table, rng.uniform(size=(table.num_rows, self.preprocessor_.width)), source=source)
 
-        from flowcli.train import (  # torch, once the data is known to be usable
+        from flowcli.flow.train import (  # torch, once the data is known to be usable
             TrainSettings,
             train_candidates,
         )
@@ -160,7 +161,7 @@ class TabularFlow(EstimatorConventions):
         )
         self.config_, self.weights_, summary = train_candidates(
             u[train_rows], u[val_rows], configs, settings,
-            train_offset=-distributed.mean(log_weight[train_rows]), val_offset=-distributed.mean(log_weight[val_rows]),
+            train_offset=-torchrun.mean(log_weight[train_rows]), val_offset=-torchrun.mean(log_weight[val_rows]),
             redraw=redraw, on_epoch=on_epoch, stop_requested=stop_requested, mixture_base=mixture_base,
         )
         self.training_ = summary.to_json()
@@ -207,7 +208,7 @@ class TabularFlow(EstimatorConventions):
 
         For continuous columns it is a log-density; discrete columns contribute a log-probability
         and so does the pattern of missing values, whose values are integrated out (see
-        `encoders`). A category never seen at fit has probability zero: −inf, with a warning, or
+        `encode.columns`). A category never seen at fit has probability zero: −inf, with a warning, or
         a DataError when `strict`; a caller scoring many batches passes an `unseen` Counter,
         which tallies them per column in place of the warning, and warns once with
         `unseen_message`. Columns may come in any order and extra ones are ignored; `first_row`
@@ -380,7 +381,7 @@ def split_rows(rows: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
 def _fingerprint(table: pa.Table) -> str:
     """SHA-256 of the modeled columns, names and values, in Arrow's IPC stream format; under
     torchrun, of the ranks' own fingerprints in rank order."""
-    digests = distributed.gather_bytes(hashlib.sha256(to_ipc(table.combine_chunks())).digest())
+    digests = torchrun.gather_bytes(hashlib.sha256(to_ipc(table.combine_chunks())).digest())
     return "sha256:" + (digests[0] if len(digests) == 1 else hashlib.sha256(b"".join(digests)).digest()).hex()
 
 

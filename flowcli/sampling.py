@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from flowcli.numpy_flow import NumpyRealNVP
-from flowcli.parallel import map_rows
-from flowcli.preprocess import Preprocessor
+from flowcli.encode.preprocess import Preprocessor
+from flowcli.flow.numpy_flow import NumpyRealNVP
+from flowcli.parallel.threads import map_rows
 
 MAX_REDRAWS = 10  # draws of the sampled rows that fall far outside the range seen at fit, the first included
 
@@ -22,7 +22,7 @@ def draw_features(flow: NumpyRealNVP, preprocessor: Preprocessor, rng: np.random
     drawn. A light-tailed base, normal or a Gaussian mixture, clips every row (a normal base, as all
     bundles before format 4 had, so that a seed gives what it gave).
     """
-    if not flow.config.degrees_of_freedom:  # no t in the base: light tails
+    if flow.base.light_tailed:
         return latent_to_features(flow, flow.sample_latent(rng, rows))
     parts, needed = [], rows
     for _ in range(MAX_REDRAWS):

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 
 from flowcli import TabularFlow
-from flowcli.pipeline import least_likely
+from flowcli.files import least_likely
 
 
 def flowcli(*args, cwd):

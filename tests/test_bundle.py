@@ -27,9 +27,9 @@ from safetensors.numpy import load as load_tensors
 from safetensors.numpy import save as save_tensors
 
 from flowcli import TabularFlow
-from flowcli.architecture import FlowConfig
 from flowcli.bundle import FORMAT_VERSION, MANIFEST, WEIGHTS, read_bundle, write_bundle
 from flowcli.errors import BundleError, FlowcliError, OutputError
+from flowcli.flow.config import FlowConfig
 
 COLUMNS = ["small", "large", "plain"]
 MANIFEST_LIMIT = 16 << 20
@@ -336,12 +336,12 @@ def test_input_is_never_overwritten_even_with_force(fitted, tmp_path):
 
 @pytest.mark.parametrize("existing", [False, True], ids=["new", "replacing"])
 def test_failed_write_leaves_old_file_and_no_temporary(fitted, tmp_path, monkeypatch, existing):
-    import flowcli.atomic
+    import flowcli.table.atomic
 
     def disk_full(path):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(flowcli.atomic, "_fsync", disk_full)
+    monkeypatch.setattr(flowcli.table.atomic, "_fsync", disk_full)
     path = tmp_path / "model.flow"
     if existing:
         path.write_bytes(b"old contents")

@@ -181,7 +181,7 @@ def test_input_errors_name_the_problem(bundle, parts, tmp_path):
 
 
 def test_without_dask_one_error_line_says_what_to_install(bundle, parts, tmp_path):
-    code = ("import sys; sys.modules['dask'] = None; from flowcli.cli import main; "
+    code = ("import sys; sys.modules['dask'] = None; from flowcli.cli.app import main; "
             "sys.argv = ['flowcli', *sys.argv[1:]]; main()")
     result = run("score", bundle, parts[0], "-o", tmp_path / "o", "--dask", "local", code=code)
     assert result.returncode == 1, result.stderr

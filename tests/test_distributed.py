@@ -56,13 +56,13 @@ def test_two_gloo_processes_match_one_and_only_rank_0_writes(tmp_path):
 SHARD_SCRIPT = """
 import sys
 import pyarrow.parquet as pq
-from flowcli import distributed
-from flowcli.shards import read_shard, shared_rows
+from flowcli.parallel import torchrun
+from flowcli.table.shards import read_shard, shared_rows
 table, total = read_shard(sys.argv[1])
-pq.write_table(table, f"{sys.argv[2]}/own{distributed.rank()}.parquet")
-pq.write_table(shared_rows(table), f"{sys.argv[2]}/shared{distributed.rank()}.parquet")
+pq.write_table(table, f"{sys.argv[2]}/own{torchrun.rank()}.parquet")
+pq.write_table(shared_rows(table), f"{sys.argv[2]}/shared{torchrun.rank()}.parquet")
 print(total, file=sys.stderr)
-distributed.stop()
+torchrun.stop()
 """
 
 

@@ -9,10 +9,13 @@ import pytest
 import torch
 from scipy import stats
 
-from flowcli.architecture import INVERSE_DF_RATE, MIN_INVERSE_DF, FlowConfig, default_config
-from flowcli import numpy_flow
-from flowcli.flows import RealNVP, rational_quadratic
-from flowcli.numpy_flow import NumpyRealNVP
+from flowcli.flow import couplings, registry
+from flowcli.flow.bases import INVERSE_DF_RATE, MIN_INVERSE_DF
+from flowcli.flow.config import FlowConfig, default_config
+from flowcli.flow.couplings import rational_quadratic_numpy
+from flowcli.flow.couplings import rational_quadratic_torch as rational_quadratic
+from flowcli.flow.numpy_flow import NumpyRealNVP
+from flowcli.flow.torch_flow import RealNVP
 
 CONFIGS = [
     FlowConfig(features=1, layers=2, hidden=8),
@@ -28,6 +31,22 @@ CONFIGS = [
     FlowConfig(features=3, layers=3, hidden=8, base="mixture", components=3),
     FlowConfig(features=1, layers=1, hidden=8, coupling="spline", bins=4, base="mixture", components=2),
 ]
+
+
+def registered_configs() -> list[FlowConfig]:
+    """A flow for every registered base with every registered coupling: registering is testing."""
+    configs = []
+    for base in registry.BASES:
+        for coupling in registry.COUPLINGS:
+            for components in (0, 2):  # a base that takes components takes 2
+                try:
+                    configs.append(FlowConfig(features=3, layers=3, hidden=8, bins=4, coupling=coupling, base=base, components=components))
+                except ValueError:
+                    continue
+    return configs
+
+
+REGISTERED = CONFIGS + registered_configs()
 
 
 def random_flow(config: FlowConfig, seed: int = 0) -> RealNVP:
@@ -54,7 +73,7 @@ def rows(config: FlowConfig, n: int = 64, seed: int = 1) -> torch.Tensor:
     return torch.randn(n, config.features, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 2
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=str)
+@pytest.mark.parametrize("config", REGISTERED, ids=str)
 def test_inverse_round_trip(config):
     flow, x = random_flow(config), rows(config)
     z, _ = flow(x)
@@ -63,7 +82,7 @@ def test_inverse_round_trip(config):
     torch.testing.assert_close(flow(flow.inverse(x))[0], x, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=str)
+@pytest.mark.parametrize("config", REGISTERED, ids=str)
 def test_log_det_equals_autograd_jacobian(config):
     flow, x = random_flow(config), rows(config, n=8)
     _, log_det = flow(x)
@@ -92,7 +111,7 @@ def test_log_prob_is_normalized_change_of_variables(config):
     np.testing.assert_allclose(flow.log_prob(x).detach().numpy(), base + log_det.detach().numpy(), rtol=1e-12)
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=str)
+@pytest.mark.parametrize("config", REGISTERED, ids=str)
 def test_numpy_twin_equals_torch(config):
     flow, x = random_flow(config), rows(config)
     weights = {name: value.numpy() for name, value in flow.state_dict().items()}
@@ -118,11 +137,11 @@ def test_spline_gradients_match_finite_differences(inverse):
 def test_spline_twins_agree_at_the_bounds_at_the_knots_and_on_no_rows():
     rng = np.random.default_rng(0)
     params = rng.standard_normal((5, 2, 3 * 4 - 1))
-    knots = numpy_flow._knots(params[..., :4], 3.0)  # (5, 2, 5): -B, three interior knots, B
+    knots = couplings._knots_numpy(params[..., :4], 3.0)  # (5, 2, 5): -B, three interior knots, B
     for x in (np.full((5, 2), -3.0), np.full((5, 2), 3.0), knots[..., 2], knots[..., 1], np.full((5, 2), 7.0)):
         for inverse in (False, True):
             value, log_slope = rational_quadratic(torch.as_tensor(x), torch.as_tensor(params), 3.0, inverse=inverse)
-            value_np, log_slope_np = numpy_flow.rational_quadratic(x, params, 3.0, inverse=inverse)
+            value_np, log_slope_np = rational_quadratic_numpy(x, params, 3.0, inverse=inverse)
             np.testing.assert_allclose(value.numpy(), value_np, rtol=1e-12, atol=1e-12)
             np.testing.assert_allclose(log_slope.numpy(), log_slope_np, rtol=1e-10, atol=1e-10)
     for x in (np.full((5, 2), -3.0), np.full((5, 2), 7.0)):  # on and past the bounds: the identity
@@ -233,5 +252,6 @@ def test_log_scale_is_bounded():
         for parameter in flow.parameters():
             parameter.mul_(1e3)
     coupling = flow.couplings[0]
-    s, _ = coupling.scale_shift(coupling.conditioner(rows(config)[:, : coupling.c]))
+    x = rows(config)
+    _, s = coupling.map.forward_torch(x[:, coupling.c:], coupling.conditioner(x[:, : coupling.c]), config)  # log-slopes: s
     assert s.abs().max() <= 1.5

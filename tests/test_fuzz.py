@@ -54,10 +54,10 @@ from safetensors.numpy import save as save_tensors
 
 from flowcli import TabularFlow
 from flowcli.bundle import MANIFEST, WEIGHTS
+from flowcli.encode.preprocess import Preprocessor
 from flowcli.errors import BundleError, DataError, FlowcliError
-from flowcli.io import iter_batches, read_table
-from flowcli.preprocess import Preprocessor
-from flowcli.schema import KINDS, select_columns
+from flowcli.table.io import iter_batches, read_table
+from flowcli.table.schema import KINDS, select_columns
 
 # ----------------------------------------------------------------------------------- harness
 FUZZ_FACTOR = 12  # the `fuzz` twin of a property runs this many times its default examples
@@ -154,7 +154,7 @@ _MANTISSA = st.one_of(_DIGITS, _DIGITS.map(lambda d: d + "."), st.tuples(_DIGITS
 # Two exponent digits at most: with three, values can span more than float64's range
 # (['1.7e308', '-1.7e308', '1.7e308']), an open flowcli bug (see FLOAT64_BOUND).
 _EXPONENT = st.just("") | st.tuples(st.sampled_from("eE"), st.sampled_from(["", "+", "-"]), st.text("0123456789", min_size=1, max_size=2)).map("".join)
-# Text a CSV reader would take for a number (the grammar of flowcli.schema._NUMBER, minus blanks).
+# Text a CSV reader would take for a number (the grammar of flowcli.table.schema._NUMBER, minus blanks).
 NUMBER_TEXT = st.tuples(
     st.sampled_from(["", "+", "-"]),
     st.tuples(_MANTISSA, _EXPONENT).map("".join) | st.sampled_from(["inf", "infinity", "nan"]).flatmap(_cased),

@@ -245,7 +245,7 @@ def mkstemp(*args, **kwargs):
     return result
 tempfile.mkstemp = mkstemp
 sys.argv = ["flowcli", *sys.argv[1:]]
-from flowcli.cli import main
+from flowcli.cli.app import main
 main()
 """
 

@@ -21,9 +21,9 @@ import pyarrow.parquet as pq
 import pytest
 from scipy import stats
 
-from flowcli.io import iter_batches, read_table
-from flowcli.pipeline import fit_file
-from flowcli.reservoir import read_sample, reservoir_sample
+from flowcli.files import fit_file
+from flowcli.table.io import iter_batches, read_table
+from flowcli.table.reservoir import read_sample, reservoir_sample
 
 ENV = {**os.environ, "FLOWCLI_THREADS": "1", "PYTHONIOENCODING": "utf-8"}
 FAST = ["--epochs", "1", "--layers", "2", "--hidden", "8", "--device", "cpu"]
@@ -98,7 +98,7 @@ def mixed_csv(tmp_path) -> Path:
 
 
 def test_a_csv_sample_of_every_row_equals_the_whole_table(mixed_csv, monkeypatch):
-    monkeypatch.setattr("flowcli.io.CSV_PIECE_BYTES", 1_000)  # many pieces, cut inside quoted values
+    monkeypatch.setattr("flowcli.table.io.CSV_PIECE_BYTES", 1_000)  # many pieces, cut inside quoted values
     sample, seen = read_sample(str(mixed_csv), max_rows=10_000)
     whole = read_table(str(mixed_csv))
     assert seen == 3_000
@@ -127,7 +127,7 @@ def test_types_come_from_the_sample_not_from_the_first_block(tmp_path):
 
 
 def test_a_row_longer_than_a_piece_is_read_whole(tmp_path, monkeypatch):
-    monkeypatch.setattr("flowcli.io.CSV_PIECE_BYTES", 64)
+    monkeypatch.setattr("flowcli.table.io.CSV_PIECE_BYTES", 64)
     path = tmp_path / "long.csv"
     path.write_text("a,b\n" + f'"{"word " * 200}",1\n' * 3)
     sample, seen = read_sample(str(path), max_rows=10)
@@ -142,7 +142,7 @@ def test_stdin_and_compressed_csv(mixed_csv, tmp_path):
     expected, _ = read_sample(str(mixed_csv), max_rows=100, seed=1)
     assert read_sample(str(packed), max_rows=100, seed=1)[0].equals(expected)
     out = tmp_path / "out.parquet"
-    code = ("import pyarrow.parquet as pq; from flowcli.reservoir import read_sample;"
+    code = ("import pyarrow.parquet as pq; from flowcli.table.reservoir import read_sample;"
             f"pq.write_table(read_sample('-', max_rows=100, seed=1)[0], {str(out)!r})")
     with open(mixed_csv, "rb") as stdin:
         piped = subprocess.run([sys.executable, "-c", code], stdin=stdin, capture_output=True, timeout=120, check=False)
@@ -223,8 +223,8 @@ def test_peak_memory_does_not_grow_with_the_rows_streamed(tmp_path):
     fit = {rows: peak_mib(sys.executable, "-m", "flowcli", "fit", path, "-o", tmp_path / f"m{rows}.flow",
                           "--max-rows", 10_000, "-q", *FAST)
            for rows, path in tables.items()}
-    baseline = peak_mib(sys.executable, "-c", "import flowcli.io")
-    loading = peak_mib(sys.executable, "-c", f"import flowcli.io; flowcli.io.read_table({str(tables[2_000_000])!r})")
+    baseline = peak_mib(sys.executable, "-c", "import flowcli.table.io")
+    loading = peak_mib(sys.executable, "-c", f"import flowcli.table.io; flowcli.table.io.read_table({str(tables[2_000_000])!r})")
     loading -= baseline
     growth = fit[2_000_000] - fit[200_000]
     print(f"peak RSS: fit --max-rows 10,000 on 200,000 rows {fit[200_000]:.0f} MiB, on 2,000,000 rows "

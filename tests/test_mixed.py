@@ -17,7 +17,7 @@ import pytest
 
 from flowcli import TabularFlow
 from flowcli.errors import DataError, FlowcliWarning
-from flowcli.schema import infer_kind
+from flowcli.table.schema import infer_kind
 
 RNG = np.random.default_rng(0)
 
@@ -220,7 +220,7 @@ def test_samples_are_rounded_as_the_data_was():
 
 
 def test_unseen_categories_over_many_batches_are_one_warning_with_the_total(mixed_model, tmp_path):
-    from flowcli.pipeline import score_file
+    from flowcli.files import score_file
 
     table, model = mixed_model
     rows = table.sample(5_000, replace=True, random_state=0, ignore_index=True)

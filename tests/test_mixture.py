@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from flowcli import mixture
+from flowcli.flow import mixture
 
 SHARES = np.array([0.5, 0.3, 0.2])
 MEANS = np.array([[0.0, 0.0], [4.0, 1.0], [-3.0, 3.0]])

@@ -14,12 +14,12 @@ from scipy import special, stats
 from typer.testing import CliRunner
 
 from flowcli import TabularFlow
-from flowcli.sampling import latent_to_features
-from flowcli.cli import app
+from flowcli.cli.app import app
 from flowcli.errors import DataError, FlowcliError, FlowcliWarning
-from flowcli.flows import RealNVP
-from flowcli.numpy_flow import NumpyRealNVP
-from flowcli.train import flow_name
+from flowcli.flow.numpy_flow import NumpyRealNVP
+from flowcli.flow.torch_flow import RealNVP
+from flowcli.flow.train import flow_name
+from flowcli.sampling import latent_to_features
 
 COLUMNS = ["tiny", "huge", "unit"]
 
@@ -236,7 +236,7 @@ def test_mixture_base_fits_within_the_time_budget_and_refuses_torchrun(monkeypat
     x, _ = clusters(3000, 0)
     model = TabularFlow(base="mixture", max_time=4, layers=2, hidden=8, seed=0, device="cpu").fit(x)
     assert model.config_.base == "mixture" and model.training_["wall_seconds"] < 4.5
-    monkeypatch.setattr("flowcli.distributed.world_size", lambda: 2)
+    monkeypatch.setattr("flowcli.parallel.torchrun.world_size", lambda: 2)
     with pytest.raises(FlowcliError, match="--base mixture does not run under torchrun"):
         TabularFlow(base="mixture", epochs=1).fit(x)
 
@@ -294,8 +294,8 @@ def test_divergent_learning_rate_still_gives_a_finite_model():
 
 
 def test_a_non_finite_loss_reloads_the_best_weights_at_a_lower_learning_rate():
-    from flowcli.architecture import FlowConfig
-    from flowcli.train import TrainSettings, train_flow
+    from flowcli.flow.config import FlowConfig
+    from flowcli.flow.train import TrainSettings, train_flow
 
     rng = np.random.default_rng(0)
     u = rng.standard_normal((400, 3))

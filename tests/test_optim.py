@@ -6,9 +6,9 @@ import copy
 
 import torch
 
-from flowcli.architecture import FlowConfig
-from flowcli.flows import RealNVP
-from flowcli.optim import FlatAdam, WeightAverage
+from flowcli.flow.config import FlowConfig
+from flowcli.flow.optim import FlatAdam, WeightAverage
+from flowcli.flow.torch_flow import RealNVP
 
 
 def _flow() -> RealNVP:

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from flowcli import TabularFlow
-from flowcli.sampling import latent_to_features
 from flowcli.errors import DataError, FlowcliError, FlowcliWarning
+from flowcli.sampling import latent_to_features
 
 RNG = np.random.default_rng(0)
 

@@ -38,7 +38,7 @@ def test_data_without_plot_is_a_usage_error(bundle_path, table_csv, tmp_path):
 
 
 def test_missing_matplotlib_is_a_clear_error(bundle_path, tmp_path, monkeypatch):
-    from flowcli.plots import plot_diagnostics
+    from flowcli.cli.plots import plot_diagnostics
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
     with pytest.raises(FlowcliError, match=r"pip install 'flowcli\[plot\]'"):

@@ -63,7 +63,7 @@ def test_sklearn_estimator_checks(estimator, check):
 
 
 def test_the_library_does_not_import_sklearn():
-    code = "import sys, flowcli.model, flowcli.pipeline; assert 'sklearn' not in sys.modules"
+    code = "import sys, flowcli.model, flowcli.files; assert 'sklearn' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -15,8 +15,8 @@ import pyarrow as pa
 import pytest
 
 from flowcli import TabularFlow
-from flowcli.parallel import map_rows, read_ahead
-from flowcli.values import as_numpy, from_numpy, missing_mask
+from flowcli.parallel.threads import map_rows, read_ahead
+from flowcli.table.values import as_numpy, from_numpy, missing_mask
 
 ROWS = 200_000  # about 7 MB of CSV: several 1 MiB pieces
 BAD_ROW = 150_001  # 1-based data row, far past the first piece
@@ -150,7 +150,7 @@ def test_arrow_and_numpy_agree_without_pandas(values):
 def test_scoring_a_numeric_csv_loads_neither_pandas_nor_scipy(bundle_path, table_csv):
     """Each costs a tenth of a second of every `flowcli score`, and neither is needed here."""
     probe = (
-        "import sys; from flowcli.cli import main; sys.argv = ['flowcli', 'score', sys.argv[1], sys.argv[2]]\n"
+        "import sys; from flowcli.cli.app import main; sys.argv = ['flowcli', 'score', sys.argv[1], sys.argv[2]]\n"
         "try: main()\nexcept SystemExit: pass\n"
         "print(sorted({name.split('.')[0] for name in sys.modules} & {'pandas', 'scipy', 'torch'}), file=sys.stderr)"
     )

@@ -1,0 +1,120 @@
+"""The readable `inspect` report, rendered from `TabularFlow.describe()` to fit 80 columns."""
+
+from __future__ import annotations
+
+from io import StringIO
+
+from rich.console import Console
+from rich.table import Table
+
+from flowcli.flow import registry
+
+WIDTH = 80
+
+
+def render_report(description: dict, bundle: str) -> str:
+    """The report as plain text (no colour codes), ready for stdout."""
+    versions, training, architecture = description["versions"], description["training"], description["architecture"]
+    buffer = StringIO()
+    console = Console(file=buffer, width=WIDTH, no_color=True, highlight=False, emoji=False, markup=False)
+
+    console.print(f"flowcli bundle {bundle}")
+    console.print(_fields({
+        "format version": description["format_version"],
+        "written by": f"flowcli {versions['flowcli']}, torch {versions['torch']}",
+        "created": description["created"],
+        "data": f"{description['data']['rows']:,} rows, fingerprint {description['data']['fingerprint'][:23]}…",
+    }))
+
+    console.print(f"\nColumns ({len(description['columns'])})")
+    columns = Table(box=None, pad_edge=False, padding=(0, 2, 0, 2), show_edge=False)
+    for heading in ("name", "kind", "type", "preprocessing"):
+        columns.add_column(heading, overflow="fold")
+    for column in description["columns"]:
+        columns.add_row(column["name"], column["kind"], column["dtype"], _preprocessing(column))
+    console.print(columns)
+    for name, reason in description["left_out"].items():
+        console.print(f"  left out: {name!r} {reason}")
+
+    console.print("\nArchitecture")
+    console.print(_fields({
+        "flow": _flow_line(architecture),
+        "conditioners": f"MLP {architecture['depth']} × {architecture['hidden']} ReLU, "
+                        + registry.coupling(architecture.get("coupling", "affine")).describe(architecture),
+        "parameters": f"{architecture['parameters']:,}",
+    }))
+
+    console.print("\nTraining")
+    console.print(_fields({
+        "rows": f"{training['rows_train']:,} train, {training['rows_val']:,} validation",
+        **({"sample": _sample(training["sample"])} if "sample" in training else {}),
+        "epochs": f"{training['epochs']} (best {training['best_epoch']}, stopped by {training['stopped']})",
+        "best val NLL": f"{training['best_val_nll']:.4f} nats per row",
+        **({"couplings tried": _tried(training["couplings"])} if "couplings" in training else {}),
+        "wall time": f"{training['wall_seconds']:.1f} s on {training['device']}",
+        "settings": f"seed {training['seed']}, batch size {training['batch_size']}, lr {training['lr']:g}",
+        **({"recoveries": f"{training['recoveries']} (non-finite loss, retried at a lower lr)"} if training["recoveries"] else {}),
+    }))
+    return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines()) + "\n"
+
+
+def _sample(sample: dict) -> str:
+    """How `fit --max-rows` chose the training rows."""
+    if sample["rows"] >= sample["rows_read"]:
+        return f"all {sample['rows_read']:,} rows, within --max-rows {sample['max_rows']:,}"
+    return f"uniform reservoir sample, {sample['rows']:,} of {sample['rows_read']:,} rows (--max-rows)"
+
+
+def _preprocessing(column: dict) -> str:
+    """One line on how a column is encoded, from its manifest record."""
+    if "levels" in column:
+        text = f"{len(column['levels'])} levels"
+        if column.get("rare"):
+            text += f" + other ({column['rare_count']:,} rare values)"
+        if None in column["levels"]:
+            text += f", {column['probabilities'][column['levels'].index(None)]:.1%} missing"
+        return text
+    transform = {"identity": "", "log": "log, ", "logit": "logit, "}[column.get("transform", "identity")]
+    text = f"{transform}mean {column['mean']:.4g}, std {column['std']:.4g}"
+    if column.get("discrete"):
+        text = "dequantized, " + text
+    if column.get("low") is not None and column.get("high") is not None and "low" in column:
+        text += f", range [{column['low']:.6g}, {column['high']:.6g}]"
+    if column.get("missing_rate") is not None:
+        text += f", {column['missing_rate']:.1%} missing"
+    return text
+
+
+def _fields(values: dict) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style=None, no_wrap=True)
+    grid.add_column(overflow="fold")
+    for name, value in values.items():
+        grid.add_row(f"  {name}", str(value))
+    return grid
+
+
+def fit_summary(description: dict, bundle: object) -> str:
+    """The one line `fit` prints on stderr when it is done."""
+    training = description["training"]
+    return (
+        f"wrote {bundle}: {len(description['columns'])} columns, {description['data']['rows']:,} rows, "
+        f"{training['epochs']} epochs (stopped by {training['stopped']}), "
+        f"best validation NLL {training['best_val_nll']:.4f} nats/row, "
+        f"{training['wall_seconds']:.1f} s on {training['device']}"
+        + (f", {training['recoveries']} recoveries from a non-finite loss" if training["recoveries"] else "")
+    )
+
+
+def _tried(couplings: dict[str, float]) -> str:
+    """Each flow `--coupling auto` trained (`train.flow_name`), with its best validation NLL; the lowest was kept."""
+    return ", ".join(f"{name} {nll:.4f}" for name, nll in couplings.items()) + " (the lowest was kept)"
+
+
+def _flow_line(architecture: dict) -> str:
+    """The flow's steps and base; bundles before format 3 have no mixing and no `coupling`, and
+    before format 4 a normal base; the multivariate t came with format 5, the mixture with 6."""
+    step = f"{architecture.get('coupling', 'affine')} coupling"
+    if architecture.get("mixing", False):
+        step = f"(linear mixing + {step})"
+    return f"RealNVP: {architecture['layers']} × {step}, " + registry.base(architecture.get("base", "normal")).describe(architecture)

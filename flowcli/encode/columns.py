@@ -1,0 +1,372 @@
+"""Column encoders: each maps one table column to flow features and back, with its log-weight.
+
+A column becomes `width` real features. The caller supplies noise, uniform on (0, 1), one
+value per feature and row:
+
+- Discrete values are dequantized. A level k of frequency f_k maps to g = Φ⁻¹(F_k + f_k·w),
+  where F_k is the mass of the levels before it, so a flow that leaves g standard normal gives
+  P(k) = f_k exactly. Integers are dequantized as x + w before their continuous transform.
+- A missing value is imputed as g = Φ⁻¹(w) and weighted by 1/φ(g), which integrates it out.
+  Columns that had missing values at fit also carry an indicator, a two-level discrete feature,
+  so the missingness pattern has a probability too.
+
+`encode` returns log|det ∂u/∂x| minus the log-density of the noise it used (the log-weight),
+so that log p_flow(u) + log_weight, averaged over noise draws by log-mean-exp, estimates the
+log-likelihood of the row: a density for continuous values times a probability for discrete
+ones and for the missingness pattern. With no discrete or missing values it is exact.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from flowcli.encode.dequantize import Levels, integrated_out
+from flowcli.encode.maps import decimal_places, forward_transform, inverse_transform, nearest_within
+from flowcli.errors import DataError
+from flowcli.table.schema import MAX_LEVELS
+from flowcli.table.values import (
+    arrow_type,
+    as_numpy,
+    datetime_text_type,
+    datetime_ticks,
+    missing_mask,
+    numeric_values,
+    plain_values,
+    ticks_per_day,
+    to_arrow,
+)
+
+MAX_RARE_KEPT = 1_000  # rare values kept in the bundle to sample "other" from
+NEAR_EDGE = 0.1  # sampled values up to this share of a column's span past its range are clipped; farther ones drawn again
+MAX_SEEN, MIN_REPEATS = 1_000, 10  # a continuous column of at most so many values, each seen this often on average, samples only them
+_MIN_STD = 1e-300  # a narrower spread is treated as this one, so 1 / std stays finite
+_FLOAT_MAX = np.finfo(np.float64).max
+
+
+@dataclass(frozen=True)
+class NumericColumn:
+    """A continuous, integer or datetime column: an optional log or logit, then standardization.
+
+    Integers (and dates) are dequantized by adding the noise; datetimes count in days since
+    1970, so their densities are per day. Samples stay within [low, high], the range seen at fit.
+    """
+
+    name: str
+    kind: str  # "continuous", "integer" or "datetime"
+    dtype: str  # the arrow type at fit, for the output
+    mean: float
+    std: float
+    transform: str = "identity"  # "identity", "log" or "logit"
+    low: float = -math.inf
+    high: float = math.inf
+    missing_rate: float | None = None  # the indicator's P(missing); None: no indicator
+    discrete: bool = False  # dequantized (integers, dates)
+    origin: int = 0  # datetimes: the earliest tick at fit; days count from it, exactly
+    span: int = 0  # datetimes: ticks from the earliest to the latest at fit
+    decimals: int | None = None  # continuous: samples are rounded as the values at fit were
+    step: int = 0  # datetimes: the ticks between any two at fit are a multiple of it; samples keep to it
+    seen: tuple[float, ...] | None = None  # continuous: its few values at fit, each repeated; samples take the nearest
+
+    @property
+    def width(self) -> int:
+        return 1 if self.missing_rate is None else 2
+
+    @property
+    def output_type(self) -> pa.DataType:
+        """The type of sampled values: the type at fit where it can hold them."""
+        target = arrow_type(self.dtype)
+        if self.kind == "datetime":
+            return target if pa.types.is_timestamp(target) or pa.types.is_date(target) else pa.timestamp("us")
+        if self.kind == "integer":
+            return target if pa.types.is_integer(target) else pa.int64()
+        return target if pa.types.is_floating(target) else pa.float64()
+
+    @classmethod
+    def fit(cls, values: pa.ChunkedArray, name: str, kind: str, source: str) -> NumericColumn:
+        origin = span = step = 0
+        if kind == "datetime":
+            ticks, absent = datetime_ticks(values, None, name=name, source=source)
+            present = ticks[~absent]
+            if len(present):
+                origin, span = int(present.min()), int(present.max() - present.min())
+                step = int(np.gcd.reduce(present - origin))  # hourly readings: an hour; irregular times: one tick
+        x = numeric_values(values, kind, name=name, source=source, origin=origin)
+        missing = np.isnan(x)
+        observed = x[~missing]
+        if not len(observed):
+            raise DataError(f"{source}: column {name!r} is entirely missing; leave it out with --ignore {name}")
+        low, high = float(observed.min()), float(observed.max())
+        discrete = kind == "integer" or pa.types.is_date(values.type)
+        if discrete:
+            transform = "log" if low >= 0 else "identity"
+            observed = observed + 0.5
+        elif kind == "continuous" and low >= 0 and high <= 1:
+            transform = "logit"
+        elif kind == "continuous" and low > 0:
+            transform = "log"
+        else:
+            transform = "identity"
+        t, _ = forward_transform(transform, observed)
+        scale = float(np.max(np.abs(t))) or 1.0  # divide first, so that squares of 1e200 do not overflow
+        mean, spread = float(np.mean(t / scale) * scale), float(np.std(t / scale) * scale)
+        std = max(spread, _MIN_STD) if spread > 0 else 1.0  # a constant (forced continuous) keeps scale 1
+        missing_rate = float(missing.mean()) if missing.any() else None
+        text_dates = kind == "datetime" and (pa.types.is_string(values.type) or pa.types.is_large_string(values.type))
+        dtype = str(datetime_text_type(values) or pa.timestamp("us")) if text_dates else _plain_type(values)
+        decimals = decimal_places(observed) if kind == "continuous" else None
+        distinct = np.unique(observed) if kind == "continuous" else observed[:0]
+        # Few values, each seen many times: a measuring grid (wind in knots shown in mph, degrees
+        # in tens), which decimals alone do not keep and which a classifier spots at once.
+        seen = tuple(distinct.tolist()) if 0 < len(distinct) <= MAX_SEEN and len(observed) >= MIN_REPEATS * len(distinct) else None
+        return cls(name, kind, dtype, mean, std, transform, low, high, missing_rate, discrete, origin, span, decimals, step, seen)
+
+    def encode(self, values: pa.ChunkedArray | pa.Array, noise: np.ndarray, source: str, first_row: int):
+        x = numeric_values(values, self.kind, name=self.name, source=source, first_row=first_row,
+                           origin=self.origin, output_type=self.output_type)
+        missing = np.isnan(x)
+        w = noise[:, 0]
+        v = np.where(missing, 0.5, x + w if self.discrete else x)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t, log_jacobian = forward_transform(self.transform, v)
+        outside = ~np.isfinite(t) & ~missing  # outside the support seen at fit: density zero
+        u = np.where(outside, 0.0, t / self.std - self.mean / self.std)  # divided first: no overflow near ±1.8e308
+        log_weight = np.where(outside, -np.inf, log_jacobian - math.log(self.std))
+        if missing.any():
+            u[missing], log_weight[missing] = integrated_out(w[missing])
+        if self.missing_rate is None:
+            return u[:, None], log_weight
+        g, indicator_weight = Levels(np.array([1 - self.missing_rate, self.missing_rate])).encode(
+            missing.astype(np.int64), noise[:, 1]
+        )
+        return np.column_stack([u, g]), log_weight + indicator_weight
+
+    def near_range(self, u: np.ndarray) -> np.ndarray:
+        """Per row of the column's features u (N, width): whether it decodes within [low, high]
+        widened by NEAR_EDGE of its span on each side, where decoding clips it onto the edge.
+
+        Past that, a draw is the base's far tail rather than an edge value's own spread. On a
+        column of 20 values, each a share of 0.05, the edge values got 0.036 when all draws were
+        clipped, 0.025 when all past the range were drawn again, and 0.035 with this margin. A
+        missing value, and any value of a one-valued range, count as near."""
+        if self.low == self.high:
+            return np.ones(len(u), dtype=bool)
+        slack = NEAR_EDGE * (self.high - self.low)
+        x = self._values(u)
+        inside = (x >= self.low - slack) & (x <= self.high + slack)
+        missing = self._missing(u)
+        return inside if missing is None else inside | missing
+
+    def _values(self, u: np.ndarray) -> np.ndarray:
+        """The values (N,) from the value feature u[:, 0], floored or rounded as at fit, not yet
+        kept to the range seen at fit."""
+        with np.errstate(over="ignore"):
+            t = np.nan_to_num(u[:, 0] * self.std + self.mean, posinf=_FLOAT_MAX, neginf=-_FLOAT_MAX)
+        x = inverse_transform(self.transform, t)
+        if self.discrete:
+            x = np.floor(x)
+        if self.decimals is not None:
+            x = np.round(x, self.decimals) + 0.0  # + 0.0: a value rounded from below zero to zero writes as 0, not -0
+            if self.transform == "log":  # rounding must not reach zero: keep to the grid's first step
+                x = np.maximum(x, 10.0 ** -self.decimals)
+        return x
+
+    def _missing(self, u: np.ndarray) -> np.ndarray | None:
+        """Per row (N,), whether the value is missing; None without a missingness indicator."""
+        if self.missing_rate is None:
+            return None
+        return Levels(np.array([1 - self.missing_rate, self.missing_rate])).decode(u[:, 1]) == 1
+
+    def decode(self, u: np.ndarray, rng: np.random.Generator) -> pa.Array:
+        # A latent draw deep in the base's tail can map far past anything seen (1e300 through a
+        # log); samples stay within the range seen at fit, as SDV's synthesizers keep them.
+        x = np.clip(self._values(u), self.low, self.high)
+        if self.seen is not None:
+            x = nearest_within(np.asarray(self.seen), x)
+        missing = self._missing(u)
+        if self.kind == "datetime":
+            offsets = np.round(x * ticks_per_day(self.output_type))
+            if self.step > 1:
+                offsets = np.round(offsets / self.step) * self.step
+            offsets = np.clip(offsets, 0, self.span).astype(np.int64)
+            return pa.array(self.origin + offsets, mask=missing).cast(pa.int32() if pa.types.is_date(self.output_type) else pa.int64()).cast(self.output_type)
+        return to_arrow(x, self.output_type, missing)
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name, "kind": self.kind, "dtype": self.dtype, "mean": self.mean, "std": self.std,
+            "transform": self.transform, "low": _json_float(self.low), "high": _json_float(self.high),
+            "missing_rate": self.missing_rate, "discrete": self.discrete, "origin": self.origin, "span": self.span,
+            "decimals": self.decimals, "step": self.step, "seen": None if self.seen is None else list(self.seen),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> NumericColumn:
+        column = cls(
+            str(data["name"]), str(data["kind"]), str(data["dtype"]), float(data["mean"]), float(data["std"]),
+            str(data.get("transform", "identity")), float(data.get("low", -math.inf)),
+            float(data.get("high", math.inf)), _optional_rate(data.get("missing_rate")), bool(data.get("discrete", False)),
+            int(data.get("origin", 0)), int(data.get("span", 0)),
+            None if data.get("decimals") is None else int(data["decimals"]), int(data.get("step", 0)),
+            None if data.get("seen") is None else tuple(float(value) for value in data["seen"]),
+        )
+        column.output_type  # a dtype that names no arrow type is an error here, not at scoring time
+        if column.seen is not None and not (0 < len(column.seen) <= MAX_SEEN and np.all(np.isfinite(column.seen))
+                                            and np.all(np.diff(column.seen) > 0)):
+            raise ValueError(f"column {column.name!r} has an invalid set of values seen at fit")
+        if column.transform not in ("identity", "log", "logit") or not (math.isfinite(column.mean) and _MIN_STD <= column.std < math.inf):
+            raise ValueError(f"column {column.name!r} has an invalid standardization ({column.transform}, mean {column.mean}, std {column.std})")
+        return column
+
+
+@dataclass(frozen=True)
+class CategoricalColumn:
+    """A categorical or boolean column: levels with frequencies, one feature (see `Levels`).
+
+    Missing values at fit are a level of their own (None). With more than MAX_LEVELS levels,
+    the rare ones share an "other" level (the last probability), scored as its frequency over
+    the number of rare values and sampled from up to MAX_RARE_KEPT of them; then any value
+    outside the kept levels scores as "other". Otherwise an unseen value has probability zero,
+    a log-likelihood of −inf.
+    """
+
+    name: str
+    kind: str  # "categorical" or "boolean"
+    dtype: str
+    levels: list  # JSON values, sorted; None is the missing level
+    probabilities: list[float]  # one per level, plus one for "other" when `rare` is not empty
+    rare: list = field(default_factory=list)  # some of the values folded into "other"
+    rare_count: int = 0  # how many distinct values "other" stands for
+
+    width = 1
+
+    @property
+    def output_type(self) -> pa.DataType:
+        return arrow_type(self.dtype)
+
+    @classmethod
+    def fit(cls, values: pa.ChunkedArray, name: str, kind: str, source: str) -> CategoricalColumn:
+        counts = pc.value_counts(plain_values(values))
+        levels, frequencies = counts.field("values").to_pylist(), counts.field("counts").to_numpy()
+        by_count = np.argsort(-frequencies, kind="stable")
+        kept, folded = by_count[: MAX_LEVELS - 1], by_count[MAX_LEVELS - 1:]
+        if len(levels) <= MAX_LEVELS:
+            kept, folded = by_count, by_count[:0]
+        kept = sorted(kept, key=lambda i: _sort_key(levels[i]))
+        shares = frequencies[kept] / len(values)
+        if len(folded):
+            shares = np.append(shares, frequencies[folded].sum() / len(values))
+        return cls(name, kind, _plain_type(values), [levels[i] for i in kept], shares.tolist(),
+                   [levels[i] for i in folded[:MAX_RARE_KEPT]], len(folded))
+
+    @property
+    def _other(self) -> int | None:
+        """The index of the "other" level, or None when nothing was folded."""
+        return len(self.levels) if self.rare else None
+
+    def _index(self, values: pa.ChunkedArray | pa.Array, source: str) -> np.ndarray:
+        """Level index per row: −1 for an unseen value, −2 for a missing value with no level."""
+        values = plain_values(values)
+        level_type = arrow_type(self.dtype)
+        if values.type != level_type:
+            try:
+                values = pc.cast(values, level_type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                raise DataError(
+                    f"{source}: column {self.name!r} holds {values.type} values, which are not its {self.kind} "
+                    f"values of type {level_type}"
+                ) from None
+        present = np.array([i for i, level in enumerate(self.levels) if level is not None])
+        value_set = pa.array([self.levels[i] for i in present], type=level_type)
+        position = as_numpy(pc.index_in(values, value_set=value_set), missing=-1)
+        index = np.where(position >= 0, present[np.maximum(position, 0)], -1 if self._other is None else self._other)
+        index[missing_mask(values)] = self.levels.index(None) if None in self.levels else -2
+        return index
+
+    def encode(self, values: pa.ChunkedArray | pa.Array, noise: np.ndarray, source: str, first_row: int):
+        index = self._index(values, source)
+        missing = index == -2
+        g, log_weight = Levels(np.asarray(self.probabilities)).encode(np.where(missing, 0, index), noise[:, 0])
+        if self._other is not None:
+            log_weight = np.where(index == self._other, log_weight - math.log(self.rare_count), log_weight)
+        g[missing], log_weight[missing] = integrated_out(noise[missing, 0])
+        return g[:, None], log_weight
+
+    def unseen(self, values: pa.ChunkedArray | pa.Array, source: str) -> int:
+        """How many values were never seen at fit, and so have probability zero."""
+        return int((self._index(values, source) == -1).sum())
+
+    def decode(self, u: np.ndarray, rng: np.random.Generator) -> pa.Array:
+        index = Levels(np.asarray(self.probabilities)).decode(u[:, 0])
+        choices = self.levels + ([None] if self.rare else [])
+        values = [choices[i] for i in index]
+        if self._other is not None:
+            other = np.flatnonzero(index == self._other)
+            for row, pick in zip(other, rng.integers(0, len(self.rare), len(other))):
+                values[row] = self.rare[pick]
+        return pa.array(values, type=self.output_type)
+
+    def to_json(self) -> dict:
+        data = {"name": self.name, "kind": self.kind, "dtype": self.dtype, "levels": self.levels,
+                "probabilities": self.probabilities}
+        if self.rare:
+            data.update(rare=self.rare, rare_count=self.rare_count)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> CategoricalColumn:
+        column = cls(str(data["name"]), str(data["kind"]), str(data["dtype"]), list(data["levels"]),
+                     [float(p) for p in data["probabilities"]], list(data.get("rare", [])), int(data.get("rare_count", 0)))
+        p = np.asarray(column.probabilities)
+        if len(p) != len(column.levels) + bool(column.rare) or not len(p) or np.any(p <= 0) or abs(p.sum() - 1) > 1e-6:
+            raise ValueError(f"column {column.name!r} has invalid level probabilities")
+        if column.rare and column.rare_count < len(column.rare):
+            raise ValueError(f"column {column.name!r} has an invalid rare-level count")
+        arrow_type(column.dtype)
+        return column
+
+
+def auxiliary_features(noise: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Noise (N, A) in (0, 1) → standard-normal auxiliary features (N, A) and their log-weights (N,).
+
+    A flow of one feature is a single affine map, so a one-column table gets one auxiliary
+    feature that is integrated out like a missing value: p(x) = E_a[p(x, a) / φ(a)].
+    """
+    a, log_weight = integrated_out(noise)
+    return a, log_weight.sum(axis=1)
+
+
+def encoder_from_json(data: dict) -> NumericColumn | CategoricalColumn:
+    kind = data.get("kind")
+    if kind in ("continuous", "integer", "datetime"):
+        return NumericColumn.from_json(data)
+    if kind in ("categorical", "boolean"):
+        return CategoricalColumn.from_json(data)
+    raise ValueError(f"column kind {kind!r} is not supported by this flowcli version")
+
+
+def fit_encoder(values: pa.ChunkedArray, name: str, kind: str, source: str) -> NumericColumn | CategoricalColumn:
+    """Learn the encoder of one column of kind `kind` from its values at fit."""
+    if kind in ("categorical", "boolean"):
+        return CategoricalColumn.fit(values, name, kind, source)
+    return NumericColumn.fit(values, name, kind, source)
+
+
+def _plain_type(values: pa.ChunkedArray | pa.Array) -> str:
+    return str(plain_values(values[:0]).type)
+
+
+def _sort_key(value) -> tuple:
+    return (value is None, str(type(value)), value if value is not None else 0)
+
+
+def _json_float(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _optional_rate(value) -> float | None:
+    return None if value is None else float(value)

@@ -1,0 +1,114 @@
+"""The table ↔ flow-feature map: one encoder per column (see `columns`), side by side.
+
+`encode` turns a table into features u (N, W) and a log-weight per row, given noise for the
+dequantization and imputation; `decode` turns features back into a table of the original
+names and types. `noise_points` gives the deterministic noise that scoring averages over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from flowcli.encode.columns import CategoricalColumn, NumericColumn, auxiliary_features, encoder_from_json, fit_encoder
+from flowcli.errors import BundleError
+
+NOISE_POINTS = 8  # noise draws averaged per row when a table has discrete or missing values
+_GOLDEN = (np.sqrt(5) - 1) / 2
+
+
+@dataclass(frozen=True)
+class Preprocessor:
+    """Encoders for the model's columns, in order, then `auxiliary` noise features (see
+    `columns.auxiliary_features`), which give a one-feature table a flow that can bend."""
+
+    columns: tuple[NumericColumn | CategoricalColumn, ...]
+
+    @classmethod
+    def fit(cls, table: pa.Table, kinds: dict[str, str], *, source: str) -> Preprocessor:
+        """Learn each column's encoder from the rows of `table`; `kinds` maps name → kind, in order."""
+        return cls(tuple(fit_encoder(table.column(name), name, kind, source) for name, kind in kinds.items()))
+
+    @property
+    def auxiliary(self) -> int:
+        """Auxiliary features: one when the columns make a single feature, else none."""
+        return 1 if sum(column.width for column in self.columns) == 1 else 0
+
+    @property
+    def names(self) -> list[str]:
+        return [column.name for column in self.columns]
+
+    @property
+    def width(self) -> int:
+        """How many flow features the columns become, auxiliary ones included."""
+        return sum(column.width for column in self.columns) + self.auxiliary
+
+    def is_exact(self, table: pa.Table | pa.RecordBatch) -> bool:
+        """True when encoding `table` uses no noise: all columns continuous and nothing missing."""
+        return not self.auxiliary and all(
+            isinstance(column, NumericColumn) and not column.discrete and column.missing_rate is None
+            and table.column(column.name).null_count == 0
+            for column in self.columns
+        )
+
+    def encode(
+        self, table: pa.Table | pa.RecordBatch, noise: np.ndarray, *, source: str = "data", first_row: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Columns of `table` → features u (N, W) and log-weights (N,), given noise (N, W) in (0, 1)."""
+        features, log_weight, start = [], np.zeros(table.num_rows), 0
+        for column in self.columns:
+            u, weight = column.encode(table.column(column.name), noise[:, start:start + column.width], source, first_row)
+            features.append(u)
+            log_weight += weight
+            start += column.width
+        if self.auxiliary:
+            a, weight = auxiliary_features(noise[:, start:])
+            features.append(a)
+            log_weight += weight
+        return np.concatenate(features, axis=1), log_weight
+
+    def decode(self, u: np.ndarray, rng: np.random.Generator) -> pa.RecordBatch:
+        """Features u (N, W) → a record batch with the original column names and types."""
+        arrays, start = [], 0
+        for column in self.columns:
+            arrays.append(column.decode(u[:, start:start + column.width], rng))
+            start += column.width
+        return pa.RecordBatch.from_arrays(arrays, names=self.names)
+
+    def near_range(self, u: np.ndarray) -> np.ndarray:
+        """Per row of features u (N, W): whether every numeric column decodes near the range seen
+        at fit (`NumericColumn.near_range`)."""
+        inside, start = np.ones(len(u), dtype=bool), 0
+        for column in self.columns:
+            if isinstance(column, NumericColumn):
+                inside &= column.near_range(u[:, start:start + column.width])
+            start += column.width
+        return inside
+
+    def unseen(self, table: pa.Table | pa.RecordBatch, *, source: str = "data") -> dict[str, int]:
+        """Per categorical column, how many values of `table` were never seen at fit."""
+        counts = {
+            column.name: column.unseen(table.column(column.name), source)
+            for column in self.columns if isinstance(column, CategoricalColumn)
+        }
+        return {name: count for name, count in counts.items() if count}
+
+    def noise_points(self, rows: int, points: int = NOISE_POINTS) -> list[np.ndarray]:
+        """`points` deterministic noise arrays (rows, W): a rank-1 lattice, even in every feature."""
+        shift = (np.arange(self.width) * _GOLDEN) % 1.0
+        return [np.broadcast_to(((i + 0.5) / points + shift) % 1.0, (rows, self.width)) for i in range(points)]
+
+    def to_json(self) -> list[dict]:
+        return [column.to_json() for column in self.columns]
+
+    @classmethod
+    def from_json(cls, data: Sequence[dict]) -> Preprocessor:
+        if not isinstance(data, list) or not all(isinstance(entry, dict) for entry in data):
+            raise BundleError("the manifest is malformed: its columns are not a list of column records")
+        try:
+            return cls(tuple(encoder_from_json(entry) for entry in data))
+        except (KeyError, TypeError, ValueError, OverflowError) as error:
+            raise BundleError(f"the manifest is malformed: its columns are invalid ({type(error).__name__}: {error})") from None

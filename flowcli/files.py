@@ -1,0 +1,252 @@
+"""File to file: the work behind each CLI command, reusable from Python.
+
+Inputs are paths or '-' (stdin); outputs are paths, written atomically, or '-' (stdout).
+Scoring and sampling stream in batches, so memory stays flat however long the input is.
+"""
+
+from __future__ import annotations
+
+import collections
+import shutil
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from flowcli.errors import DataError, FlowcliWarning, OutputError
+from flowcli.likelihood import unseen_message
+from flowcli.model import TabularFlow
+from flowcli.parallel import torchrun
+from flowcli.table.atomic import check_destination
+from flowcli.table.io import iter_batches, read_table, table_format, write_batches
+from flowcli.table.reservoir import read_sample
+from flowcli.table.schema import require_columns
+from flowcli.table.shards import read_shard
+from flowcli.table.values import from_numpy, parse_numbers
+
+if TYPE_CHECKING:
+    from flowcli.flow.train import EpochReport
+
+BATCH_ROWS = 65_536
+SCORE_COLUMN = "log_likelihood"
+PERCENTILE_COLUMN = "percentile"
+EXPLAIN_COLUMN = "explanation"
+
+
+def _check_room(destination: Path, estimated_bytes: int) -> None:
+    """Refuse, before writing, an output that cannot fit in the free space of its folder."""
+    if not destination.parent.is_dir():
+        return  # the writer names the missing folder
+    free = shutil.disk_usage(destination.parent).free
+    if estimated_bytes > free:
+        raise OutputError(
+            f"{destination}: the output needs about {estimated_bytes / 2**30:,.1f} GiB but only "
+            f"{free / 2**30:,.1f} GiB is free there; lower -n or write elsewhere"
+        )
+
+
+def default_bundle_path(data: str) -> Path:
+    """DATA with the suffix .flow (data.csv.gz → data.flow)."""
+    path = Path(data)
+    while path.suffix:
+        path = path.with_suffix("")
+    return path.with_name(path.name + ".flow")
+
+
+def fit_file(
+    data: str,
+    output: Path,
+    *,
+    format: str | None = None,
+    columns: list[str] | None = None,
+    force: bool = False,
+    kinds: dict[str, str] | None = None,
+    ignore: Sequence[str] = (),
+    hyperparameters: dict | None = None,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+    stop_requested: Callable[[], bool] = lambda: False,
+    max_rows: int | None = None,
+) -> TabularFlow:
+    """Fit a model to the table at `data` and write it to `output` as a .flow bundle.
+
+    With `max_rows`, the model trains on a uniform sample of at most that many rows, drawn in
+    one streaming pass under the model's seed, so the table need not fit in memory; the bundle's
+    training summary records the sample (`training["sample"]`). Under torchrun each rank reads
+    its own share of the rows and fits on it, and rank 0 alone writes the bundle (see
+    `flowcli.table.shards` and `flowcli.parallel.torchrun`).
+    """
+    if max_rows is not None and max_rows < 1:
+        raise DataError(f"max_rows must be 1 or more, not {max_rows}")
+    check_destination(output, force=force, inputs=[data])  # fail before training, not after
+    model = TabularFlow(**(hyperparameters or {}))
+    if torchrun.world_size() > 1:
+        table, rows_read = read_shard(data, format, max_rows=max_rows, seed=model.seed)
+    elif max_rows is None:
+        table = read_table(data, format)
+    else:
+        table, rows_read = read_sample(data, format, max_rows=max_rows, seed=model.seed)
+    model.fit(table, columns=columns, kinds=kinds, ignore=ignore, on_epoch=on_epoch,
+              stop_requested=stop_requested, source=data)
+    if max_rows is not None:
+        model.training_["sample"] = {
+            "method": "reservoir", "max_rows": max_rows, "rows": model.data_["rows"], "rows_read": rows_read,
+        }
+    if torchrun.rank() == 0:
+        model.save(output, force=force, inputs=(data,))
+    return model
+
+
+def score_file(
+    bundle: Path,
+    data: str,
+    output: str = "-",
+    *,
+    format: str | None = None,
+    output_format: str | None = None,
+    with_input: bool = False,
+    percentile: bool = False,
+    threshold: float | None = None,
+    top: int | None = None,
+    explain: bool = False,
+    strict: bool = False,
+    force: bool = False,
+    batch_rows: int = BATCH_ROWS,
+    on_rows: Callable[[int], None] | None = None,
+) -> int:
+    """Write `log_likelihood` for the rows of `data`; returns how many rows were written.
+
+    By default every row, in input order. `percentile` adds the share (%) of validation rows at
+    fit that were less likely; `threshold` keeps the rows below that percentile; `top` keeps the
+    `top` least likely rows, least likely first, in memory for `top` rows only. `explain` adds
+    the column that, left blank, raises the row's log-likelihood the most (one more scoring pass
+    per model column). `on_rows` hears each batch's row count, for progress.
+    """
+    model = TabularFlow.load(bundle)
+    schema, batches = iter_batches(data, format, batch_rows=batch_rows, column_types=model.read_types)
+    scorer = RowScorer(model, schema, data, with_input=with_input, percentile=percentile, threshold=threshold,
+                       explain=explain, strict=strict)
+
+    def scored() -> Iterator[pa.RecordBatch]:
+        for out in scorer.score_batches(batches):
+            if on_rows is not None:
+                on_rows(out.num_rows)
+            yield out if threshold is None else out.filter(scorer.kept(out))
+
+    results = scored() if top is None else least_likely(scored(), top)
+    return write_batches(output, scorer.schema, results, output_format, force=force, inputs=(data, str(bundle)))
+
+
+class RowScorer:
+    """Scores record batches whose schema is `schema` (the model's columns among others): each
+    call gives one output row per input row, with the columns of `self.schema`. `score_file` and
+    the Dask partitions (`flowcli.dask_scoring`) share it, so both write the same columns."""
+
+    def __init__(
+        self,
+        model: TabularFlow,
+        schema: pa.Schema,
+        source: str,
+        *,
+        with_input: bool = False,
+        percentile: bool = False,
+        threshold: float | None = None,
+        explain: bool = False,
+        strict: bool = False,
+    ):
+        require_columns(schema.names, model.columns_, source=source)
+        self.model, self.source, self.with_input, self.explain, self.strict = model, source, with_input, explain, strict
+        self.unseen: collections.Counter = collections.Counter()  # values never seen at fit, per column, so far
+        self.threshold = threshold
+        self.percentile = percentile or threshold is not None
+        added = [pa.field(SCORE_COLUMN, pa.float64())]
+        added += [pa.field(PERCENTILE_COLUMN, pa.float64())] if self.percentile else []
+        added += [pa.field(EXPLAIN_COLUMN, pa.string())] if explain else []
+        clashes = [field.name for field in added if field.name in schema.names]
+        if with_input and clashes:
+            raise DataError(f"{source}: already has a column {clashes[0]!r}; rename it to use --with-input")
+        # Numbers read as text (so that a stray word is found by row) go back out as numbers.
+        self.numbers_as_text = [
+            column.name for column in model.preprocessor_.columns
+            if column.kind in ("continuous", "integer") and pa.types.is_string(schema.field(column.name).type)
+        ]
+        input_fields = [pa.field(f.name, pa.float64()) if f.name in self.numbers_as_text else f for f in schema]
+        self.schema = pa.schema((input_fields if with_input else []) + added)
+
+    def __call__(self, batch: pa.RecordBatch, first_row: int = 0) -> pa.RecordBatch:
+        """Every row of `batch`, scored; `first_row` numbers its rows in error messages."""
+        model, source = self.model, self.source
+        scores = model.score_samples(batch, strict=self.strict, source=source, first_row=first_row, unseen=self.unseen)
+        columns = [from_numpy(scores.astype(np.float64))]
+        if self.percentile:
+            columns.append(from_numpy(model.validation_percentile(scores).astype(np.float64)))
+        if self.explain:
+            explanations = model.explain(batch, scores=scores, source=source, first_row=first_row)
+            columns.append(pa.array(explanations, pa.string()))
+        if self.with_input:
+            columns[:0] = [
+                parse_numbers(batch.column(name), name, source, first_row) if name in self.numbers_as_text
+                else batch.column(name)
+                for name in batch.schema.names
+            ]
+        return pa.RecordBatch.from_arrays(columns, schema=self.schema)
+
+    def score_batches(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """Each batch scored, its rows numbered after the earlier batches' in error messages;
+        values never seen at fit are counted over all batches and warned of once, at the end."""
+        first_row = 0
+        for batch in batches:
+            yield self(batch, first_row=first_row)
+            first_row += batch.num_rows
+        if self.unseen:
+            warnings.warn(unseen_message(self.source, self.unseen), FlowcliWarning, 2)
+
+    def kept(self, scored: pa.RecordBatch) -> pa.Array:
+        """Which rows of a scored batch lie below the threshold percentile."""
+        return pc.less(scored.column(PERCENTILE_COLUMN), self.threshold)
+
+
+def least_likely(batches: Iterable[pa.RecordBatch], k: int) -> Iterator[pa.RecordBatch]:
+    """The `k` rows of `batches` with the lowest log-likelihood, least likely first (ties in input
+    order), holding at most about 2k rows at a time."""
+    kept = None
+    for batch in batches:
+        kept = pa.Table.from_batches([batch]) if kept is None else pa.concat_tables([kept, pa.Table.from_batches([batch])])
+        if kept.num_rows > 2 * k:
+            kept = _lowest(kept, k)
+    if kept is not None:
+        yield from _lowest(kept, k).to_batches()
+
+
+def _lowest(table: pa.Table, k: int) -> pa.Table:
+    order = pc.sort_indices(table, sort_keys=[(SCORE_COLUMN, "ascending")])  # stable
+    return table.take(order[:k]).combine_chunks()
+
+
+def sample_file(
+    bundle: Path,
+    n: int,
+    output: str = "-",
+    *,
+    seed: int | None = None,
+    output_format: str | None = None,
+    force: bool = False,
+    batch_rows: int = BATCH_ROWS,
+    on_rows: Callable[[int], None] | None = None,
+) -> None:
+    """Write `n` synthetic rows with the original column names and units; `on_rows` hears each batch."""
+    model = TabularFlow.load(bundle)
+    if output != "-":
+        bytes_per_value = 9 if table_format(output, output_format, output=True) == "parquet" else 20
+        _check_room(Path(output), n * len(model.columns_) * bytes_per_value)
+
+    def sampled() -> Iterator[pa.RecordBatch]:
+        for batch in model.sample_batches(n, seed, batch_rows):
+            if on_rows is not None:
+                on_rows(batch.num_rows)
+            yield batch
+
+    write_batches(output, model.sample_schema, sampled(), output_format, force=force, inputs=(str(bundle),))
