@@ -10,6 +10,7 @@ import collections
 import shutil
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ from flowcli.likelihood import unseen_message
 from flowcli.model import TabularFlow
 from flowcli.parallel import torchrun
 from flowcli.table.atomic import check_destination
+from flowcli.table.dialect import CsvOptions
 from flowcli.table.io import iter_batches, read_table, table_format, write_batches
 from flowcli.table.reservoir import read_sample
 from flowcli.table.schema import require_columns
@@ -70,6 +72,7 @@ def fit_file(
     on_epoch: Callable[[EpochReport], None] | None = None,
     stop_requested: Callable[[], bool] = lambda: False,
     max_rows: int | None = None,
+    csv: CsvOptions | None = None,
 ) -> TabularFlow:
     """Fit a model to the table at `data` and write it to `output` as a .flow bundle.
 
@@ -77,18 +80,19 @@ def fit_file(
     one streaming pass under the model's seed, so the table need not fit in memory; the bundle's
     training summary records the sample (`training["sample"]`). Under torchrun each rank reads
     its own share of the rows and fits on it, and rank 0 alone writes the bundle (see
-    `flowcli.table.shards` and `flowcli.parallel.torchrun`).
+    `flowcli.table.shards` and `flowcli.parallel.torchrun`). A CSV is read in its sniffed dialect,
+    which `csv` overrides, and the bundle records it.
     """
     if max_rows is not None and max_rows < 1:
         raise DataError(f"max_rows must be 1 or more, not {max_rows}")
     check_destination(output, force=force, inputs=[data])  # fail before training, not after
     model = TabularFlow(**(hyperparameters or {}))
     if torchrun.world_size() > 1:
-        table, rows_read = read_shard(data, format, max_rows=max_rows, seed=model.seed)
+        table, rows_read = read_shard(data, format, max_rows=max_rows, seed=model.seed, csv=csv)
     elif max_rows is None:
-        table = read_table(data, format)
+        table = read_table(data, format, csv)
     else:
-        table, rows_read = read_sample(data, format, max_rows=max_rows, seed=model.seed)
+        table, rows_read = read_sample(data, format, max_rows=max_rows, seed=model.seed, csv=csv)
     model.fit(table, columns=columns, kinds=kinds, ignore=ignore, on_epoch=on_epoch,
               stop_requested=stop_requested, source=data)
     if max_rows is not None:
@@ -116,6 +120,7 @@ def score_file(
     force: bool = False,
     batch_rows: int = BATCH_ROWS,
     on_rows: Callable[[int], None] | None = None,
+    csv: CsvOptions | None = None,
 ) -> int:
     """Write `log_likelihood` for the rows of `data`; returns how many rows were written.
 
@@ -123,10 +128,14 @@ def score_file(
     fit that were less likely; `threshold` keeps the rows below that percentile; `top` keeps the
     `top` least likely rows, least likely first, in memory for `top` rows only. `explain` adds
     the column that, left blank, raises the row's log-likelihood the most (one more scoring pass
-    per model column). `on_rows` hears each batch's row count, for progress.
+    per model column). `on_rows` hears each batch's row count, for progress. A CSV is read in
+    its sniffed dialect, which `csv` overrides; a model fitted on a CSV without a header reads
+    `data` without one too.
     """
     model = TabularFlow.load(bundle)
-    schema, batches = iter_batches(data, format, batch_rows=batch_rows, column_types=model.read_types)
+    if "csv_dialect" in model.data_ and not model.data_["csv_dialect"].get("header", True):
+        csv = replace(csv or CsvOptions(), header=False)
+    schema, batches = iter_batches(data, format, batch_rows=batch_rows, column_types=model.read_types, csv=csv)
     scorer = RowScorer(model, schema, data, with_input=with_input, percentile=percentile, threshold=threshold,
                        explain=explain, strict=strict)
 

@@ -29,6 +29,7 @@ from flowcli.likelihood import counted, log_likelihood, percentiles, quantiles, 
 from flowcli.parallel import torchrun
 from flowcli.sampling import draw_features
 from flowcli.summary import reference_summary
+from flowcli.table.dialect import dialect_of
 from flowcli.table.inputs import as_table, feature_names
 from flowcli.table.io import to_ipc
 from flowcli.table.schema import require_columns, select_columns
@@ -118,6 +119,9 @@ class TabularFlow(EstimatorConventions):
             raise FlowcliError("--base mixture does not run under torchrun: each process would fit its own mixture; "
                                "use the normal base, which --coupling auto challenges with a mixture in one process")
         table = as_table(data)
+        dialect = dialect_of(table.schema.metadata)  # how a CSV was written, for `inspect`
+        if dialect is not None:
+            table = table.replace_schema_metadata(None)  # the fingerprint is of the values alone
         input_names = table.schema.names
         shared = shared_rows(table, self.seed)  # `table` itself, unless under torchrun
         selection = select_columns(shared, columns, kinds=kinds, ignore=ignore, source=source)
@@ -169,7 +173,7 @@ class TabularFlow(EstimatorConventions):
         self.validation_quantiles_ = quantiles(self.score_samples(table.take(val_rows), source=source))
         self.reference_ = reference_summary(self.preprocessor_, table, u)
         self.left_out_ = selection.left_out
-        self.data_ = {"rows": total_rows, "fingerprint": fingerprint}
+        self.data_ = {"rows": total_rows, "fingerprint": fingerprint, **({"csv_dialect": dialect.to_json()} if dialect else {})}
         self.versions_ = {"flowcli": __version__, "torch": _torch_version()}
         self.created_ = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         self.format_version_ = FORMAT_VERSION

@@ -412,9 +412,10 @@ CASES = [
     Case("fit-binary-garbage-as-csv", garbage("garbage.csv"), ("fit", "garbage.csv", "-o", "out.flow", *FAST), 1, ("garbage.csv",)),
     Case("score-binary-garbage-as-csv", steps(model(), garbage("garbage.csv")),
          ("score", "model.flow", "garbage.csv", "-o", "out.csv"), 1, ("garbage.csv",)),
-    # One column holds whole lines: the error must name it, so the wrong delimiter shows.
-    Case("fit-semicolon-delimiter", text("semi.csv", SEMICOLONS), ("fit", "semi.csv", "-o", "out.flow", *FAST), 1,
-         ("semi.csv", "'a;b;c'")),
+    # Semicolons are sniffed; forced to commas, one column holds whole lines: the error must
+    # name it, so the wrong delimiter shows, and the option that mends it.
+    Case("fit-semicolon-file-read-with-commas", text("semi.csv", SEMICOLONS),
+         ("fit", "semi.csv", "-o", "out.flow", "--delimiter", ",", *FAST), 1, ("semi.csv", "'a;b;c'", "--delimiter ';'")),
     Case("fit-duplicate-column-names", text("dup.csv", DUPLICATES), ("fit", "dup.csv", "-o", "out.flow", *FAST), 1,
          ("dup.csv", "'a'", "more than once")),
     Case("score-duplicate-model-column", steps(model(), _duplicate_small),

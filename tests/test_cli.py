@@ -569,7 +569,7 @@ BAD_INPUT = {
     ),
     "fit-unknown-column-in-columns": _fit_case("plain.csv", numeric_csv(50), "--columns", "a,nope", fragments=("'nope'",)),
     "fit-too-few-rows": _fit_case("few.csv", numeric_csv(9), fragments=("9 rows", "at least 10")),
-    "fit-unknown-format": _fit_case("table.txt", numeric_csv(50), fragments=("format",)),
+    "fit-unknown-format": _fit_case("table.xlsx", numeric_csv(50), fragments=("format",)),
     "fit-output-is-input": _output_is_input,
     # score: output to tmp/scores.csv
     "score-missing-file": _score_case(_missing_file, "no such file"),

@@ -98,7 +98,7 @@ def mixed_csv(tmp_path) -> Path:
 
 
 def test_a_csv_sample_of_every_row_equals_the_whole_table(mixed_csv, monkeypatch):
-    monkeypatch.setattr("flowcli.table.io.CSV_PIECE_BYTES", 1_000)  # many pieces, cut inside quoted values
+    monkeypatch.setattr("flowcli.table.csv_reader.CSV_PIECE_BYTES", 1_000)  # many pieces, cut inside quoted values
     sample, seen = read_sample(str(mixed_csv), max_rows=10_000)
     whole = read_table(str(mixed_csv))
     assert seen == 3_000
@@ -127,7 +127,7 @@ def test_types_come_from_the_sample_not_from_the_first_block(tmp_path):
 
 
 def test_a_row_longer_than_a_piece_is_read_whole(tmp_path, monkeypatch):
-    monkeypatch.setattr("flowcli.table.io.CSV_PIECE_BYTES", 64)
+    monkeypatch.setattr("flowcli.table.csv_reader.CSV_PIECE_BYTES", 64)
     path = tmp_path / "long.csv"
     path.write_text("a,b\n" + f'"{"word " * 200}",1\n' * 3)
     sample, seen = read_sample(str(path), max_rows=10)

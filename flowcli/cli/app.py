@@ -48,6 +48,11 @@ class Device(str, Enum):
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on stderr except errors.")]
 Force = Annotated[bool, typer.Option("--force", help="Replace OUTPUT if it exists.")]
 FormatOption = Annotated[Optional[Format], typer.Option("--format", help="Input format; default: by suffix, csv for '-'.")]
+# What sniffing a CSV cannot know (see flowcli.table.dialect).
+Delimiter = Annotated[Optional[str], typer.Option("--delimiter", "-d", help="CSV field delimiter: one character, or 'tab' [default: sniffed among , ; tab |].", rich_help_panel="CSV", show_default=False)]
+NoHeader = Annotated[bool, typer.Option("--no-header", help="The CSV has no header row: columns are named f0, f1, … (a model fitted so reads score input so too).", rich_help_panel="CSV")]
+Decimal = Annotated[Optional[str], typer.Option("--decimal", help="Decimal mark of CSV numbers, '.' or ',' [default: ',' where that is unambiguous, as in 7,4 with ';' separators].", rich_help_panel="CSV", show_default=False)]
+Encoding = Annotated[Optional[str], typer.Option("--encoding", help="Text encoding of the CSV, such as cp1252 or latin-1 [default: UTF-8, or UTF-16/32 by a byte-order mark].", rich_help_panel="CSV", show_default=False)]
 BundleArgument = Annotated[Path, typer.Argument(help="A .flow bundle written by `flowcli fit`.", show_default=False)]
 
 
@@ -116,6 +121,10 @@ def fit(
     device: Annotated[Device, typer.Option(envvar="FLOWCLI_DEVICE", help="Where to train; auto takes CUDA when available.")] = Device.auto,
     log_json: Annotated[Optional[Path], typer.Option("--log-json", help="Append one JSON object per epoch to this file.")] = None,
     max_rows: Annotated[Optional[int], typer.Option("--max-rows", min=1, help="Train on a uniform sample of at most N rows, drawn in one streaming pass (for tables larger than memory).", show_default=False)] = None,
+    delimiter: Delimiter = None,
+    no_header: NoHeader = False,
+    decimal: Decimal = None,
+    encoding: Encoding = None,
     quiet: Quiet = False,
     force: Force = False,
 ) -> None:
@@ -148,6 +157,7 @@ def fit(
                 data, output, format=format and format.value, columns=_names(columns) if columns is not None else None,
                 kinds=kinds, ignore=_names(ignore), force=force,
                 hyperparameters=hyperparameters, on_epoch=on_epoch, stop_requested=stop_requested, max_rows=max_rows,
+                csv=_csv_options(delimiter, no_header, decimal, encoding),
             )
         stop_requested.written()
         summary = fit_summary(model.describe(), output)
@@ -169,6 +179,10 @@ def score(
     top: Annotated[Optional[int], typer.Option(min=1, help="Keep only the K least likely rows, least likely first.", rich_help_panel="Anomalies")] = None,
     explain: Annotated[bool, typer.Option("--explain", help="Add the column least in keeping with the rest of the row (one more pass per column).", rich_help_panel="Anomalies")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Fail on a category never seen at fit, instead of scoring it -inf.")] = False,
+    delimiter: Delimiter = None,
+    no_header: NoHeader = False,
+    decimal: Decimal = None,
+    encoding: Encoding = None,
     dask: Annotated[Optional[str], typer.Option("--dask", metavar="SCHEDULER", help="Score on a Dask cluster (tcp://host:8786, or 'local' to start one): DATA is Parquet files (a glob or a folder), -o a folder that gets one Parquet file per partition. Needs: pip install 'flowcli\\[dask]'.", rich_help_panel="Scale")] = None,
     force: Force = False,
     quiet: Quiet = False,
@@ -187,7 +201,8 @@ def score(
         return
     with user_errors(), warnings_to_stderr(quiet=quiet), row_progress("score", None, quiet=quiet) as on_rows:
         score_file(model, data, output, format=format and format.value, with_input=with_input, percentile=percentile,
-                   threshold=threshold, top=top, explain=explain, strict=strict, force=force, on_rows=on_rows)
+                   threshold=threshold, top=top, explain=explain, strict=strict, force=force, on_rows=on_rows,
+                   csv=_csv_options(delimiter, no_header, decimal, encoding))
 
 
 def _score_on_dask(model: Path, data: str, output: str, scheduler: str, *, top: int | None, quiet: bool,
@@ -254,6 +269,16 @@ def inspect(
 
             plot_diagnostics(loaded, plot, real=read_table(data) if data is not None else None, force=force)
     sys.stdout.write(json.dumps(description, indent=2) + "\n" if as_json else render_report(description, str(model)))
+
+
+def _csv_options(delimiter: str | None, no_header: bool, decimal: str | None, encoding: str | None):
+    """The CSV flags as `CsvOptions` ('tab' or '\\t' for a tab); None when none was given."""
+    if delimiter is None and not no_header and decimal is None and encoding is None:
+        return None
+    from flowcli.table.dialect import CsvOptions
+
+    delimiter = {"tab": "\t", "\\t": "\t"}.get(delimiter, delimiter)
+    return CsvOptions(delimiter=delimiter, header=not no_header, decimal=decimal, encoding=encoding)
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from flowcli.flow import registry
+from flowcli.table.dialect import Dialect
 
 WIDTH = 80
 
@@ -24,6 +25,8 @@ def render_report(description: dict, bundle: str) -> str:
         "written by": f"flowcli {versions['flowcli']}, torch {versions['torch']}",
         "created": description["created"],
         "data": f"{description['data']['rows']:,} rows, fingerprint {description['data']['fingerprint'][:23]}…",
+        **({"read as": Dialect.from_json(description["data"]["csv_dialect"]).describe()}
+           if "csv_dialect" in description["data"] else {}),
     }))
 
     console.print(f"\nColumns ({len(description['columns'])})")

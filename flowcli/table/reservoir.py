@@ -14,21 +14,24 @@ from collections.abc import Iterable
 import numpy as np
 import pyarrow as pa
 
-from flowcli.table.io import infer_csv_types, iter_batches, table_format
+from flowcli.table.csv_reader import infer_csv_types
+from flowcli.table.dialect import CsvOptions
+from flowcli.table.io import iter_batches, table_format
 
 _STREAM = 0x5EED_5A3D  # keeps the keys' random stream apart from fit's, which uses the same seed
 _BATCH_ROWS = 65_536
 
 
-def read_sample(source: str, format: str | None = None, *, max_rows: int, seed: int = 0) -> tuple[pa.Table, int]:
+def read_sample(
+    source: str, format: str | None = None, *, max_rows: int, seed: int = 0, csv: CsvOptions | None = None
+) -> tuple[pa.Table, int]:
     """A uniform sample of at most `max_rows` rows of the table at `source` (a path or '-'), in
     input order, and the number of rows read. CSV is read as text, since the first rows' types
     could be contradicted by later ones; its columns get the types `read_table` would give
     them, inferred from the sampled cells."""
-    csv = table_format(source, format) == "csv"
-    schema, batches = iter_batches(source, format, batch_rows=_BATCH_ROWS, text=True)
+    schema, batches = iter_batches(source, format, batch_rows=_BATCH_ROWS, text=True, csv=csv)
     sample, rows = reservoir_sample(batches, schema, max_rows, seed=seed)
-    return (infer_csv_types(sample) if csv else sample), rows
+    return (infer_csv_types(sample) if table_format(source, format) == "csv" else sample), rows
 
 
 def reservoir_sample(

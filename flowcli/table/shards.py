@@ -23,15 +23,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flowcli.parallel import torchrun
-from flowcli.table.io import (
-    CSV_PIECE_BYTES,
-    from_ipc,
-    infer_csv_types,
-    iter_batches,
-    parquet_row_groups,
-    table_format,
-    to_ipc,
-)
+from flowcli.table.csv_reader import CSV_PIECE_BYTES, infer_csv_types
+from flowcli.table.dialect import CsvOptions
+from flowcli.table.io import from_ipc, iter_batches, parquet_row_groups, table_format, to_ipc
 from flowcli.table.reservoir import reservoir_sample
 from flowcli.table.schema import MAX_LEVELS
 
@@ -40,19 +34,21 @@ PIECES_PER_RANK = 4  # below this, shares of whole pieces would be too uneven: r
 _BATCH_ROWS = 65_536
 
 
-def read_shard(source: str, format: str | None = None, *, max_rows: int | None = None, seed: int = 0) -> tuple[pa.Table, int]:
+def read_shard(
+    source: str, format: str | None = None, *, max_rows: int | None = None, seed: int = 0, csv: CsvOptions | None = None
+) -> tuple[pa.Table, int]:
     """This rank's rows of the table at `source` (a uniform sample of `max_rows` / R of them,
     with `max_rows`), and the number of rows the whole table has. CSV columns get the types
     `read_table` would give the whole file: each rank infers them from its own rows, and the
     ranks agree on the widest (integers and floats make floats; a conflict makes text)."""
     rank, ranks = torchrun.rank(), torchrun.world_size()
-    csv = table_format(source, format) == "csv"
-    groups = None if csv else parquet_row_groups(source)
+    is_csv = table_format(source, format) == "csv"
+    groups = None if is_csv else parquet_row_groups(source)
     by_groups = groups is not None and groups >= ranks
-    by_pieces = csv and source != "-" and os.path.getsize(source) >= ranks * PIECES_PER_RANK * CSV_PIECE_BYTES
+    by_pieces = is_csv and source != "-" and os.path.getsize(source) >= ranks * PIECES_PER_RANK * CSV_PIECE_BYTES
     schema, batches = iter_batches(source, format, batch_rows=_BATCH_ROWS, text=True,
                                    row_groups=list(range(rank, groups, ranks)) if by_groups else None,
-                                   csv_share=(rank, ranks) if by_pieces else None)
+                                   csv_share=(rank, ranks) if by_pieces else None, csv=csv)
     if not (by_groups or by_pieces):
         batches = _every_nth_row(batches, rank, ranks)
     if max_rows is None:
@@ -60,7 +56,7 @@ def read_shard(source: str, format: str | None = None, *, max_rows: int | None =
     else:
         table, rows = reservoir_sample(batches, schema, math.ceil(max_rows / ranks), seed=seed + rank)
     total = sum(torchrun.gather_counts(table.num_rows if rows is None else rows))
-    if csv:
+    if is_csv:
         table = infer_csv_types(table)
         schema = _widest([pa.ipc.read_schema(pa.py_buffer(part)) for part in torchrun.gather_bytes(table.schema.serialize().to_pybytes())])
         table = pa.table([_cast(table.column(name), field.type) for name, field in zip(table.column_names, schema)], schema=schema)
