@@ -11,7 +11,7 @@ import hashlib
 import json
 import zipfile
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +23,14 @@ from flowcli.errors import BundleError
 from flowcli.table.atomic import atomic_path
 
 FORMAT = "flowcli-bundle"
-FORMAT_VERSION = 6  # 3: linear mixing between couplings; 4: a Student-t base; 5: a multivariate t base; 6: a mixture base
+FORMAT_VERSION = 7  # 3: linear mixing between couplings; 4: a Student-t base; 5: a multivariate t base; 6: a mixture base;
+# 7: grids dequantized, maps with linear tails past the fit range, datetimes without a log
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
 _MAX_BYTES = {MANIFEST: 16 << 20, WEIGHTS: 4 << 30}
+# A manifest inflates at most this many times (flowcli's compress about 3.5 times), so that
+# reading any file takes memory of a small multiple of its size: a zip bomb is refused unread.
+_MAX_MANIFEST_RATIO = 32
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # zip entry dates, so equal contents give equal bytes
 
 
@@ -51,8 +55,12 @@ def write_bundle(
                 archive.writestr(member, data)
 
 
-def read_bundle(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
-    """The manifest and the weights of the bundle at `path`, after checking format and checksums."""
+def read_bundle(path: Path, weights_bytes: Callable[[dict], int] | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+    """The manifest and the weights of the bundle at `path`, after checking format and checksums.
+
+    The weights member must be stored uncompressed, as flowcli writes it, and no larger than
+    `weights_bytes(manifest)` says the manifest's architecture needs: both are checked before
+    a byte of it is read."""
     path = Path(path)
     if not path.is_file():
         raise BundleError(f"{path}: no such bundle; give a .flow file written by `flowcli fit`")
@@ -61,11 +69,13 @@ def read_bundle(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
             if sorted(archive.namelist()) != sorted((MANIFEST, WEIGHTS)):
                 raise BundleError(f"{path}: not a flowcli bundle (unexpected contents); give a .flow file written by `flowcli fit`")
             manifest_bytes = _read_member(archive, MANIFEST, path)
-            tensor_bytes = _read_member(archive, WEIGHTS, path)
+            manifest = _parse_manifest(manifest_bytes, path)
+            tensor_bytes = _read_member(archive, WEIGHTS, path, _weights_limit(manifest, weights_bytes, path))
+    except BundleError:
+        raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, RuntimeError, ValueError, NotImplementedError) as error:
         # Damage anywhere in the zip structure surfaces as one of these, depending on where it hit.
         raise BundleError(f"{path}: not a flowcli bundle or damaged ({error}); give a .flow file written by `flowcli fit`") from None
-    manifest = _parse_manifest(manifest_bytes, path)
     expected = manifest.get("checksums", {}).get(WEIGHTS) if isinstance(manifest.get("checksums"), dict) else None
     if expected != _sha256(tensor_bytes):
         raise BundleError(f"{path}: the weights fail their checksum; the file is damaged or was altered")
@@ -76,13 +86,31 @@ def read_bundle(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
     return manifest, weights
 
 
-def _read_member(archive: zipfile.ZipFile, name: str, path: Path) -> bytes:
-    """Read one member, refusing one larger than its limit (zip bombs declare small sizes, too)."""
-    limit = _MAX_BYTES[name]
-    if archive.getinfo(name).compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+def _weights_limit(manifest: dict, weights_bytes: Callable[[dict], int] | None, path: Path) -> int:
+    if weights_bytes is None:
+        return _MAX_BYTES[WEIGHTS]
+    try:
+        return min(_MAX_BYTES[WEIGHTS], weights_bytes(manifest))
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as error:
+        raise BundleError(f"{path}: the manifest's architecture is malformed ({type(error).__name__}: {error})") from None
+
+
+def _read_member(archive: zipfile.ZipFile, name: str, path: Path, limit: int | None = None) -> bytes:
+    """Read one member, refusing before reading it one larger than its limit (zip bombs declare
+    small sizes, too, so the read stops at the limit as well), one compressed in a way flowcli
+    never writes (the weights are stored, the manifest deflated), or a manifest that inflates
+    more than `_MAX_MANIFEST_RATIO` times."""
+    limit = _MAX_BYTES[name] if limit is None else limit
+    info = archive.getinfo(name)
+    allowed = (zipfile.ZIP_STORED,) if name == WEIGHTS else (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+    if info.compress_type not in allowed:
         raise BundleError(f"{path}: {name} uses a compression flowcli never writes; this is not a bundle flowcli wrote")
-    if archive.getinfo(name).file_size > limit:
-        raise BundleError(f"{path}: {name} is larger than {limit} bytes; this is not a bundle flowcli wrote")
+    if info.file_size > limit:
+        raise BundleError(f"{path}: {name} is larger than {limit} bytes, what a bundle of this manifest holds; "
+                          "this is not a bundle flowcli wrote")
+    if name == MANIFEST and info.file_size > max(1 << 20, _MAX_MANIFEST_RATIO * info.compress_size):
+        raise BundleError(f"{path}: {name} inflates {info.file_size // max(info.compress_size, 1)} times; "
+                          "this is not a bundle flowcli wrote")
     with archive.open(name) as member:
         data = member.read(limit + 1)
     if len(data) > limit:

@@ -211,7 +211,7 @@ class RowScorer:
             yield self(batch, first_row=first_row)
             first_row += batch.num_rows
         if self.unseen:
-            warnings.warn(unseen_message(self.source, self.unseen), FlowcliWarning, 2)
+            warnings.warn(unseen_message(self.source, self.unseen, self.model.preprocessor_), FlowcliWarning, 2)
 
     def kept(self, scored: pa.RecordBatch) -> pa.Array:
         """Which rows of a scored batch lie below the threshold percentile."""

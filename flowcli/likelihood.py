@@ -47,9 +47,20 @@ def percentiles(scores: np.ndarray, quantiles: list[float]) -> np.ndarray:
     return np.interp(scores, points, np.linspace(0, 100, len(points)), left=0.0, right=100.0)
 
 
-def unseen_message(source: str, counts: dict[str, int]) -> str:
-    """The warning for values never seen at fit, with their count per column."""
-    return f"{source}: values never seen at fit score -inf, in column {counted(counts)}"
+def unseen_message(source: str, counts: dict[str, int], preprocessor: Preprocessor, *, strict: bool = False) -> str:
+    """The warning (or with `strict`, the error) for values never seen at fit, with their count per
+    column: categories that score −inf, and numbers and dates outside the range seen at fit,
+    which score by the maps' linear tails."""
+    categories = {name: count for name, count in counts.items() if name in preprocessor.categorical_names}
+    numbers = {name: count for name, count in counts.items() if name not in categories}
+    parts = []
+    if categories:
+        parts.append(f"values never seen at fit {'have probability zero' if strict else 'score -inf'}, "
+                     f"in column {counted(categories)}")
+    if numbers:
+        parts.append(f"values outside the range seen at fit{'' if strict else ' score past its edges'}, "
+                     f"in column {counted(numbers)}")
+    return f"{source}: " + "; ".join(parts) + ("; --strict refuses them" if strict else "")
 
 
 def counted(counts: dict[str, int]) -> str:

@@ -25,7 +25,7 @@ from flowcli.errors import BundleError, DataError, FlowcliError, FlowcliWarning
 from flowcli.estimator import EstimatorConventions, one_of
 from flowcli.flow.config import FlowConfig, default_config
 from flowcli.flow.numpy_flow import NumpyRealNVP
-from flowcli.likelihood import counted, log_likelihood, percentiles, quantiles, unseen_message
+from flowcli.likelihood import log_likelihood, percentiles, quantiles, unseen_message
 from flowcli.parallel import torchrun
 from flowcli.sampling import draw_features
 from flowcli.summary import reference_summary
@@ -213,7 +213,8 @@ class TabularFlow(EstimatorConventions):
         For continuous columns it is a log-density; discrete columns contribute a log-probability
         and so does the pattern of missing values, whose values are integrated out (see
         `encode.columns`). A category never seen at fit has probability zero: −inf, with a warning, or
-        a DataError when `strict`; a caller scoring many batches passes an `unseen` Counter,
+        a DataError when `strict`; a number or date outside the range seen at fit scores finite (the
+        maps continue past it), with a warning or, when `strict`, a DataError; a caller scoring many batches passes an `unseen` Counter,
         which tallies them per column in place of the warning, and warns once with
         `unseen_message`. Columns may come in any order and extra ones are ignored; `first_row`
         offsets the row numbers in error messages when `data` is one batch of many.
@@ -227,9 +228,9 @@ class TabularFlow(EstimatorConventions):
         require_columns(table.schema.names, self.columns_, source=source)
         counts = self.preprocessor_.unseen(table, source=source)
         if counts and strict:
-            raise DataError(f"{source}: values never seen at fit in column {counted(counts)}; they have probability zero")
+            raise DataError(unseen_message(source, counts, self.preprocessor_, strict=True))
         if counts and unseen is None:
-            warnings.warn(unseen_message(source, counts), FlowcliWarning, 2)
+            warnings.warn(unseen_message(source, counts, self.preprocessor_), FlowcliWarning, 2)
         elif counts:
             unseen.update(counts)
         return log_likelihood(self.preprocessor_, self._flow, table, source=source, first_row=first_row)
@@ -324,7 +325,7 @@ class TabularFlow(EstimatorConventions):
     @classmethod
     def load(cls, path: str | Path) -> TabularFlow:
         """Read a .flow bundle; never executes code from it, and checks its contents."""
-        manifest, weights = read_bundle(Path(path))
+        manifest, weights = read_bundle(Path(path), lambda manifest: FlowConfig.from_json(manifest["architecture"]).weights_bytes())
         try:
             model = cls(**manifest["hyperparameters"])
             model.config_ = FlowConfig.from_json(manifest["architecture"])

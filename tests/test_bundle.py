@@ -759,3 +759,32 @@ def test_every_single_byte_flip_is_refused_or_harmless(fitted, tmp_path):
             np.testing.assert_array_equal(loaded.weights_[name], value)
         assert loaded.columns_ == fitted.columns_ and loaded.config_ == fitted.config_
     assert unexpected == {}
+
+
+# ------------------------------------------------------------- sizes known from the architecture
+ORIGINAL_OPEN = zipfile.ZipFile.open
+
+
+def test_weights_larger_than_the_architecture_needs_are_refused_unread(bundle_path, crafted, monkeypatch):
+    members = read_members(bundle_path)
+    craft(bundle_path, crafted, {WEIGHTS: members[WEIGHTS] + b"\0" * (4 << 20)}, fix_checksum=True)
+    read = []
+    monkeypatch.setattr(zipfile.ZipFile, "open", lambda self, name, *a, **k: read.append(name) or ORIGINAL_OPEN(self, name, *a, **k))
+    assert_refused(TabularFlow.load, crafted, "weights.safetensors is larger than")
+    assert WEIGHTS not in read  # refused on the declared size, before a byte of it was read
+
+
+def test_deflated_weights_are_refused_as_a_compression_flowcli_never_writes(bundle_path, crafted):
+    members = read_members(bundle_path)
+    with zipfile.ZipFile(crafted, "w") as archive:
+        for name, data in members.items():
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, data)
+    assert_refused(TabularFlow.load, crafted, "compression flowcli never writes")
+
+
+def test_a_manifest_that_inflates_far_more_than_json_does_is_refused(bundle_path, crafted):
+    craft(bundle_path, crafted, {MANIFEST: b"{" + b" " * (8 << 20) + b"}"})  # 8 MiB of blanks, a few KiB on disk
+    assert crafted.stat().st_size < 100_000
+    assert_refused(TabularFlow.load, crafted, "inflates")

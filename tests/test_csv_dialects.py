@@ -95,7 +95,7 @@ def test_a_fit_on_each_export_finds_the_same_columns_and_inspect_shows_the_diale
         assert result.returncode == 0, result.stderr
         description = json.loads(flowcli("inspect", str(bundle), "--json").stdout)
         assert [(c["name"], c["kind"]) for c in description["columns"]] == [
-            ("fixed acidity", "continuous"), ("volatile acidity", "continuous"), ("quality", "categorical"), ("color", "categorical")]
+            ("fixed acidity", "continuous"), ("volatile acidity", "continuous"), ("quality", "integer"), ("color", "categorical")]
         dialect = description["data"]["csv_dialect"]
         report = flowcli("inspect", str(bundle)).stdout.decode()
         if name == "decimal_comma.csv":

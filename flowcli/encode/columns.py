@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flowcli.encode.dequantize import Levels, integrated_out
-from flowcli.encode.maps import decimal_places, forward_transform, inverse_transform, nearest_within
+from flowcli.encode.maps import decimal_places, forward_transform, grid_step, inverse_transform, nearest_within
 from flowcli.errors import DataError
 from flowcli.table.schema import MAX_LEVELS
 from flowcli.table.values import (
@@ -34,6 +34,7 @@ from flowcli.table.values import (
     as_numpy,
     datetime_text_type,
     datetime_ticks,
+    datetime_unit,
     missing_mask,
     numeric_values,
     plain_values,
@@ -42,6 +43,7 @@ from flowcli.table.values import (
 )
 
 MAX_RARE_KEPT = 1_000  # rare values kept in the bundle to sample "other" from
+MIN_DATETIME_GRID = 1 / 86_400  # days: times on a coarser grid than a second are dequantized over it
 NEAR_EDGE = 0.1  # sampled values up to this share of a column's span past its range are clipped; farther ones drawn again
 MAX_SEEN, MIN_REPEATS = 1_000, 10  # a continuous column of at most so many values, each seen this often on average, samples only them
 _MIN_STD = 1e-300  # a narrower spread is treated as this one, so 1 / std stays finite
@@ -52,8 +54,12 @@ _FLOAT_MAX = np.finfo(np.float64).max
 class NumericColumn:
     """A continuous, integer or datetime column: an optional log or logit, then standardization.
 
-    Integers (and dates) are dequantized by adding the noise; datetimes count in days since
-    1970, so their densities are per day. Samples stay within [low, high], the range seen at fit.
+    Values on a grid are dequantized over their cell: integers over [x, x + 1), datetimes over
+    [x, x + step) (dates: the day), continuous values rounded to a step over [x − step/2,
+    x + step/2). Datetimes count days from the earliest at fit, so their densities are per day.
+    A column fitted by this version (`extrapolates`) maps every finite value to a finite score:
+    its log or logit continues linearly past the range seen at fit. Samples stay within
+    [low, high], the range seen at fit, and on the grid.
     """
 
     name: str
@@ -65,12 +71,29 @@ class NumericColumn:
     low: float = -math.inf
     high: float = math.inf
     missing_rate: float | None = None  # the indicator's P(missing); None: no indicator
-    discrete: bool = False  # dequantized (integers, dates)
+    grid: float = 0.0  # the width of a value's cell, in the column's units (days for datetimes); 0: none
     origin: int = 0  # datetimes: the earliest tick at fit; days count from it, exactly
     span: int = 0  # datetimes: ticks from the earliest to the latest at fit
     decimals: int | None = None  # continuous: samples are rounded as the values at fit were
     step: int = 0  # datetimes: the ticks between any two at fit are a multiple of it; samples keep to it
     seen: tuple[float, ...] | None = None  # continuous: its few values at fit, each repeated; samples take the nearest
+    rounded: bool = False  # the cell is centred on the value (a continuous grid), not starting at it
+    extrapolates: bool = False  # maps continue linearly past the fit range (format 7); before, −inf there
+
+    @property
+    def discrete(self) -> bool:
+        """Whether values are dequantized over a cell that starts at them (integers, datetimes on a
+        grid), which scoring averages over noise points; a rounded grid is scored at its values."""
+        return self.grid > 0 and not self.rounded
+
+    @property
+    def knees(self) -> tuple[float, float]:
+        """Where the log or logit turns into its tangent line: the centres of the lowest and the
+        highest cells seen at fit (a log has no upper knee); none for bundles before format 7."""
+        if not self.extrapolates or self.transform == "identity":
+            return (-math.inf, math.inf)
+        centre = 0.0 if self.rounded else self.grid / 2
+        return (self.low + centre, math.inf if self.transform == "log" else self.high + centre)
 
     @property
     def width(self) -> int:
@@ -101,16 +124,28 @@ class NumericColumn:
         if not len(observed):
             raise DataError(f"{source}: column {name!r} is entirely missing; leave it out with --ignore {name}")
         low, high = float(observed.min()), float(observed.max())
-        discrete = kind == "integer" or pa.types.is_date(values.type)
-        if discrete:
+        decimals = decimal_places(observed) if kind == "continuous" else None
+        rounded = False
+        if kind == "integer":
+            grid = 1.0
+        elif kind == "datetime":  # a Parquet date, a timestamp at midnights and ISO dates: all a day
+            grid = step / ticks_per_day(datetime_unit(values)) if step else 0.0
+            grid = grid if grid >= MIN_DATETIME_GRID else 0.0
+        else:
+            found = grid_step(observed, decimals)
+            grid, rounded = (found, True) if found else (0.0, False)
+        if kind == "datetime":  # days from the earliest: a position, not a magnitude to log
+            transform = "identity"
+        elif kind == "integer":
             transform = "log" if low >= 0 else "identity"
-            observed = observed + 0.5
-        elif kind == "continuous" and low >= 0 and high <= 1:
+        elif low >= 0 and high <= 1:
             transform = "logit"
-        elif kind == "continuous" and low > 0:
+        elif low > 0:
             transform = "log"
         else:
             transform = "identity"
+        if grid and not rounded:
+            observed = observed + grid / 2  # the cells' centres
         t, _ = forward_transform(transform, observed)
         scale = float(np.max(np.abs(t))) or 1.0  # divide first, so that squares of 1e200 do not overflow
         mean, spread = float(np.mean(t / scale) * scale), float(np.std(t / scale) * scale)
@@ -118,21 +153,21 @@ class NumericColumn:
         missing_rate = float(missing.mean()) if missing.any() else None
         text_dates = kind == "datetime" and (pa.types.is_string(values.type) or pa.types.is_large_string(values.type))
         dtype = str(datetime_text_type(values) or pa.timestamp("us")) if text_dates else _plain_type(values)
-        decimals = decimal_places(observed) if kind == "continuous" else None
         distinct = np.unique(observed) if kind == "continuous" else observed[:0]
         # Few values, each seen many times: a measuring grid (wind in knots shown in mph, degrees
         # in tens), which decimals alone do not keep and which a classifier spots at once.
         seen = tuple(distinct.tolist()) if 0 < len(distinct) <= MAX_SEEN and len(observed) >= MIN_REPEATS * len(distinct) else None
-        return cls(name, kind, dtype, mean, std, transform, low, high, missing_rate, discrete, origin, span, decimals, step, seen)
+        return cls(name, kind, dtype, mean, std, transform, low, high, missing_rate, grid, origin, span, decimals, step, seen,
+                   rounded, extrapolates=True)
 
     def encode(self, values: pa.ChunkedArray | pa.Array, noise: np.ndarray, source: str, first_row: int):
         x = numeric_values(values, self.kind, name=self.name, source=source, first_row=first_row,
                            origin=self.origin, output_type=self.output_type)
         missing = np.isnan(x)
         w = noise[:, 0]
-        v = np.where(missing, 0.5, x + w if self.discrete else x)
+        v = np.where(missing, 0.5, x + self.grid * (w - 0.5 * self.rounded))  # a point of the value's cell
         with np.errstate(divide="ignore", invalid="ignore"):
-            t, log_jacobian = forward_transform(self.transform, v)
+            t, log_jacobian = forward_transform(self.transform, v, self.knees)
         outside = ~np.isfinite(t) & ~missing  # outside the support seen at fit: density zero
         u = np.where(outside, 0.0, t / self.std - self.mean / self.std)  # divided first: no overflow near ±1.8e308
         log_weight = np.where(outside, -np.inf, log_jacobian - math.log(self.std))
@@ -144,6 +179,15 @@ class NumericColumn:
             missing.astype(np.int64), noise[:, 1]
         )
         return np.column_stack([u, g]), log_weight + indicator_weight
+
+    def unseen(self, values: pa.ChunkedArray | pa.Array, source: str) -> int:
+        """How many values lie outside the range seen at fit (counted by columns from format 7,
+        which score them past its edges; before, such values scored −inf uncounted, as ever)."""
+        if not self.extrapolates:
+            return 0
+        x = numeric_values(values, self.kind, name=self.name, source=source, origin=self.origin, output_type=self.output_type)
+        with np.errstate(invalid="ignore"):
+            return int(np.count_nonzero((x < self.low) | (x > self.high)))
 
     def near_range(self, u: np.ndarray) -> np.ndarray:
         """Per row of the column's features u (N, width): whether it decodes within [low, high]
@@ -166,9 +210,11 @@ class NumericColumn:
         kept to the range seen at fit."""
         with np.errstate(over="ignore"):
             t = np.nan_to_num(u[:, 0] * self.std + self.mean, posinf=_FLOAT_MAX, neginf=-_FLOAT_MAX)
-        x = inverse_transform(self.transform, t)
-        if self.discrete:
-            x = np.floor(x)
+        x = inverse_transform(self.transform, t, self.knees)
+        if self.discrete:  # the cell's start
+            x = np.floor(x / self.grid) * self.grid if self.grid != 1 else np.floor(x)
+        elif self.grid:  # the nearest point of the grid
+            x = self.low + np.round((x - self.low) / self.grid) * self.grid
         if self.decimals is not None:
             x = np.round(x, self.decimals) + 0.0  # + 0.0: a value rounded from below zero to zero writes as 0, not -0
             if self.transform == "log":  # rounding must not reach zero: keep to the grid's first step
@@ -200,7 +246,8 @@ class NumericColumn:
         return {
             "name": self.name, "kind": self.kind, "dtype": self.dtype, "mean": self.mean, "std": self.std,
             "transform": self.transform, "low": _json_float(self.low), "high": _json_float(self.high),
-            "missing_rate": self.missing_rate, "discrete": self.discrete, "origin": self.origin, "span": self.span,
+            "missing_rate": self.missing_rate, "grid": self.grid, "rounded": self.rounded, "extrapolates": self.extrapolates,
+            "origin": self.origin, "span": self.span,
             "decimals": self.decimals, "step": self.step, "seen": None if self.seen is None else list(self.seen),
         }
 
@@ -209,11 +256,15 @@ class NumericColumn:
         column = cls(
             str(data["name"]), str(data["kind"]), str(data["dtype"]), float(data["mean"]), float(data["std"]),
             str(data.get("transform", "identity")), float(data.get("low", -math.inf)),
-            float(data.get("high", math.inf)), _optional_rate(data.get("missing_rate")), bool(data.get("discrete", False)),
+            float(data.get("high", math.inf)), _optional_rate(data.get("missing_rate")),
+            float(data["grid"]) if "grid" in data else float(bool(data.get("discrete", False))),  # format 7 / before
             int(data.get("origin", 0)), int(data.get("span", 0)),
             None if data.get("decimals") is None else int(data["decimals"]), int(data.get("step", 0)),
             None if data.get("seen") is None else tuple(float(value) for value in data["seen"]),
+            bool(data.get("rounded", False)), bool(data.get("extrapolates", False)),
         )
+        if not (math.isfinite(column.grid) and column.grid >= 0):
+            raise ValueError(f"column {column.name!r} has an invalid grid {column.grid}")
         column.output_type  # a dtype that names no arrow type is an error here, not at scoring time
         if column.seen is not None and not (0 < len(column.seen) <= MAX_SEEN and np.all(np.isfinite(column.seen))
                                             and np.all(np.diff(column.seen) > 0)):

@@ -1,6 +1,10 @@
 """A numeric column's elementwise maps: log and logit with their log-Jacobians, and the rounding
-that makes samples look like the values at fit (to their decimals, or to the nearest of their
-few values).
+that makes samples look like the values at fit (to their decimals, their grid, or the nearest of
+their few values).
+
+A map may have knees: outside [low knee, high knee] it continues as its tangent line, so that
+every finite value maps to a finite t with a finite slope, and a value just past the range seen
+at fit scores close to the range's edge (a refund of 0 in a column that was positive at fit).
 """
 
 from __future__ import annotations
@@ -35,7 +39,46 @@ def decimal_places(x: np.ndarray, most: int = 6) -> int | None:
     return None
 
 
-def forward_transform(transform: str, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def grid_step(x: np.ndarray, decimals: int | None) -> float | None:
+    """The step of the grid the values x (N,) sit on, from their lowest: the greatest common
+    step of their decimals (whole dollars: 1, half units: 0.5, tens: 10); None when the values
+    have no decimals or too many digits to count exactly."""
+    if decimals is None or not len(x):
+        return None
+    scale = 10.0**decimals
+    with np.errstate(over="ignore", invalid="ignore"):
+        counts = np.round((x - x.min()) * scale)
+    if not np.all(np.isfinite(counts)) or counts.max() >= 2**53:
+        return None
+    step = int(np.gcd.reduce(counts.astype(np.int64)))
+    return (step or 1) / scale
+
+
+def forward_transform(
+    transform: str, v: np.ndarray, knees: tuple[float, float] = (-math.inf, math.inf)
+) -> tuple[np.ndarray, np.ndarray]:
+    """t = T(v) and log|T'(v)|, with T linear beyond its knees."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t, log_slope = _forward(transform, v)
+    for knee, beyond in ((knees[0], v < knees[0]), (knees[1], v > knees[1])):
+        if math.isfinite(knee) and np.any(beyond):
+            t_knee, log_slope_knee = _forward(transform, np.float64(knee))
+            t = np.where(beyond, t_knee + math.exp(log_slope_knee) * (v - knee), t)
+            log_slope = np.where(beyond, log_slope_knee, log_slope)
+    return t, log_slope
+
+
+def inverse_transform(transform: str, t: np.ndarray, knees: tuple[float, float] = (-math.inf, math.inf)) -> np.ndarray:
+    """v = T⁻¹(t), with T linear beyond its knees."""
+    v = _inverse(transform, t)
+    for knee, side in ((knees[0], -1), (knees[1], 1)):
+        if math.isfinite(knee):
+            t_knee, log_slope_knee = _forward(transform, np.float64(knee))
+            v = np.where(side * (t - t_knee) > 0, knee + (t - t_knee) * math.exp(-log_slope_knee), v)
+    return v
+
+
+def _forward(transform: str, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """t = T(v) and log|T'(v)|."""
     if transform == "log":
         t = np.log(v)
@@ -47,7 +90,7 @@ def forward_transform(transform: str, v: np.ndarray) -> tuple[np.ndarray, np.nda
     return v, np.zeros_like(v)
 
 
-def inverse_transform(transform: str, t: np.ndarray) -> np.ndarray:
+def _inverse(transform: str, t: np.ndarray) -> np.ndarray:
     if transform == "log":
         return np.exp(np.minimum(t, 700.0))
     if transform == "logit":

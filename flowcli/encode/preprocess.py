@@ -89,12 +89,14 @@ class Preprocessor:
         return inside
 
     def unseen(self, table: pa.Table | pa.RecordBatch, *, source: str = "data") -> dict[str, int]:
-        """Per categorical column, how many values of `table` were never seen at fit."""
-        counts = {
-            column.name: column.unseen(table.column(column.name), source)
-            for column in self.columns if isinstance(column, CategoricalColumn)
-        }
+        """Per column, how many values of `table` were never seen at fit: categories, and numbers
+        or dates outside the range seen at fit."""
+        counts = {column.name: column.unseen(table.column(column.name), source) for column in self.columns}
         return {name: count for name, count in counts.items() if count}
+
+    @property
+    def categorical_names(self) -> set[str]:
+        return {column.name for column in self.columns if isinstance(column, CategoricalColumn)}
 
     def noise_points(self, rows: int, points: int = NOISE_POINTS) -> list[np.ndarray]:
         """`points` deterministic noise arrays (rows, W): a rank-1 lattice, even in every feature."""

@@ -100,6 +100,15 @@ class FlowConfig:
         """How many weight tensors there are, told without listing them."""
         return (2 * (self.depth + 1) + 4 * self.mixing) * self.layers + len(registry.base(self.base).weight_shapes(self))
 
+    def weights_bytes(self) -> int:
+        """The most bytes a safetensors file of these weights takes: float32 values and a JSON
+        header of a few hundred bytes per tensor. Counted before listing the shapes, and refused
+        past a million tensors: a forged manifest may declare a billion layers in a few bytes."""
+        count = self.tensor_count()
+        if count > 1_000_000:
+            raise ValueError(f"{count} weight tensors")
+        return 4 * self.parameter_count() + 256 * count + 4096
+
     def parameter_count(self) -> int:
         return sum(int(np.prod(shape)) for shape in self.weight_shapes().values())
 

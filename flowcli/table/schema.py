@@ -11,12 +11,14 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from flowcli.errors import DataError
 from flowcli.table.values import (
     NUMBER,
+    as_numpy,
     datetime_text_type,
     first_non_number,
     is_number_type,
@@ -26,7 +28,6 @@ from flowcli.table.values import (
 
 KINDS = ("continuous", "integer", "categorical", "boolean", "datetime")
 MAX_LEVELS = 1_000  # a categorical column keeps this many levels; beyond, rare ones share one "other" level
-FEW_LEVELS = 10  # a numeric column with at most this many distinct values is categorical
 _ID_MIN_ROWS = 20  # below this, all-distinct text is not evidence of an identifier
 
 
@@ -74,7 +75,8 @@ def select_columns(
     for name in requested if requested is not None else table.column_names:
         if name in ignore:
             continue
-        kind, reason = (kinds[name], None) if name in kinds else infer_kind(table.column(name), name, source)
+        kind, reason = (kinds[name], None) if name in kinds else infer_kind(table.column(name), name, source,
+                                                                            requested=requested is not None)
         if kind is not None:
             chosen[name] = kind
         elif requested is not None:
@@ -86,8 +88,9 @@ def select_columns(
     return Selection(chosen, left_out)
 
 
-def infer_kind(values: pa.ChunkedArray, name: str, source: str) -> tuple[str | None, str | None]:
-    """(kind, None) for a column flowcli can model, or (None, why it is left out)."""
+def infer_kind(values: pa.ChunkedArray, name: str, source: str, *, requested: bool = False) -> tuple[str | None, str | None]:
+    """(kind, None) for a column flowcli can model, or (None, why it is left out). A column the
+    user `requested` by name is kept even when it looks like a row number."""
     values = plain_values(values)
     present = len(values) - values.null_count
     if present == 0:
@@ -97,8 +100,12 @@ def infer_kind(values: pa.ChunkedArray, name: str, source: str) -> tuple[str | N
     if pa.types.is_timestamp(values.type) or pa.types.is_date(values.type):
         return "datetime", None
     if is_number_type(values.type):
-        if pc.count_distinct(values).as_py() <= FEW_LEVELS:
-            return "categorical", None
+        if pc.count_distinct(values).as_py() == 1:
+            return "categorical", None  # a point mass: one certain level
+        if not requested and present == len(values) >= _ID_MIN_ROWS and _counts_rows(values):
+            return None, "looks like a row number (a constant step in row order); keep it with --integer"
+        # Numbers stay numbers, however few their values: a rating of 7 unseen at fit is still
+        # a rating, and its neighbours tell how likely it is (as a category it would score −inf).
         return ("integer" if pa.types.is_integer(values.type) else "continuous"), None
     if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
         if mostly_numbers(values):
@@ -120,6 +127,13 @@ def infer_kind(values: pa.ChunkedArray, name: str, source: str) -> tuple[str | N
             return None, "looks like free text"
         return "categorical", None
     return None, f"has type {values.type}, which flowcli cannot model"
+
+
+def _counts_rows(values: pa.Array) -> bool:
+    """Whether whole numbers rise by one constant step from row to row (1, 2, 3, … as an index)."""
+    x = as_numpy(pc.cast(values, pa.float64()), missing=np.nan)
+    steps = np.diff(x)
+    return bool(len(steps) and steps[0] > 0 and np.all(steps == steps[0]) and np.all(x == np.round(x)))
 
 
 def require_columns(available: Sequence[str], needed: Sequence[str], *, source: str) -> None:

@@ -142,6 +142,13 @@ def _datetime_type(values: pa.ChunkedArray | pa.Array) -> pa.DataType:
     return pa.date32() if pa.types.is_date(values.type) else values.type
 
 
+def datetime_unit(values: pa.ChunkedArray | pa.Array) -> pa.DataType:
+    """The type in whose ticks `datetime_ticks(values, None)` counts: text counts as it parses."""
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        return datetime_text_type(values) or pa.timestamp("us")
+    return _datetime_type(values)
+
+
 def ticks_per_day(target: pa.DataType) -> int:
     return 1 if pa.types.is_date(target) else _DAY_UNITS[target.unit]
 
