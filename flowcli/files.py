@@ -37,6 +37,7 @@ BATCH_ROWS = 65_536
 SCORE_COLUMN = "log_likelihood"
 PERCENTILE_COLUMN = "percentile"
 EXPLAIN_COLUMN = "explanation"
+EXPLAIN_NATS_COLUMN = "explanation_nats"  # how much more surprising than usual the named value is
 
 
 def _check_room(destination: Path, estimated_bytes: int) -> None:
@@ -127,8 +128,9 @@ def score_file(
     By default every row, in input order. `percentile` adds the share (%) of validation rows at
     fit that were less likely; `threshold` keeps the rows below that percentile; `top` keeps the
     `top` least likely rows, least likely first, in memory for `top` rows only. `explain` adds
-    the column that, left blank, raises the row's log-likelihood the most (one more scoring pass
-    per model column). `on_rows` hears each batch's row count, for progress. A CSV is read in
+    the column whose value the rest of the row makes most surprising beyond its usual, and that
+    excess in nats (`TabularFlow.explanations`; one more scoring pass per model column).
+    `on_rows` hears each batch's row count, for progress. A CSV is read in
     its sniffed dialect, which `csv` overrides; a model fitted on a CSV without a header reads
     `data` without one too.
     """
@@ -173,7 +175,7 @@ class RowScorer:
         self.percentile = percentile or threshold is not None
         added = [pa.field(SCORE_COLUMN, pa.float64())]
         added += [pa.field(PERCENTILE_COLUMN, pa.float64())] if self.percentile else []
-        added += [pa.field(EXPLAIN_COLUMN, pa.string())] if explain else []
+        added += [pa.field(EXPLAIN_COLUMN, pa.string()), pa.field(EXPLAIN_NATS_COLUMN, pa.float64())] if explain else []
         clashes = [field.name for field in added if field.name in schema.names]
         if with_input and clashes:
             raise DataError(f"{source}: already has a column {clashes[0]!r}; rename it to use --with-input")
@@ -193,8 +195,8 @@ class RowScorer:
         if self.percentile:
             columns.append(from_numpy(model.validation_percentile(scores).astype(np.float64)))
         if self.explain:
-            explanations = model.explain(batch, scores=scores, source=source, first_row=first_row)
-            columns.append(pa.array(explanations, pa.string()))
+            names, nats = model.explanations(batch, scores=scores, source=source, first_row=first_row)
+            columns += [pa.array(names, pa.string()), from_numpy(nats.astype(np.float64))]
         if self.with_input:
             columns[:0] = [
                 parse_numbers(batch.column(name), name, source, first_row) if name in self.numbers_as_text

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import collections
 import datetime
-import hashlib
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -23,15 +22,15 @@ from flowcli.encode.columns import CategoricalColumn
 from flowcli.encode.preprocess import Preprocessor
 from flowcli.errors import BundleError, DataError, FlowcliError, FlowcliWarning
 from flowcli.estimator import EstimatorConventions, one_of
+from flowcli.explain import explanations, surprises, typical_from_json, typical_surprises
 from flowcli.flow.config import FlowConfig, default_config
 from flowcli.flow.numpy_flow import NumpyRealNVP
 from flowcli.likelihood import log_likelihood, percentiles, quantiles, unseen_message
 from flowcli.parallel import torchrun
 from flowcli.sampling import draw_features
-from flowcli.summary import reference_summary
+from flowcli.summary import reference_summary, training_fingerprint
 from flowcli.table.dialect import dialect_of
 from flowcli.table.inputs import as_table, feature_names
-from flowcli.table.io import to_ipc
 from flowcli.table.schema import require_columns, select_columns
 from flowcli.table.shards import shared_rows
 
@@ -133,7 +132,7 @@ class TabularFlow(EstimatorConventions):
         if min(counts) < MIN_ROWS:  # on every rank alike, so that none waits for the others
             raise DataError(f"{source}: {min(counts)} rows are too few to train; give at least {MIN_ROWS}")
         table = table.select(selection.columns)
-        fingerprint = _fingerprint(table)
+        fingerprint = training_fingerprint(table)
         self.preprocessor_ = Preprocessor.fit(shared.select(selection.columns), selection.kinds, source=source)
         for column in self.preprocessor_.columns:
             if isinstance(column, CategoricalColumn) and column.levels == [column.levels[0]] and not column.rare:
@@ -171,6 +170,7 @@ class TabularFlow(EstimatorConventions):
         self.training_ = summary.to_json()
         self._flow = NumpyRealNVP(self.config_, self.weights_)
         self.validation_quantiles_ = quantiles(self.score_samples(table.take(val_rows), source=source))
+        self.typical_surprises_ = typical_surprises(self.score_samples, table.take(val_rows), self.columns_)
         self.reference_ = reference_summary(self.preprocessor_, table, u)
         self.left_out_ = selection.left_out
         self.data_ = {"rows": total_rows, "fingerprint": fingerprint, **({"csv_dialect": dialect.to_json()} if dialect else {})}
@@ -238,21 +238,21 @@ class TabularFlow(EstimatorConventions):
     def explain(
         self, data: Any, *, scores: np.ndarray | None = None, source: str = "data", first_row: int = 0
     ) -> np.ndarray:
-        """For every row (N,), the column that, left blank, raises its log-likelihood the most:
-        the value least in keeping with the rest of the row. Costs one scoring pass per column,
-        plus one for the rows' own `scores` unless they are given."""
+        """For every row (N,), the column whose value the rest of the row makes most surprising,
+        beyond that column's typical surprise at fit (see `flowcli.explain`): the same whatever
+        the columns' units or kinds. Costs one scoring pass per column, plus one for the rows' own
+        `scores` unless they are given. `explanations` also gives the excess in nats."""
+        return self.explanations(data, scores=scores, source=source, first_row=first_row)[0]
+
+    def explanations(
+        self, data: Any, *, scores: np.ndarray | None = None, source: str = "data", first_row: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`explain`'s columns (N,), and by how many nats each value is more surprising, given the
+        rest of its row, than its column's values typically were at fit (N,)."""
         table = as_table(data)
         base = self.score_samples(table, source=source, first_row=first_row) if scores is None else scores
-        gains = []
-        for name in self.columns_:
-            index = table.schema.get_field_index(name)
-            blank = table.set_column(index, table.schema.field(index), pa.nulls(table.num_rows, table.schema.field(index).type))
-            with warnings.catch_warnings():  # unseen categories were reported by the base pass
-                warnings.simplefilter("ignore", FlowcliWarning)
-                gains.append(self.score_samples(blank, source=source, first_row=first_row) - base)
-        with np.errstate(invalid="ignore"):  # −inf − −inf where even blanking does not help
-            best = np.nanargmax(np.where(np.isnan(gains), -np.inf, gains), axis=0)
-        return np.asarray(self.columns_, dtype=object)[best]
+        each = surprises(lambda rows: self.score_samples(rows, source=source, first_row=first_row), table, self.columns_, base)
+        return explanations(each, self.columns_, self.typical_surprises_)
 
     def validation_percentile(self, scores: np.ndarray) -> np.ndarray:
         """For log-likelihoods (N,), the share of validation rows at fit that were less likely, in %."""
@@ -337,6 +337,7 @@ class TabularFlow(EstimatorConventions):
             model.created_ = str(manifest["created"])
             model.format_version_ = manifest["format_version"]
             model.validation_quantiles_ = [float(q) for q in manifest.get("validation_quantiles", [])]
+            model.typical_surprises_ = typical_from_json(manifest.get("typical_surprises"), model.columns_)
             model.reference_ = dict(manifest.get("reference", {}))
         except BundleError as error:
             raise BundleError(f"{path}: {error}") from None
@@ -368,6 +369,7 @@ class TabularFlow(EstimatorConventions):
             "hyperparameters": self.get_params(),
             "training": self.training_,
             "validation_quantiles": self.validation_quantiles_,
+            **({"typical_surprises": self.typical_surprises_} if self.typical_surprises_ is not None else {}),
             "reference": self.reference_,
             "data": self.data_,
         }
@@ -381,13 +383,6 @@ def split_rows(rows: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
     order = np.random.default_rng(seed).permutation(rows)
     n_val = min(rows - 1, max(1, round(rows * val_fraction)))
     return np.sort(order[n_val:]), np.sort(order[:n_val])
-
-
-def _fingerprint(table: pa.Table) -> str:
-    """SHA-256 of the modeled columns, names and values, in Arrow's IPC stream format; under
-    torchrun, of the ranks' own fingerprints in rank order."""
-    digests = torchrun.gather_bytes(hashlib.sha256(to_ipc(table.combine_chunks())).digest())
-    return "sha256:" + (digests[0] if len(digests) == 1 else hashlib.sha256(b"".join(digests)).digest()).hex()
 
 
 def _torch_version() -> str:

@@ -1,15 +1,20 @@
 """A small summary of the training data, kept in the bundle so that plots can show the real side.
 
-numpy and pyarrow only: `model` computes it at fit, `plots` draws it.
+numpy and pyarrow only: `model` computes it at fit, `plots` draws it. The training data's
+fingerprint, which `inspect` shows, is here too.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 import pyarrow as pa
 
 from flowcli.encode.columns import NumericColumn
 from flowcli.encode.preprocess import Preprocessor
+from flowcli.parallel import torchrun
+from flowcli.table.io import to_ipc
 from flowcli.table.values import numeric_values
 
 MAX_COLUMNS = 12  # columns summarized and plotted
@@ -40,3 +45,10 @@ def correlation(preprocessor: Preprocessor, u: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         matrix = np.corrcoef(u[:, starts].T) if len(starts) > 1 else np.ones((1, 1))
     return np.nan_to_num(np.atleast_2d(matrix))
+
+
+def training_fingerprint(table: pa.Table) -> str:
+    """SHA-256 of the modeled columns, names and values, in Arrow's IPC stream format; under
+    torchrun, of the ranks' own fingerprints in rank order."""
+    digests = torchrun.gather_bytes(hashlib.sha256(to_ipc(table.combine_chunks())).digest())
+    return "sha256:" + (digests[0] if len(digests) == 1 else hashlib.sha256(b"".join(digests)).digest()).hex()

@@ -75,9 +75,27 @@ def test_explain_names_the_column_out_of_keeping_with_the_row(tmp_path):
     odd.loc[2, "b"] = -1.0  # against the correlation; c is ordinary
     odd.to_csv(tmp_path / "odd.csv", index=False)
     explained = flowcli("score", "model.flow", "odd.csv", "--explain", cwd=tmp_path)
-    assert list(explained.columns) == ["log_likelihood", "explanation"]
+    assert list(explained.columns) == ["log_likelihood", "explanation", "explanation_nats"]
     assert list(explained["explanation"][:2]) == ["c", "c"]
     assert explained["explanation"][2] in ("a", "b")
+    assert (explained["explanation_nats"] > 5).all()  # each far more surprising than its column usually is
+
+
+def test_explanations_do_not_depend_on_units():
+    """Rescaling any column (metres to millimetres) leaves every explanation and its nats as they were."""
+    rng = np.random.default_rng(2)
+    z = rng.standard_normal((1500, 4))
+    table = pd.DataFrame({"a": z[:, 0], "b": 3 + z[:, 0] + 0.3 * z[:, 1], "c": np.exp(z[:, 2]), "d": z[:, 3] + 0.5 * z[:, 2]})
+    rows = table.iloc[:300].copy()
+    rows.loc[:150, "b"] = rows.loc[:150, "b"].sample(frac=1, random_state=0).to_numpy()  # moved against a
+    names, nats = TabularFlow(epochs=10, seed=0).fit(table).explanations(rows)
+    assert len(set(names)) > 1
+    for column in table.columns:
+        scale = {column: 1000.0}
+        rescaled_names, rescaled_nats = TabularFlow(epochs=10, seed=0).fit(table * pd.Series(scale).reindex(table.columns, fill_value=1.0)).explanations(
+            rows * pd.Series(scale).reindex(table.columns, fill_value=1.0))
+        assert list(rescaled_names) == list(names), column
+        np.testing.assert_allclose(rescaled_nats, nats, atol=1e-3, err_msg=column)
 
 
 def test_pyod_conventions(planted):

@@ -92,7 +92,7 @@ def test_the_options_match_local_scoring(client, bundle, parts, tmp_path):
     tables = [pd.read_parquet(path) for path in parts]
     scores = [model.score_samples(part) for part in tables]  # per file, as the partitions are
     below = [model.validation_percentile(score) < 40.0 for score in scores]
-    assert list(result.columns) == [*tables[0].columns, "log_likelihood", "percentile", "explanation"]
+    assert list(result.columns) == [*tables[0].columns, "log_likelihood", "percentile", "explanation", "explanation_nats"]
     assert len(result) == sum(mask.sum() for mask in below)
     expected = np.concatenate([score[mask] for score, mask in zip(scores, below)])
     np.testing.assert_array_equal(result["log_likelihood"].to_numpy(), expected)

@@ -142,6 +142,11 @@ def _datetime_type(values: pa.ChunkedArray | pa.Array) -> pa.DataType:
     return pa.date32() if pa.types.is_date(values.type) else values.type
 
 
+def type_name(values: pa.ChunkedArray | pa.Array) -> str:
+    """The name of the values' arrow type, dictionaries decoded: what a bundle records."""
+    return str(plain_values(values[:0]).type)
+
+
 def datetime_unit(values: pa.ChunkedArray | pa.Array) -> pa.DataType:
     """The type in whose ticks `datetime_ticks(values, None)` counts: text counts as it parses."""
     if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):

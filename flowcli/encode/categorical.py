@@ -1,0 +1,128 @@
+"""The encoder of a categorical or boolean column (see `columns` for how encoders work)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from flowcli.encode.dequantize import Levels, integrated_out
+from flowcli.errors import DataError
+from flowcli.table.schema import MAX_LEVELS
+from flowcli.table.values import arrow_type, as_numpy, missing_mask, plain_values, type_name
+
+MAX_RARE_KEPT = 1_000  # rare values kept in the bundle to sample "other" from
+
+
+@dataclass(frozen=True)
+class CategoricalColumn:
+    """A categorical or boolean column: levels with frequencies, one feature (see `Levels`).
+
+    Missing values at fit are a level of their own (None). With more than MAX_LEVELS levels,
+    the rare ones share an "other" level (the last probability), scored as its frequency over
+    the number of rare values and sampled from up to MAX_RARE_KEPT of them; then any value
+    outside the kept levels scores as "other". Otherwise an unseen value has probability zero,
+    a log-likelihood of −inf.
+    """
+
+    name: str
+    kind: str  # "categorical" or "boolean"
+    dtype: str
+    levels: list  # JSON values, sorted; None is the missing level
+    probabilities: list[float]  # one per level, plus one for "other" when `rare` is not empty
+    rare: list = field(default_factory=list)  # some of the values folded into "other"
+    rare_count: int = 0  # how many distinct values "other" stands for
+
+    width = 1
+
+    @property
+    def output_type(self) -> pa.DataType:
+        return arrow_type(self.dtype)
+
+    @classmethod
+    def fit(cls, values: pa.ChunkedArray, name: str, kind: str, source: str) -> CategoricalColumn:
+        counts = pc.value_counts(plain_values(values))
+        levels, frequencies = counts.field("values").to_pylist(), counts.field("counts").to_numpy()
+        by_count = np.argsort(-frequencies, kind="stable")
+        kept, folded = by_count[: MAX_LEVELS - 1], by_count[MAX_LEVELS - 1:]
+        if len(levels) <= MAX_LEVELS:
+            kept, folded = by_count, by_count[:0]
+        kept = sorted(kept, key=lambda i: _sort_key(levels[i]))
+        shares = frequencies[kept] / len(values)
+        if len(folded):
+            shares = np.append(shares, frequencies[folded].sum() / len(values))
+        return cls(name, kind, type_name(values), [levels[i] for i in kept], shares.tolist(),
+                   [levels[i] for i in folded[:MAX_RARE_KEPT]], len(folded))
+
+    @property
+    def _other(self) -> int | None:
+        """The index of the "other" level, or None when nothing was folded."""
+        return len(self.levels) if self.rare else None
+
+    def _index(self, values: pa.ChunkedArray | pa.Array, source: str) -> np.ndarray:
+        """Level index per row: −1 for an unseen value, −2 for a missing value with no level."""
+        values = plain_values(values)
+        level_type = arrow_type(self.dtype)
+        if values.type != level_type:
+            try:
+                values = pc.cast(values, level_type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                raise DataError(
+                    f"{source}: column {self.name!r} holds {values.type} values, which are not its {self.kind} "
+                    f"values of type {level_type}"
+                ) from None
+        present = np.array([i for i, level in enumerate(self.levels) if level is not None])
+        value_set = pa.array([self.levels[i] for i in present], type=level_type)
+        position = as_numpy(pc.index_in(values, value_set=value_set), missing=-1)
+        index = np.where(position >= 0, present[np.maximum(position, 0)], -1 if self._other is None else self._other)
+        index[missing_mask(values)] = self.levels.index(None) if None in self.levels else -2
+        return index
+
+    def encode(self, values: pa.ChunkedArray | pa.Array, noise: np.ndarray, source: str, first_row: int):
+        index = self._index(values, source)
+        missing = index == -2
+        g, log_weight = Levels(np.asarray(self.probabilities)).encode(np.where(missing, 0, index), noise[:, 0])
+        if self._other is not None:
+            log_weight = np.where(index == self._other, log_weight - math.log(self.rare_count), log_weight)
+        g[missing], log_weight[missing] = integrated_out(noise[missing, 0])
+        return g[:, None], log_weight
+
+    def unseen(self, values: pa.ChunkedArray | pa.Array, source: str) -> int:
+        """How many values were never seen at fit, and so have probability zero."""
+        return int((self._index(values, source) == -1).sum())
+
+    def decode(self, u: np.ndarray, rng: np.random.Generator) -> pa.Array:
+        index = Levels(np.asarray(self.probabilities)).decode(u[:, 0])
+        choices = self.levels + ([None] if self.rare else [])
+        values = [choices[i] for i in index]
+        if self._other is not None:
+            other = np.flatnonzero(index == self._other)
+            for row, pick in zip(other, rng.integers(0, len(self.rare), len(other))):
+                values[row] = self.rare[pick]
+        return pa.array(values, type=self.output_type)
+
+    def to_json(self) -> dict:
+        data = {"name": self.name, "kind": self.kind, "dtype": self.dtype, "levels": self.levels,
+                "probabilities": self.probabilities}
+        if self.rare:
+            data.update(rare=self.rare, rare_count=self.rare_count)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> CategoricalColumn:
+        column = cls(str(data["name"]), str(data["kind"]), str(data["dtype"]), list(data["levels"]),
+                     [float(p) for p in data["probabilities"]], list(data.get("rare", [])), int(data.get("rare_count", 0)))
+        p = np.asarray(column.probabilities)
+        if len(p) != len(column.levels) + bool(column.rare) or not len(p) or np.any(p <= 0) or abs(p.sum() - 1) > 1e-6:
+            raise ValueError(f"column {column.name!r} has invalid level probabilities")
+        if column.rare and column.rare_count < len(column.rare):
+            raise ValueError(f"column {column.name!r} has an invalid rare-level count")
+        arrow_type(column.dtype)
+        return column
+
+
+def _sort_key(value) -> tuple:
+    return (value is None, str(type(value)), value if value is not None else 0)
