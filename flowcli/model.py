@@ -149,7 +149,7 @@ class TabularFlow(EstimatorConventions):
         train_rows, val_rows = split_rows(table.num_rows, self.val_fraction, self.seed)
         train_table = table.take(train_rows)
         redraw = None
-        if not self.preprocessor_.is_exact(table):
+        if self.preprocessor_.dequantized or not self.preprocessor_.is_exact(table):
             def redraw() -> np.ndarray:  # fresh dequantization and imputation noise for an epoch
                 return self.preprocessor_.encode(train_table, rng.uniform(size=(len(train_rows), self.preprocessor_.width)))[0]
         # A mixture base's components are counted at training, from the mixture fitted there.

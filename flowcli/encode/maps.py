@@ -54,6 +54,27 @@ def grid_step(x: np.ndarray, decimals: int | None) -> float | None:
     return (step or 1) / scale
 
 
+MAX_GRID_CELLS = 100_000  # a grid finer than the values' span over this many cells is no grid
+
+
+def repeated_grid(distinct: np.ndarray) -> float | None:
+    """The step of an evenly spaced grid that a few distinct, increasing values (K,) all sit on,
+    to within float rounding: the counts behind a standardized column, (k − μ)/σ, have no
+    decimals to tell their step. Euclid's algorithm on the gaps, with a tolerance; None when the
+    step would split the span into more than MAX_GRID_CELLS cells."""
+    if len(distinct) < 2:
+        return None
+    gaps, span = np.diff(distinct), float(distinct[-1] - distinct[0])
+    step, tolerance = float(gaps.min()), 1e-7 * span
+    while step > span / MAX_GRID_CELLS:
+        remainders = np.abs(gaps - np.round(gaps / step) * step)
+        off = remainders[remainders > tolerance]
+        if not len(off):
+            return step
+        step = float(off.min())
+    return None
+
+
 def forward_transform(
     transform: str, v: np.ndarray, knees: tuple[float, float] = (-math.inf, math.inf)
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,14 @@ import numpy as np
 import pyarrow as pa
 
 from flowcli.encode.dequantize import Levels, integrated_out
-from flowcli.encode.maps import decimal_places, forward_transform, grid_step, inverse_transform, nearest_within
+from flowcli.encode.maps import (
+    decimal_places,
+    forward_transform,
+    grid_step,
+    inverse_transform,
+    nearest_within,
+    repeated_grid,
+)
 from flowcli.errors import DataError
 from flowcli.table.values import (
     arrow_type,
@@ -22,6 +29,7 @@ from flowcli.table.values import (
     type_name,
 )
 
+COARSE_GRID = 0.1  # a rounded grid's step, as a share of the values' standard deviation, past which it is scored over its cells
 MIN_DATETIME_GRID = 1 / 86_400  # days: times on a coarser grid than a second are dequantized over it
 NEAR_EDGE = 0.1  # sampled values up to this share of a column's span past its range are clipped; farther ones drawn again
 MAX_SEEN, MIN_REPEATS = 1_000, 10  # a continuous column of at most so many values, each seen this often on average, samples only them
@@ -57,13 +65,15 @@ class NumericColumn:
     step: int = 0  # datetimes: the ticks between any two at fit are a multiple of it; samples keep to it
     seen: tuple[float, ...] | None = None  # continuous: its few values at fit, each repeated; samples take the nearest
     rounded: bool = False  # the cell is centred on the value (a continuous grid), not starting at it
+    coarse: bool = False  # a rounded grid wider than COARSE_GRID of the values' spread: scored over its cells
     extrapolates: bool = False  # maps continue linearly past the fit range (format 7); before, −inf there
 
     @property
     def discrete(self) -> bool:
-        """Whether values are dequantized over a cell that starts at them (integers, datetimes on a
-        grid), which scoring averages over noise points; a rounded grid is scored at its values."""
-        return self.grid > 0 and not self.rounded
+        """Whether scoring averages a value's density over its cell with noise points: integers,
+        datetimes on a grid, and coarse rounded grids, where a flow fitted to the dequantized
+        values still bends within a cell. A fine rounded grid is scored at its values."""
+        return self.grid > 0 and (not self.rounded or self.coarse)
 
     @property
     def knees(self) -> tuple[float, float]:
@@ -104,15 +114,17 @@ class NumericColumn:
             raise DataError(f"{source}: column {name!r} is entirely missing; leave it out with --ignore {name}")
         low, high = float(observed.min()), float(observed.max())
         decimals = decimal_places(observed) if kind == "continuous" else None
-        rounded = False
+        distinct = np.unique(observed) if kind == "continuous" else observed[:0]
+        rounded = coarse = False
         if kind == "integer":
             grid = 1.0
         elif kind == "datetime":  # a Parquet date, a timestamp at midnights and ISO dates: all a day
             grid = step / ticks_per_day(datetime_unit(values)) if step else 0.0
             grid = grid if grid >= MIN_DATETIME_GRID else 0.0
-        else:
-            found = grid_step(observed, decimals)
+        else:  # a grid of decimals, else one that few repeated values sit on (standardized counts)
+            found = grid_step(observed, decimals) or (repeated_grid(distinct) if _few_repeated(distinct, observed) else None)
             grid, rounded = (found, True) if found else (0.0, False)
+            coarse = bool(found and found > COARSE_GRID * np.std(observed))
         if kind == "datetime":  # days from the earliest: a position, not a magnitude to log
             transform = "identity"
         elif kind == "integer":
@@ -132,12 +144,11 @@ class NumericColumn:
         missing_rate = float(missing.mean()) if missing.any() else None
         text_dates = kind == "datetime" and (pa.types.is_string(values.type) or pa.types.is_large_string(values.type))
         dtype = str(datetime_text_type(values) or pa.timestamp("us")) if text_dates else type_name(values)
-        distinct = np.unique(observed) if kind == "continuous" else observed[:0]
         # Few values, each seen many times: a measuring grid (wind in knots shown in mph, degrees
         # in tens), which decimals alone do not keep and which a classifier spots at once.
-        seen = tuple(distinct.tolist()) if 0 < len(distinct) <= MAX_SEEN and len(observed) >= MIN_REPEATS * len(distinct) else None
+        seen = tuple(distinct.tolist()) if _few_repeated(distinct, observed) else None
         return cls(name, kind, dtype, mean, std, transform, low, high, missing_rate, grid, origin, span, decimals, step, seen,
-                   rounded, extrapolates=True)
+                   rounded, coarse, extrapolates=True)
 
     def encode(self, values: pa.ChunkedArray | pa.Array, noise: np.ndarray, source: str, first_row: int):
         x = numeric_values(values, self.kind, name=self.name, source=source, first_row=first_row,
@@ -225,7 +236,8 @@ class NumericColumn:
         return {
             "name": self.name, "kind": self.kind, "dtype": self.dtype, "mean": self.mean, "std": self.std,
             "transform": self.transform, "low": _json_float(self.low), "high": _json_float(self.high),
-            "missing_rate": self.missing_rate, "grid": self.grid, "rounded": self.rounded, "extrapolates": self.extrapolates,
+            "missing_rate": self.missing_rate, "grid": self.grid, "rounded": self.rounded, "coarse": self.coarse,
+            "extrapolates": self.extrapolates,
             "origin": self.origin, "span": self.span,
             "decimals": self.decimals, "step": self.step, "seen": None if self.seen is None else list(self.seen),
         }
@@ -240,7 +252,7 @@ class NumericColumn:
             int(data.get("origin", 0)), int(data.get("span", 0)),
             None if data.get("decimals") is None else int(data["decimals"]), int(data.get("step", 0)),
             None if data.get("seen") is None else tuple(float(value) for value in data["seen"]),
-            bool(data.get("rounded", False)), bool(data.get("extrapolates", False)),
+            bool(data.get("rounded", False)), bool(data.get("coarse", False)), bool(data.get("extrapolates", False)),
         )
         if not (math.isfinite(column.grid) and column.grid >= 0):
             raise ValueError(f"column {column.name!r} has an invalid grid {column.grid}")
@@ -253,6 +265,11 @@ class NumericColumn:
         return column
 
 
+
+
+def _few_repeated(distinct: np.ndarray, observed: np.ndarray) -> bool:
+    """Whether a column has few values, each seen many times on average: a measuring grid."""
+    return 0 < len(distinct) <= MAX_SEEN and len(observed) >= MIN_REPEATS * len(distinct)
 
 
 def _json_float(value: float) -> float | None:

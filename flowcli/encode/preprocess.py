@@ -46,8 +46,18 @@ class Preprocessor:
         """How many flow features the columns become, auxiliary ones included."""
         return sum(column.width for column in self.columns) + self.auxiliary
 
+    @property
+    def dequantized(self) -> bool:
+        """Whether training draws fresh noise each epoch: some column is discrete, on a grid, may
+        be missing, or the table has an auxiliary feature."""
+        return bool(self.auxiliary) or any(
+            not isinstance(column, NumericColumn) or column.grid > 0 or column.missing_rate is not None
+            for column in self.columns
+        )
+
     def is_exact(self, table: pa.Table | pa.RecordBatch) -> bool:
-        """True when encoding `table` uses no noise: all columns continuous and nothing missing."""
+        """True when scoring `table` needs no noise: all columns continuous (a fine rounded grid is
+        scored at its values) and nothing missing."""
         return not self.auxiliary and all(
             isinstance(column, NumericColumn) and not column.discrete and column.missing_rate is None
             and table.column(column.name).null_count == 0
