@@ -201,7 +201,7 @@ class NumericColumn:
         with np.errstate(over="ignore"):
             t = np.nan_to_num(u[:, 0] * self.std + self.mean, posinf=_FLOAT_MAX, neginf=-_FLOAT_MAX)
         x = inverse_transform(self.transform, t, self.knees)
-        if self.discrete:  # the cell's start
+        if self.grid and not self.rounded:  # the cell's start
             x = np.floor(x / self.grid) * self.grid if self.grid != 1 else np.floor(x)
         elif self.grid:  # the nearest point of the grid
             x = self.low + np.round((x - self.low) / self.grid) * self.grid

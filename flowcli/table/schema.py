@@ -131,7 +131,7 @@ def infer_kind(values: pa.ChunkedArray, name: str, source: str, *, requested: bo
 
 def _counts_rows(values: pa.Array) -> bool:
     """Whether whole numbers rise by one constant step from row to row (1, 2, 3, … as an index)."""
-    x = as_numpy(pc.cast(values, pa.float64()), missing=np.nan)
+    x = as_numpy(pc.cast(values, pa.float64(), safe=False), missing=np.nan)  # ints past 2**53 round
     steps = np.diff(x)
     return bool(len(steps) and steps[0] > 0 and np.all(steps == steps[0]) and np.all(x == np.round(x)))
 
