@@ -89,13 +89,13 @@ def test_the_cli_scores_each_export_exactly_as_the_clean_csv(exports, model, tmp
 
 
 def test_a_fit_on_each_export_finds_the_same_columns_and_inspect_shows_the_dialect(exports, tmp_path):
-    for name in ("clean.csv", "decimal_comma.csv", "utf16_tabs.csv"):
+    for name in ("clean.csv", *EXPORTS):
         bundle = tmp_path / (name + ".flow")
         result = flowcli("fit", str(exports[name]), "-o", str(bundle), "--epochs", "2", "-q")
         assert result.returncode == 0, result.stderr
         description = json.loads(flowcli("inspect", str(bundle), "--json").stdout)
         assert [(c["name"], c["kind"]) for c in description["columns"]] == [
-            ("fixed acidity", "continuous"), ("volatile acidity", "continuous"), ("quality", "integer"), ("color", "categorical")]
+            ("fixed acidity", "continuous"), ("volatile acidity", "continuous"), ("quality", "categorical"), ("color", "categorical")]
         dialect = description["data"]["csv_dialect"]
         report = flowcli("inspect", str(bundle)).stdout.decode()
         if name == "decimal_comma.csv":
