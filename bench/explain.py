@@ -44,17 +44,18 @@ def load(name: str) -> pd.DataFrame:
 
 def inject(rows: pd.DataFrame, kind: str, rng: np.random.Generator, spread: pd.Series) -> tuple[pd.DataFrame, np.ndarray]:
     """`rows` with one column per row moved; and the index of the moved column per row."""
-    moved, columns = rows.astype(float), rng.integers(0, rows.shape[1], len(rows))
+    moved, columns = rows.copy(), rng.integers(0, rows.shape[1], len(rows))
     for i, j in enumerate(columns):
         name = rows.columns[j]
-        if kind == "shift":
-            moved.iat[i, j] = rows.iat[i, j] + rng.choice([-4, 4]) * spread[name]
+        if kind == "shift":  # whole numbers stay whole, so the column keeps its type
+            shifted = rows.iat[i, j] + rng.choice([-4, 4]) * spread[name]
+            moved.iat[i, j] = round(shifted) if pd.api.types.is_integer_dtype(rows[name]) else shifted
             continue
         far = np.flatnonzero(np.abs(rows[name].to_numpy() - rows.iat[i, j]) >= spread[name])
         if len(far):
             moved.iat[i, j] = rows.iat[rng.choice(far), j]
         else:  # a column of one value: nothing can be swapped in
-            moved.iat[i, j] = rows.iat[i, j] + spread[name]
+            moved.iat[i, j] = rows.iat[i, j] + (round(spread[name]) or 1 if pd.api.types.is_integer_dtype(rows[name]) else spread[name])
     return moved, columns
 
 
@@ -88,7 +89,7 @@ def run(name: str, seed: int, max_time: float, rows: int) -> dict[str, dict[str,
     shares = {}
     for kind in ("swap", "shift"):
         moved, truth = inject(held[numeric], kind, rng, spread)
-        rows_moved = held.astype({name: float for name in numeric})
+        rows_moved = held.copy()
         rows_moved[numeric] = moved
         truth_names = np.asarray(numeric)[truth]
         with warnings.catch_warnings():

@@ -42,6 +42,9 @@ def grid_model() -> TabularFlow:
 def test_a_rounded_column_is_dequantized_at_its_step_and_inspect_shows_it(grid_model):
     columns = {column["name"]: column for column in grid_model.describe()["columns"]}
     assert columns["a"]["grid"] == columns["b"]["grid"] == STEP and columns["a"]["rounded"]
+    from flowcli.cli.report import render_report
+
+    assert render_report(grid_model.describe(), "model.flow").count("grid 0.5") == 2
     samples = grid_model.sample(4_000, seed=1)
     assert np.allclose(samples[["a", "b"]] / STEP, np.round(samples[["a", "b"]] / STEP))  # samples keep the grid
     real = rounded_gaussian(4_000, seed=4)

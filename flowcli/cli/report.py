@@ -79,10 +79,13 @@ def _preprocessing(column: dict) -> str:
         return text
     transform = {"identity": "", "log": "log, ", "logit": "logit, "}[column.get("transform", "identity")]
     text = f"{transform}mean {column['mean']:.4g}, std {column['std']:.4g}"
-    if column.get("discrete"):
+    grid = column.get("grid", 1.0 if column.get("discrete") else 0.0)  # format 7, or `discrete` before
+    if grid and not column.get("rounded"):
         text = "dequantized, " + text
     if column.get("low") is not None and column.get("high") is not None and "low" in column:
         text += f", range [{column['low']:.6g}, {column['high']:.6g}]"
+    if grid and column.get("rounded"):
+        text += f", grid {grid:.6g}"
     if column.get("missing_rate") is not None:
         text += f", {column['missing_rate']:.1%} missing"
     return text
