@@ -178,7 +178,7 @@ def score(
     threshold: Annotated[Optional[float], typer.Option(min=0, max=100, help="Keep only rows below this percentile (adds the percentile).", rich_help_panel="Anomalies")] = None,
     top: Annotated[Optional[int], typer.Option(min=1, help="Keep only the K least likely rows, least likely first.", rich_help_panel="Anomalies")] = None,
     explain: Annotated[bool, typer.Option("--explain", help="Add the column whose value the rest of the row makes most surprising, and by how many nats beyond its usual (one more pass per column).", rich_help_panel="Anomalies")] = False,
-    strict: Annotated[bool, typer.Option("--strict", help="Fail on a category never seen at fit, instead of scoring it -inf.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Fail on a category never seen at fit (else it scores -inf) or a number or date outside the range seen at fit (else it scores past the range's edge), naming the column.")] = False,
     delimiter: Delimiter = None,
     no_header: NoHeader = False,
     decimal: Decimal = None,

@@ -134,9 +134,8 @@ def first_ragged_row(source: str, dialect: Dialect | None) -> int | None:
         return None
 
 
-def _read_options(dialect: Dialect, block_size: int, names: list[str] | None = None) -> pa_csv.ReadOptions:
-    return pa_csv.ReadOptions(block_size=block_size, column_names=names,
-                              autogenerate_column_names=not dialect.header and names is None)
+def _read_options(dialect: Dialect, block_size: int) -> pa_csv.ReadOptions:
+    return pa_csv.ReadOptions(block_size=block_size, autogenerate_column_names=not dialect.header)
 
 
 def _parse_options(dialect: Dialect) -> pa_csv.ParseOptions:
