@@ -7,6 +7,7 @@ Scoring and sampling stream in batches, so memory stays flat however long the in
 from __future__ import annotations
 
 import collections
+import itertools
 import shutil
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -18,8 +19,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from flowcli.condition.conditions import given_columns
 from flowcli.errors import DataError, FlowcliWarning, OutputError
-from flowcli.likelihood import unseen_message
+from flowcli.likelihood import percentiles, quantiles, unseen_message
 from flowcli.model import TabularFlow
 from flowcli.parallel import torchrun
 from flowcli.table.atomic import check_destination
@@ -118,6 +120,7 @@ def score_file(
     top: int | None = None,
     explain: bool = False,
     strict: bool = False,
+    given: Sequence[str] = (),
     force: bool = False,
     batch_rows: int = BATCH_ROWS,
     on_rows: Callable[[int], None] | None = None,
@@ -129,7 +132,9 @@ def score_file(
     fit that were less likely; `threshold` keeps the rows below that percentile; `top` keeps the
     `top` least likely rows, least likely first, in memory for `top` rows only. `explain` adds
     the column whose value the rest of the row makes most surprising beyond its usual, and that
-    excess in nats (`TabularFlow.explanations`; one more scoring pass per model column).
+    excess in nats (`TabularFlow.explanations`; one more scoring pass per model column). With
+    `given` columns the score is log p(other columns | given ones), ranked by `percentile` among
+    the conditional scores of rows the model samples, and `explain` names no given column.
     `on_rows` hears each batch's row count, for progress. A CSV is read in
     its sniffed dialect, which `csv` overrides; a model fitted on a CSV without a header reads
     `data` without one too.
@@ -139,7 +144,7 @@ def score_file(
         csv = replace(csv or CsvOptions(), header=False)
     schema, batches = iter_batches(data, format, batch_rows=batch_rows, column_types=model.read_types, csv=csv)
     scorer = RowScorer(model, schema, data, with_input=with_input, percentile=percentile, threshold=threshold,
-                       explain=explain, strict=strict)
+                       explain=explain, strict=strict, given=given)
 
     def scored() -> Iterator[pa.RecordBatch]:
         for out in scorer.score_batches(batches):
@@ -167,12 +172,17 @@ class RowScorer:
         threshold: float | None = None,
         explain: bool = False,
         strict: bool = False,
+        given: Sequence[str] = (),
     ):
         require_columns(schema.names, model.columns_, source=source)
         self.model, self.source, self.with_input, self.explain, self.strict = model, source, with_input, explain, strict
+        self.given = given_columns(list(given), model.preprocessor_, model.left_out_) if given else []
         self.unseen: collections.Counter = collections.Counter()  # values never seen at fit, per column, so far
         self.threshold = threshold
         self.percentile = percentile or threshold is not None
+        # Conditional scores are ranked among those of rows the model samples: the validation
+        # rows' quantiles in the bundle are of joint log-likelihoods.
+        self.reference = given_quantiles(model, self.given) if self.given and self.percentile else model.validation_quantiles_
         added = [pa.field(SCORE_COLUMN, pa.float64())]
         added += [pa.field(PERCENTILE_COLUMN, pa.float64())] if self.percentile else []
         added += [pa.field(EXPLAIN_COLUMN, pa.string()), pa.field(EXPLAIN_NATS_COLUMN, pa.float64())] if explain else []
@@ -190,12 +200,16 @@ class RowScorer:
     def __call__(self, batch: pa.RecordBatch, first_row: int = 0) -> pa.RecordBatch:
         """Every row of `batch`, scored; `first_row` numbers its rows in error messages."""
         model, source = self.model, self.source
-        scores = model.score_samples(batch, strict=self.strict, source=source, first_row=first_row, unseen=self.unseen)
+        joint = model.score_samples(batch, strict=self.strict, source=source, first_row=first_row, unseen=self.unseen)
+        scores = joint - model.given_log_likelihood(batch, self.given, first_row=first_row) if self.given else joint
         columns = [from_numpy(scores.astype(np.float64))]
         if self.percentile:
-            columns.append(from_numpy(model.validation_percentile(scores).astype(np.float64)))
+            if not self.reference:
+                raise DataError("this bundle holds no validation scores (it predates them); fit it again for percentiles")
+            columns.append(from_numpy(percentiles(scores, self.reference).astype(np.float64)))
         if self.explain:
-            names, nats = model.explanations(batch, scores=scores, source=source, first_row=first_row)
+            among = [name for name in model.columns_ if name not in self.given]
+            names, nats = model.explanations(batch, scores=joint, source=source, first_row=first_row, among=among)
             columns += [pa.array(names, pa.string()), from_numpy(nats.astype(np.float64))]
         if self.with_input:
             columns[:0] = [
@@ -232,6 +246,13 @@ def least_likely(batches: Iterable[pa.RecordBatch], k: int) -> Iterator[pa.Recor
         yield from _lowest(kept, k).to_batches()
 
 
+def given_quantiles(model: TabularFlow, given: Sequence[str], rows: int = 2_000) -> list[float]:
+    """Quantiles of the conditional log-likelihoods, given `given`, of `rows` rows the model
+    samples (seed 0): what `score --given --percentile` ranks a row's score among."""
+    sampled = pa.Table.from_batches(list(model.sample_batches(rows, seed=0)))
+    return quantiles(model.score_samples(sampled, given=given))
+
+
 def _lowest(table: pa.Table, k: int) -> pa.Table:
     order = pc.sort_indices(table, sort_keys=[(SCORE_COLUMN, "ascending")])  # stable
     return table.take(order[:k]).combine_chunks()
@@ -239,25 +260,41 @@ def _lowest(table: pa.Table, k: int) -> pa.Table:
 
 def sample_file(
     bundle: Path,
-    n: int,
+    n: int | None,
     output: str = "-",
     *,
     seed: int | None = None,
+    given: dict | None = None,
+    given_file: str | None = None,
+    format: str | None = None,
+    csv: CsvOptions | None = None,
     output_format: str | None = None,
     force: bool = False,
     batch_rows: int = BATCH_ROWS,
     on_rows: Callable[[int], None] | None = None,
-) -> None:
-    """Write `n` synthetic rows with the original column names and units; `on_rows` hears each batch."""
+) -> TabularFlow:
+    """Write `n` synthetic rows with the original column names and units; `on_rows` hears each
+    batch. `given` conditions them (`TabularFlow.sample_batches`); a `given_file` (CSV or
+    Parquet, streamed) gives one output row per row instead (`TabularFlow.sample_given`). The
+    conditions are checked before anything is written. Returns the model, whose `effort_` tells
+    what conditioning cost."""
     model = TabularFlow.load(bundle)
-    if output != "-":
-        bytes_per_value = 9 if table_format(output, output_format, output=True) == "parquet" else 20
-        _check_room(Path(output), n * len(model.columns_) * bytes_per_value)
+    if given_file is not None:
+        _, conditions = iter_batches(given_file, format, batch_rows=batch_rows, column_types=model.read_types, csv=csv)
+        rows = model.sample_given(conditions, seed, source=given_file)
+    else:
+        if output != "-":
+            bytes_per_value = 9 if table_format(output, output_format, output=True) == "parquet" else 20
+            _check_room(Path(output), n * len(model.columns_) * bytes_per_value)
+        rows = model.sample_batches(n, seed, batch_rows, given=given)
+    first = next(rows, None)  # a bad condition fails here, before the output is opened
 
     def sampled() -> Iterator[pa.RecordBatch]:
-        for batch in model.sample_batches(n, seed, batch_rows):
+        for batch in itertools.chain([first] if first is not None else [], rows):
             if on_rows is not None:
                 on_rows(batch.num_rows)
             yield batch
 
-    write_batches(output, model.sample_schema, sampled(), output_format, force=force, inputs=(str(bundle),))
+    inputs = (str(bundle), *([given_file] if given_file else []))
+    write_batches(output, model.sample_schema, sampled(), output_format, force=force, inputs=inputs)
+    return model

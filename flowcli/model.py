@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from flowcli import __version__
 from flowcli.bundle import FORMAT_VERSION, read_bundle, write_bundle
+from flowcli.condition.conditionals import Conditionals
 from flowcli.encode.columns import CategoricalColumn
 from flowcli.encode.preprocess import Preprocessor
 from flowcli.errors import BundleError, DataError, FlowcliError, FlowcliWarning
@@ -30,7 +31,7 @@ from flowcli.parallel import torchrun
 from flowcli.sampling import draw_features
 from flowcli.summary import reference_summary, training_fingerprint
 from flowcli.table.dialect import dialect_of
-from flowcli.table.inputs import as_table, feature_names
+from flowcli.table.inputs import as_frame, as_table, feature_names
 from flowcli.table.schema import require_columns, select_columns
 from flowcli.table.shards import shared_rows
 
@@ -43,7 +44,7 @@ MIN_ROWS = 10
 SAMPLE_BATCH_ROWS = 65_536
 
 
-class TabularFlow(EstimatorConventions):
+class TabularFlow(Conditionals, EstimatorConventions):
     """A RealNVP normalizing flow over the numeric columns of a table.
 
     Hyperparameters left as None are sized from the data at `fit`. Learned state ends in `_`;
@@ -206,7 +207,7 @@ class TabularFlow(EstimatorConventions):
 
     def score_samples(
         self, data: Any, *, strict: bool = False, source: str = "data", first_row: int = 0,
-        unseen: collections.Counter | None = None,
+        unseen: collections.Counter | None = None, given: Sequence[str] = (),
     ) -> np.ndarray:
         """log-likelihood of every row of `data`, shape (N,), in nats, in the columns' units.
 
@@ -217,7 +218,9 @@ class TabularFlow(EstimatorConventions):
         maps continue past it), with a warning or, when `strict`, a DataError; a caller scoring many batches passes an `unseen` Counter,
         which tallies them per column in place of the warning, and warns once with
         `unseen_message`. Columns may come in any order and extra ones are ignored; `first_row`
-        offsets the row numbers in error messages when `data` is one batch of many.
+        offsets the row numbers in error messages when `data` is one batch of many. With `given`
+        columns, a row's score is log p(other columns | given ones): the log-likelihood less the
+        given columns' own, estimated by importance sampling over the others (`flowcli.condition`).
         """
         self._require_fitted()
         width = getattr(self, "n_features_in_", None)  # unknown for a loaded bundle
@@ -233,7 +236,10 @@ class TabularFlow(EstimatorConventions):
             warnings.warn(unseen_message(source, counts, self.preprocessor_), FlowcliWarning, 2)
         elif counts:
             unseen.update(counts)
-        return log_likelihood(self.preprocessor_, self._flow, table, source=source, first_row=first_row)
+        scores = log_likelihood(self.preprocessor_, self._flow, table, source=source, first_row=first_row)
+        if not given:
+            return scores
+        return scores - self.given_log_likelihood(table, given, first_row=first_row)
 
     def explain(
         self, data: Any, *, scores: np.ndarray | None = None, source: str = "data", first_row: int = 0
@@ -245,14 +251,15 @@ class TabularFlow(EstimatorConventions):
         return self.explanations(data, scores=scores, source=source, first_row=first_row)[0]
 
     def explanations(
-        self, data: Any, *, scores: np.ndarray | None = None, source: str = "data", first_row: int = 0
+        self, data: Any, *, scores: np.ndarray | None = None, source: str = "data", first_row: int = 0,
+        among: Sequence[str] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """`explain`'s columns (N,), and by how many nats each value is more surprising, given the
-        rest of its row, than its column's values typically were at fit (N,)."""
-        table = as_table(data)
+        """`explain`'s columns (N,), named among `among` (default: all), and by how many nats each value is
+        more surprising, given the rest of its row, than its column's values typically were at fit (N,)."""
+        table, columns = as_table(data), self.columns_ if among is None else list(among)
         base = self.score_samples(table, source=source, first_row=first_row) if scores is None else scores
-        each = surprises(lambda rows: self.score_samples(rows, source=source, first_row=first_row), table, self.columns_, base)
-        return explanations(each, self.columns_, self.typical_surprises_)
+        each = surprises(lambda rows: self.score_samples(rows, source=source, first_row=first_row), table, columns, base)
+        return explanations(each, columns, self.typical_surprises_)
 
     def validation_percentile(self, scores: np.ndarray) -> np.ndarray:
         """For log-likelihoods (N,), the share of validation rows at fit that were less likely, in %."""
@@ -285,35 +292,37 @@ class TabularFlow(EstimatorConventions):
         """scikit-learn's name for `mean_log_likelihood` (higher is better), e.g. for GridSearchCV."""
         return self.mean_log_likelihood(data)
 
-    def sample_batches(self, n: int, seed: int | None = None, batch_rows: int = SAMPLE_BATCH_ROWS) -> Iterator[pa.RecordBatch]:
-        """`n` synthetic rows in batches, with the original names, types and units; a seed fixes them."""
-        self._require_fitted()
-        if seed is not None and seed < 0:
-            raise DataError(f"seed {seed} is negative; give a seed of 0 or more")
-        rng = np.random.default_rng(seed)
+    def sample_batches(
+        self, n: int, seed: int | None = None, batch_rows: int = SAMPLE_BATCH_ROWS, *, given: dict | None = None,
+    ) -> Iterator[pa.RecordBatch]:
+        """`n` synthetic rows in batches, with the original names, types and units; a seed fixes them.
+        `given` conditions them (`flowcli.condition.conditions`): {"region": "north"} fixes a value,
+        {"region": ["north", "south"]} a set, {"age": {">=": 30, "<": 65}} a range."""
+        rng = self._rng(seed)
+        if given is not None:
+            yield from self._conditional_batches(n, given, rng)
+            return
         for start in range(0, n, batch_rows):
             yield self.preprocessor_.decode(draw_features(self._flow, self.preprocessor_, rng, min(batch_rows, n - start)), rng)
 
     def sample(
         self, n: int | None = None, seed: int | None = None, *,
-        n_samples: int | None = None, random_state: int | None = None,
+        n_samples: int | None = None, random_state: int | None = None, given: Any = None,
     ) -> pd.DataFrame:
         """`n` synthetic rows as a DataFrame with the original column names, types and units.
 
         `n_samples` and `random_state` are scikit-learn's names for `n` (default 1) and `seed` (an
         int or None). Integer and boolean columns come as pandas' nullable dtypes (Int64, boolean),
-        which hold missing values without turning into floats.
+        which hold missing values without turning into floats. `given` is a dict of conditions
+        (`sample_batches`), or a table whose rows each give one output row (`sample_given`).
         """
-        import pandas as pd
-
-        n = one_of(n, n_samples, "n", "n_samples", default=1)
+        n = one_of(n, n_samples, "n", "n_samples", default=1)  # ignored with a table of conditions
         seed = one_of(seed, random_state, "seed", "random_state", default=None)
-
-        nullable = {pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(),
-                    pa.int64(): pd.Int64Dtype(), pa.uint8(): pd.UInt8Dtype(), pa.uint16(): pd.UInt16Dtype(),
-                    pa.uint32(): pd.UInt32Dtype(), pa.uint64(): pd.UInt64Dtype(), pa.bool_(): pd.BooleanDtype()}
-        table = pa.Table.from_batches(list(self.sample_batches(n, seed)), schema=self.sample_schema)
-        return table.to_pandas(types_mapper=nullable.get)
+        if given is not None and not isinstance(given, dict):
+            batches = self.sample_given([given], seed)
+        else:
+            batches = self.sample_batches(n, seed, given=given)
+        return as_frame(pa.Table.from_batches(list(batches), schema=self.sample_schema))
 
     # ----------------------------------------------------------------------------- persistence
     def save(self, path: str | Path, *, force: bool = False, inputs: tuple[str, ...] = ()) -> Path:

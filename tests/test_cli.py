@@ -32,7 +32,7 @@ from flowcli.bundle import FORMAT_VERSION
 
 MODEL_COLUMNS = ["small", "large", "plain"]  # what `bundle_path` models (conftest)
 FAST = ["--epochs", "2", "--layers", "2", "--hidden", "8", "--device", "cpu"]
-COMMANDS = ["fit", "score", "sample", "inspect"]
+COMMANDS = ["fit", "score", "sample", "inspect", "evaluate"]
 CONSOLE_SCRIPT = Path(sys.executable).with_name("flowcli")
 # Small problems on a busy machine: one thread each, and a plain non-terminal environment.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8"}

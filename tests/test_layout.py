@@ -15,8 +15,10 @@ ALLOWED = {
     "table": {"errors", "parallel"},
     "encode": {"errors", "table"},
     "flow": {"errors", "parallel"},
-    TOP: {"errors", "parallel", "table", "encode", "flow", "__init__"},
-    "cli": {"errors", "parallel", "table", "encode", "flow", TOP, "__init__"},
+    "condition": {"errors", "parallel", "table", "encode", "flow"},
+    TOP: {"errors", "parallel", "table", "encode", "flow", "condition", "__init__"},
+    "evaluate": {"errors", "parallel", "table", "encode", "flow", "condition", TOP},
+    "cli": {"errors", "parallel", "table", "encode", "flow", "condition", TOP, "evaluate", "__init__"},
 }
 
 

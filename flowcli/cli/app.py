@@ -1,4 +1,4 @@
-"""The `flowcli` command: four thin Typer commands over `flowcli.files`.
+"""The `flowcli` command: thin Typer commands over `flowcli.files` and `flowcli.evaluate`.
 
 Only this module knows about typer and exit codes: 0 success, 1 a FlowcliError (one
 `error:` line on stderr), 2 a usage error. Heavy imports (numpy, pyarrow, torch) happen
@@ -179,6 +179,7 @@ def score(
     top: Annotated[Optional[int], typer.Option(min=1, help="Keep only the K least likely rows, least likely first.", rich_help_panel="Anomalies")] = None,
     explain: Annotated[bool, typer.Option("--explain", help="Add the column whose value the rest of the row makes most surprising, and by how many nats beyond its usual (one more pass per column).", rich_help_panel="Anomalies")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Fail on a category never seen at fit (else it scores -inf) or a number or date outside the range seen at fit (else it scores past the range's edge), naming the column.")] = False,
+    given: Annotated[Optional[str], typer.Option("--given", metavar="COLS", help="Score each row given these comma-separated columns: log p(the other columns | these), by importance sampling over the others (--percentile then ranks among rows the model samples).", show_default=False)] = None,
     delimiter: Delimiter = None,
     no_header: NoHeader = False,
     decimal: Decimal = None,
@@ -197,12 +198,13 @@ def score(
 
     if dask is not None:
         _score_on_dask(model, data, output, dask, format=format and format.value, top=top, force=force, quiet=quiet,
-                       with_input=with_input, percentile=percentile, threshold=threshold, explain=explain, strict=strict)
+                       with_input=with_input, percentile=percentile, threshold=threshold, explain=explain, strict=strict,
+                       given=given)
         return
     with user_errors(), warnings_to_stderr(quiet=quiet), row_progress("score", None, quiet=quiet) as on_rows:
         score_file(model, data, output, format=format and format.value, with_input=with_input, percentile=percentile,
-                   threshold=threshold, top=top, explain=explain, strict=strict, force=force, on_rows=on_rows,
-                   csv=_csv_options(delimiter, no_header, decimal, encoding))
+                   threshold=threshold, top=top, explain=explain, strict=strict, given=_names(given), force=force,
+                   on_rows=on_rows, csv=_csv_options(delimiter, no_header, decimal, encoding))
 
 
 def _score_on_dask(model: Path, data: str, output: str, scheduler: str, *, top: int | None, quiet: bool,
@@ -214,6 +216,8 @@ def _score_on_dask(model: Path, data: str, output: str, scheduler: str, *, top: 
         raise typer.BadParameter("--dask reads Parquet files the workers can open, not stdin", param_hint="'--dask'")
     if top is not None:
         raise typer.BadParameter("--top needs every row in one place; use --threshold with --dask", param_hint="'--top'")
+    if options.pop("given"):
+        raise typer.BadParameter("--given does not run on Dask yet; score without --dask", param_hint="'--given'")
     from flowcli.cli.console import print_note, warnings_to_stderr
 
     with user_errors(), warnings_to_stderr(quiet=quiet):
@@ -226,21 +230,32 @@ def _score_on_dask(model: Path, data: str, output: str, scheduler: str, *, top: 
 @app.command()
 def sample(
     model: BundleArgument,
-    num_samples: Annotated[int, typer.Option("-n", "--num-samples", min=1, help="How many rows to write.", show_default=False)],
+    num_samples: Annotated[Optional[int], typer.Option("-n", "--num-samples", min=1, help="How many rows to write (not with --given-file).", show_default=False)] = None,
     output: Annotated[str, typer.Option("-o", "--output", help="CSV or Parquet by suffix; '-' writes CSV to stdout.")] = "-",
     seed: Annotated[Optional[int], typer.Option(min=0, help="The same seed gives the same rows [default: random].")] = None,
+    given: Annotated[Optional[list[str]], typer.Option("--given", help="A condition every row meets: col=value, col=a|b (categories), col>=v, col<v (repeat the option for more).", rich_help_panel="Conditions", show_default=False)] = None,
+    given_file: Annotated[Optional[str], typer.Option("--given-file", help="CSV or Parquet of conditions: one output row per row, keeping its values; a blank cell leaves that column free.", rich_help_panel="Conditions", show_default=False)] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="With conditions, report the effective sample size behind the rows on stderr.")] = False,
     force: Force = False,
     quiet: Quiet = False,
 ) -> None:
     """Write synthetic rows with the original column names, in the original units.
 
-    Example: flowcli sample data.flow -n 10000 -o synth.parquet
+    Example: flowcli sample data.flow -n 10000 -o synth.parquet --given region=north
     """
-    from flowcli.cli.console import row_progress
+    if (num_samples is None) == (given_file is None):
+        raise typer.BadParameter("give -n for the number of rows, or --given-file for one row per row of a table (not both)", param_hint="'-n'")
+    if given and given_file is not None:
+        raise typer.BadParameter("--given and --given-file do not combine; put the shared conditions in the file", param_hint="'--given'")
+    from flowcli.cli.console import print_note, row_progress, warnings_to_stderr
+    from flowcli.condition.conditions import parse_expressions
     from flowcli.files import sample_file
 
-    with user_errors(), row_progress("sample", num_samples, quiet=quiet) as on_rows:
-        sample_file(model, num_samples, output, seed=seed, force=force, on_rows=on_rows)
+    with user_errors(), warnings_to_stderr(quiet=quiet), row_progress("sample", num_samples, quiet=quiet) as on_rows:
+        fitted = sample_file(model, num_samples, output, seed=seed, given=parse_expressions(given) if given else None,
+                             given_file=given_file, force=force, on_rows=on_rows)
+    if verbose and (given or given_file is not None):
+        print_note(fitted.effort_.describe(), quiet=quiet)
 
 
 @app.command()
@@ -269,6 +284,45 @@ def inspect(
 
             plot_diagnostics(loaded, plot, real=read_table(data) if data is not None else None, force=force)
     sys.stdout.write(json.dumps(description, indent=2) + "\n" if as_json else render_report(description, str(model)))
+
+
+@app.command()
+def evaluate(
+    model: BundleArgument,
+    train: Annotated[str, typer.Option("--train", help="The rows the model was fitted on (CSV or Parquet).", show_default=False)],
+    holdout: Annotated[str, typer.Option("--holdout", help="Real rows of the same kind the model never saw.", show_default=False)],
+    synthetic: Annotated[Optional[str], typer.Option("--synthetic", help="Synthetic rows to judge [default: sampled from the model].", show_default=False)] = None,
+    num_samples: Annotated[Optional[int], typer.Option("-n", "--num-samples", min=1, help="Rows to sample when there is no --synthetic [default: as many as --train has].", show_default=False)] = None,
+    seed: Annotated[int, typer.Option(min=0, help="Seed for the sampled rows and the detection classifier.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the report.")] = False,
+    html: Annotated[Optional[Path], typer.Option("--html", help="Also write the report, with its plots, as one HTML file. Needs: pip install 'flowcli\\[plot]'.", show_default=False)] = None,
+    max_membership_auc: Annotated[Optional[float], typer.Option(min=0, max=1, help="Fail when the likelihood tells training rows from holdout rows better than this ROC AUC.", rich_help_panel="Gates", show_default=False)] = None,
+    min_quality: Annotated[Optional[float], typer.Option(min=0, max=1, help="Fail when the quality score is lower.", rich_help_panel="Gates", show_default=False)] = None,
+    max_detection_auc: Annotated[Optional[float], typer.Option(min=0, max=1, help="Fail when a classifier tells holdout from synthetic rows better than this ROC AUC.", rich_help_panel="Gates", show_default=False)] = None,
+    max_exact_copies: Annotated[Optional[float], typer.Option(min=0, max=1, help="Fail when a larger share of synthetic rows are copies of training rows.", rich_help_panel="Gates", show_default=False)] = None,
+    force: Force = False,
+    quiet: Quiet = False,
+) -> None:
+    """Report how faithful and how private a model and its synthetic rows are.
+
+    Likelihood (membership AUC), privacy (exact copies, distance to the closest training
+    record) and fidelity (SDMetrics' quality score, a detection AUC). A failed gate exits 1
+    after the report is written. Example: flowcli evaluate data.flow --train train.csv --holdout test.csv
+    """
+    from flowcli.cli.console import warnings_to_stderr
+    from flowcli.cli.report import render_evaluation
+    from flowcli.evaluate import Gates, evaluate_files
+
+    with user_errors(), warnings_to_stderr(quiet=quiet):
+        gates = Gates(max_membership_auc, min_quality, max_detection_auc, max_exact_copies)
+        report = evaluate_files(model, train, holdout, synthetic, n=num_samples, seed=seed, html=html, force=force).report
+        sys.stdout.write(json.dumps(report, indent=2) + "\n" if as_json else render_evaluation(report, str(model)))
+        sys.stdout.flush()
+        failed = gates.failures(report)
+        if failed:
+            from flowcli.errors import FlowcliError
+
+            raise FlowcliError("; ".join(failed))
 
 
 def _csv_options(delimiter: str | None, no_header: bool, decimal: str | None, encoding: str | None):

@@ -1,4 +1,4 @@
-"""The readable `inspect` report, rendered from `TabularFlow.describe()` to fit 80 columns."""
+"""The readable `inspect` and `evaluate` reports, rendered from their JSON to fit 80 columns."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from flowcli.flow import registry
 from flowcli.table.dialect import Dialect
 
 WIDTH = 80
+PAIRS_SHOWN = 10  # associated column pairs the evaluate report lists
 
 
 def render_report(description: dict, bundle: str) -> str:
     """The report as plain text (no colour codes), ready for stdout."""
     versions, training, architecture = description["versions"], description["training"], description["architecture"]
-    buffer = StringIO()
-    console = Console(file=buffer, width=WIDTH, no_color=True, highlight=False, emoji=False, markup=False)
+    console = _console()
 
     console.print(f"flowcli bundle {bundle}")
     console.print(_fields({
@@ -58,7 +58,17 @@ def render_report(description: dict, bundle: str) -> str:
         "settings": f"seed {training['seed']}, batch size {training['batch_size']}, lr {training['lr']:g}",
         **({"recoveries": f"{training['recoveries']} (non-finite loss, retried at a lower lr)"} if training["recoveries"] else {}),
     }))
-    return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines()) + "\n"
+    return _text(console)
+
+
+def _console() -> Console:
+    """A plain-text console (no colour codes, no markup) that prints into a buffer."""
+    return Console(file=StringIO(), width=WIDTH, no_color=True, highlight=False, emoji=False, markup=False)
+
+
+def _text(console: Console) -> str:
+    """What `console` printed, without trailing spaces."""
+    return "\n".join(line.rstrip() for line in console.file.getvalue().splitlines()) + "\n"
 
 
 def _sample(sample: dict) -> str:
@@ -124,3 +134,69 @@ def _flow_line(architecture: dict) -> str:
     if architecture.get("mixing", False):
         step = f"(linear mixing + {step})"
     return f"RealNVP: {architecture['layers']} × {step}, " + registry.base(architecture.get("base", "normal")).describe(architecture)
+
+
+def render_evaluation(report: dict, bundle: str) -> str:
+    """The readable `evaluate` report (`flowcli.evaluate.report`), as plain text for stdout."""
+    likelihood, privacy, fidelity = report["likelihood"], report["privacy"], report["fidelity"]
+    rows = report["rows"]
+    console = _console()
+    console.print(f"flowcli evaluate {bundle}")
+    console.print(_fields({
+        "rows": f"{rows['train']:,} train, {rows['holdout']:,} holdout, {rows['synthetic']:,} synthetic",
+        "synthetic": report["synthetic"],
+        "time": f"{report['seconds']} s",
+    }))
+    console.print("\nLikelihood (nats per row)")
+    console.print(_fields({
+        "train NLL": _figure(likelihood["train_nll"]),
+        "holdout NLL": _figure(likelihood["holdout_nll"]),
+        "membership AUC": f"{_figure(likelihood['membership_auc'], 3)} (0.5: training rows score like unseen rows)",
+    }))
+    console.print("\nPrivacy of the synthetic rows")
+    near = next(key for key in privacy if key.startswith("dcr_holdout_p"))
+    console.print(_fields({
+        "exact copies": f"{_share(privacy['exact_copy_share'])} of synthetic rows equal a training row "
+                        f"(holdout rows: {_share(privacy['holdout_copy_share'])})",
+        "closest record": f"median distance {_figure(privacy['dcr_synthetic_median'], 3)} for synthetic rows, "
+                          f"{_figure(privacy['dcr_holdout_median'], 3)} for holdout rows",
+        "near records": f"{_share(privacy['closer_than_holdout_share'])} of synthetic rows lie closer than "
+                        f"{near[len('dcr_holdout_p'):]}% of holdout rows do ({_figure(privacy[near], 3)})",
+    }))
+    console.print("\nFidelity")
+    console.print(_fields({
+        "quality": f"{_figure(fidelity['quality'], 3)} (column shapes {_figure(fidelity['column_shapes'], 3)}, "
+                   f"pair trends {_figure(fidelity['column_pair_trends'], 3)})",
+        "detection AUC": f"{_figure(fidelity['detection_auc'], 3)} (0.5: holdout and synthetic rows "
+                         f"indistinguishable; {fidelity['detection_classifier']})",
+    }))
+    console.print("\nColumns, worst first")
+    columns = Table(box=None, pad_edge=False, padding=(0, 2, 0, 2), show_edge=False)
+    for heading in ("column", "metric", "score"):
+        columns.add_column(heading, overflow="fold")
+    for entry in sorted(fidelity["columns"], key=lambda entry: _sort_score(entry["score"])):
+        columns.add_row(entry["column"], entry["metric"], _figure(entry["score"], 3))
+    console.print(columns)
+    counted = sorted((pair for pair in fidelity["pairs"] if pair["counts"]), key=lambda pair: _sort_score(pair["score"]))
+    if counted:
+        console.print(f"\nAssociated pairs, worst first ({len(counted)} of {len(fidelity['pairs'])} pairs count)")
+        pairs = Table(box=None, pad_edge=False, padding=(0, 2, 0, 2), show_edge=False)
+        for heading in ("columns", "metric", "score", "real", "synthetic"):
+            pairs.add_column(heading, overflow="fold")
+        for pair in counted[:PAIRS_SHOWN]:
+            pairs.add_row(" × ".join(pair["columns"]), pair["metric"], _figure(pair["score"], 3),
+                          _figure(pair["real"], 3), _figure(pair["synthetic"], 3))
+        console.print(pairs)
+    return _text(console)
+
+
+def _figure(value: float | None, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _sort_score(score: float | None) -> float:
+    return -1.0 if score is None else score

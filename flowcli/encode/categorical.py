@@ -62,7 +62,7 @@ class CategoricalColumn:
         """The index of the "other" level, or None when nothing was folded."""
         return len(self.levels) if self.rare else None
 
-    def _index(self, values: pa.ChunkedArray | pa.Array, source: str) -> np.ndarray:
+    def level_index(self, values: pa.ChunkedArray | pa.Array, source: str) -> np.ndarray:
         """Level index per row: −1 for an unseen value, −2 for a missing value with no level."""
         values = plain_values(values)
         level_type = arrow_type(self.dtype)
@@ -82,7 +82,7 @@ class CategoricalColumn:
         return index
 
     def encode(self, values: pa.ChunkedArray | pa.Array, noise: np.ndarray, source: str, first_row: int):
-        index = self._index(values, source)
+        index = self.level_index(values, source)
         missing = index == -2
         g, log_weight = Levels(np.asarray(self.probabilities)).encode(np.where(missing, 0, index), noise[:, 0])
         if self._other is not None:
@@ -92,7 +92,7 @@ class CategoricalColumn:
 
     def unseen(self, values: pa.ChunkedArray | pa.Array, source: str) -> int:
         """How many values were never seen at fit, and so have probability zero."""
-        return int((self._index(values, source) == -1).sum())
+        return int((self.level_index(values, source) == -1).sum())
 
     def decode(self, u: np.ndarray, rng: np.random.Generator) -> pa.Array:
         index = Levels(np.asarray(self.probabilities)).decode(u[:, 0])

@@ -195,6 +195,14 @@ class NumericColumn:
         missing = self._missing(u)
         return inside if missing is None else inside | missing
 
+    def scaled(self, x: np.ndarray) -> np.ndarray:
+        """Values x (N,) in the column's units (days from `origin` for datetimes) on the scale the
+        flow sees them, without dequantization noise: the map, then standardization. NaN stays
+        NaN, and so does a value outside the support of a bundle before format 7."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = forward_transform(self.transform, x, self.knees)[0] / self.std - self.mean / self.std
+        return np.where(np.isfinite(t), t, np.nan)
+
     def _values(self, u: np.ndarray) -> np.ndarray:
         """The values (N,) from the value feature u[:, 0], floored or rounded as at fit, not yet
         kept to the range seen at fit."""

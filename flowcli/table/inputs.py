@@ -1,13 +1,17 @@
-"""What users pass to `TabularFlow`: a DataFrame, a pyarrow Table or RecordBatch, or a 2-D array."""
+"""What users pass to `TabularFlow` (a DataFrame, a pyarrow Table or RecordBatch, or a 2-D
+array) and the DataFrames it gives back."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
 from flowcli.errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def as_table(data: Any) -> pa.Table:
@@ -45,3 +49,14 @@ def feature_names(data: Any, names: list[str]) -> np.ndarray | None:
     if hasattr(data, "dtypes") and not all(isinstance(label, str) for label in data.columns):
         return None
     return np.asarray(names, dtype=object)
+
+
+def as_frame(table: pa.Table) -> pd.DataFrame:
+    """`table` as a DataFrame whose integer and boolean columns are pandas' nullable dtypes
+    (Int64, boolean), which hold missing values without turning into floats."""
+    import pandas as pd
+
+    nullable = {pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(),
+                pa.int64(): pd.Int64Dtype(), pa.uint8(): pd.UInt8Dtype(), pa.uint16(): pd.UInt16Dtype(),
+                pa.uint32(): pd.UInt32Dtype(), pa.uint64(): pd.UInt64Dtype(), pa.bool_(): pd.BooleanDtype()}
+    return table.to_pandas(types_mapper=nullable.get)

@@ -1,0 +1,64 @@
+"""The conditional half of `TabularFlow`: sample or score some columns given the others.
+
+A mixin over the fitted model's flow (`_flow`), encoders (`preprocessor_`) and the columns
+left out at fit (`left_out_`); `model` keeps the joint half.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from flowcli.condition.conditions import fixed_values, given_columns, given_rows, resolve
+from flowcli.condition.draw import Effort, log_marginal, sample_rows
+from flowcli.condition.importance import Conditioner
+from flowcli.errors import DataError
+from flowcli.table.inputs import as_table
+
+
+class Conditionals:
+    """Conditional sampling and scoring for a fitted `TabularFlow`."""
+
+    def sample_given(self, given: Iterable[Any], seed: int | None = None, *, source: str = "given") -> Iterator[pa.RecordBatch]:
+        """One row for each row of each table in `given` (say, the batches of a `--given-file`),
+        in order: a row keeps its given values and draws its other columns, and its blank given
+        cells, from the model's conditional. `effort_` gathers the effective sample sizes."""
+        rng = self._rng(seed)
+        for part in given:
+            rows = given_rows(as_table(part), self.preprocessor_, source)
+            yield from sample_rows(self._conditioner(), rows, [], rows.num_rows, rng, self.effort_)
+
+    @property
+    def effort_(self) -> Effort:
+        """What conditional sampling and scoring have cost so far: candidates and effective sample sizes."""
+        if getattr(self, "_effort", None) is None:
+            self._effort = Effort()
+        return self._effort
+
+    def _conditional_batches(self, n: int, given: dict, rng: np.random.Generator) -> Iterator[pa.RecordBatch]:
+        """`n` rows under the conditions of a `given` dict (`conditions.resolve`)."""
+        fixed, rest = fixed_values(resolve(given, self.preprocessor_, self.left_out_), self.preprocessor_)
+        yield from sample_rows(self._conditioner(), fixed, rest, n, rng, self.effort_)
+
+    def given_log_likelihood(self, data: Any, given: Iterable[str], *, first_row: int = 0) -> np.ndarray:
+        """log p(the `given` columns' values) per row of `data` (N,), in their units, the other
+        columns integrated out by importance sampling; seeded by `first_row`, so that a batch
+        scores alike however often it is scored. The joint log-likelihood less this is the
+        conditional one, `score_samples(data, given=given)`."""
+        columns = given_columns(list(given), self.preprocessor_, self.left_out_)
+        return log_marginal(self._conditioner(), as_table(data).select(columns), np.random.default_rng(first_row), self.effort_)
+
+    def _rng(self, seed: int | None) -> np.random.Generator:
+        self._require_fitted()
+        if seed is not None and seed < 0:
+            raise DataError(f"seed {seed} is negative; give a seed of 0 or more")
+        return np.random.default_rng(seed)
+
+    def _conditioner(self) -> Conditioner:
+        """The proposal for conditionals, fitted to the flow once per model."""
+        if getattr(self, "_conditioner_cache", None) is None:
+            self._conditioner_cache = Conditioner(self._flow, self.preprocessor_)
+        return self._conditioner_cache
