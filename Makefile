@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # torch first, pinned: a loose torch requirement on a bare machine pulls a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test docs bench bench-scale bench-density bench-fidelity bench-categorical bench-anomaly bench-evaluate clean
+.PHONY: install demo test docs bench bench-scale bench-density bench-fidelity bench-categorical bench-anomaly bench-evaluate bench-conditional clean
 
 install: $(STAMP)
 
@@ -44,7 +44,7 @@ docs: $(DOCS_STAMP)
 BENCH_BIN := .venv-bench/bin
 BENCH_STAMP := .venv-bench/.installed
 
-bench: install bench-scale bench-density bench-fidelity bench-categorical bench-anomaly bench-evaluate
+bench: install bench-scale bench-density bench-fidelity bench-categorical bench-anomaly bench-evaluate bench-conditional
 	$(BIN)/python bench/foundation.py
 
 bench-scale: install
@@ -74,6 +74,9 @@ bench-anomaly: $(BENCH_STAMP)
 
 bench-evaluate: $(BENCH_STAMP)
 	$(BENCH_BIN)/python bench/evaluate.py
+
+bench-conditional: $(BENCH_STAMP)
+	$(BENCH_BIN)/python bench/conditional.py
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache site

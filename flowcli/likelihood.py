@@ -6,6 +6,8 @@ weighted estimate); tables of continuous columns with nothing missing are scored
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pyarrow as pa
 
@@ -13,13 +15,39 @@ from flowcli.encode.preprocess import Preprocessor
 from flowcli.flow.mixture import logsumexp
 from flowcli.flow.numpy_flow import NumpyRealNVP
 from flowcli.parallel.threads import map_rows
+from flowcli.table.values import arrow_type
 
 
 def log_likelihood(
-    preprocessor: Preprocessor, flow: NumpyRealNVP, table: pa.Table | pa.RecordBatch, *, source: str, first_row: int = 0
+    preprocessor: Preprocessor, flow: NumpyRealNVP, table: pa.Table | pa.RecordBatch, *, source: str, first_row: int = 0,
+    without_gaps: tuple[str, ...] = (),
 ) -> np.ndarray:
     """log p per row (N,), in nats, computed in chunks of rows on every core; `first_row`
-    offsets the row numbers in error messages."""
+    offsets the row numbers in error messages. A whole number in the gaps of a column of integer
+    levels (`CategoricalColumn.with_gaps`) scores its share of them times the other columns'
+    likelihood, the column summed out over its levels; other rows keep the levels' 1 − share.
+    `without_gaps` names columns scored as the flow has them, without that mixture."""
+    scores = _flow_log_likelihood(preprocessor, flow, table, source=source, first_row=first_row)
+    for column in preprocessor.columns:
+        if not getattr(column, "gaps", 0) or column.name in without_gaps:
+            continue
+        gap = column.gap_rows(table.column(column.name), source)
+        scores = scores + math.log1p(-column.gap_share)
+        if gap.any():
+            rows = table.filter(pa.array(gap))
+            index = rows.schema.get_field_index(column.name)
+            levels = pa.array([level for level in column.levels if level is not None], arrow_type(column.dtype))
+            each = [log_likelihood(preprocessor, flow, rows.set_column(index, column.name, pa.repeat(level, rows.num_rows)),
+                                   source=source, first_row=first_row, without_gaps=(*without_gaps, column.name))
+                    for level in levels]
+            scores[gap] = math.log(column.gap_share / column.gaps) + logsumexp(np.stack(each), axis=0)
+    return scores
+
+
+def _flow_log_likelihood(
+    preprocessor: Preprocessor, flow: NumpyRealNVP, table: pa.Table | pa.RecordBatch, *, source: str, first_row: int
+) -> np.ndarray:
+    """log p per row (N,) under the flow and the encoders' log-weights alone."""
     exact = preprocessor.is_exact(table)
 
     def chunk(start: int, stop: int) -> np.ndarray:

@@ -134,7 +134,7 @@ class TabularFlow(Conditionals, EstimatorConventions):
             raise DataError(f"{source}: {min(counts)} rows are too few to train; give at least {MIN_ROWS}")
         table = table.select(selection.columns)
         fingerprint = training_fingerprint(table)
-        self.preprocessor_ = Preprocessor.fit(shared.select(selection.columns), selection.kinds, source=source)
+        self.preprocessor_ = Preprocessor.fit(shared.select(selection.columns), selection.kinds, source=source, declared=kinds or {})
         for column in self.preprocessor_.columns:
             if isinstance(column, CategoricalColumn) and column.levels == [column.levels[0]] and not column.rare:
                 warnings.warn(f"{source}: column {column.name!r} is constant ({column.levels[0]!r} in every row); "

@@ -546,8 +546,9 @@ def repeated_rows(words: Sequence[str], first: str = "") -> pa.Table:
 
 
 def big_csv_tables(line_breaks: bool) -> st.SearchStrategy:
-    """Tables whose CSV spans several read blocks, of text that may hold line breaks (quoted)."""
-    characters = st.characters(codec="utf-8", exclude_characters="" if line_breaks else "\n\r")
+    """Tables whose CSV spans several read blocks, of text that may hold line breaks (quoted). No
+    NUL: a NUL byte makes a file binary to flowcli, as to Python's csv module ("line contains NUL")."""
+    characters = st.characters(codec="utf-8", exclude_characters="\0" if line_breaks else "\0\n\r")
     words = st.lists(st.text(characters, min_size=1, max_size=30), min_size=1, max_size=5)
     return st.tuples(words, st.text("x", max_size=30)).map(lambda parts: repeated_rows(*parts))
 

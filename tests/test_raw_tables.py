@@ -124,19 +124,32 @@ def test_a_date_a_timestamp_and_iso_text_of_the_same_dates_give_the_same_model()
         assert np.abs(scores[name] - scores["date"]).max() < 0.3, name
 
 
-def test_a_number_with_few_values_is_categorical_unless_declared_a_number():
-    """Measured on the anomaly bench, a few values rank better as levels; --integer makes an
-    unseen rating score by its neighbours instead of −inf."""
+def test_a_number_with_few_values_is_categorical_and_its_gaps_score_finite():
+    """Measured on the anomaly bench, a few values rank better as levels; a whole number between
+    them that no row had still scores finite (its add-one share), unless declared --categorical;
+    and the model stays a distribution: every integer and x together hold probability 1."""
     rng = np.random.default_rng(0)
     rating = rng.choice([1, 2, 3, 4, 5, 6, 8, 9, 10], 1_000)  # 7 never occurs
     frame = pd.DataFrame({"rating": rating, "x": rng.normal(size=1_000) + rating / 5})
     levels = TabularFlow(epochs=2, seed=0).fit(frame)
-    assert levels.describe()["columns"][0]["kind"] == "categorical"
+    column = levels.describe()["columns"][0]
+    assert column["kind"] == "categorical" and column["gaps"] == 1 and column["gap_share"] == pytest.approx(1 / 1001)
+    seven = pd.DataFrame({"rating": [7], "x": [1.4]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FlowcliWarning)  # a gap value is not "never seen, -inf"
+        score = levels.score_samples(seven)[0]
+    assert np.isfinite(score) and score < levels.score_samples(seven.assign(rating=6))[0] - 3
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FlowcliWarning)
-        assert levels.score_samples(pd.DataFrame({"rating": [7], "x": [1.4]}))[0] == -np.inf
+        assert levels.score_samples(seven.assign(rating=11))[0] == -np.inf  # past the levels' range
+        declared = TabularFlow(epochs=2, seed=0).fit(frame, kinds={"rating": "categorical"})
+        assert declared.score_samples(seven)[0] == -np.inf
+        x = np.linspace(-8, 12, 4001)
+        mass = sum(np.exp(levels.score_samples(pd.DataFrame({"rating": np.full(len(x), k), "x": x}))).sum() * (x[1] - x[0])
+                   for k in range(1, 11))
+    assert mass == pytest.approx(1.0, abs=0.01)
     numbers = TabularFlow(epochs=10, seed=0).fit(frame, kinds={"rating": "integer"})
-    assert np.isfinite(numbers.score_samples(pd.DataFrame({"rating": [7], "x": [1.4]}))).all()
+    assert np.isfinite(numbers.score_samples(seven)).all()
 
 
 def test_a_column_that_counts_the_rows_is_left_out_unless_kept():

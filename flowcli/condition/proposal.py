@@ -11,7 +11,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import log_ndtr, ndtr, ndtri
 
 FIT_ROWS = 16_384  # flow draws the Gaussian is fitted to
 INFLATION = 1.5  # the conditional covariance is widened by this factor
@@ -65,6 +64,8 @@ def draw_truncated(mean: np.ndarray, std: float, low: np.ndarray | float, high: 
                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One draw per row of N(mean[i], std²) (N,) kept to [low, high], by its inverse CDF, and its
     log-density (N,). A window far in the tail is sampled in the side where Φ keeps precision."""
+    from scipy.special import ndtr, ndtri  # here, so that scoring and sampling without conditions never load scipy
+
     a, b = (low - mean) / std, (high - mean) / std
     flip = a > 0  # in the upper tail, work with −x, where Φ is exact
     a, b = np.where(flip, -b, a), np.where(flip, -a, b)
@@ -79,6 +80,8 @@ def draw_truncated(mean: np.ndarray, std: float, low: np.ndarray | float, high: 
 
 def _log_window(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """log(Φ(b) − Φ(a)) for a ≤ b, precise when a ≤ 0 (as `draw_truncated` arranges)."""
+    from scipy.special import log_ndtr
+
     log_b, log_a = log_ndtr(b), log_ndtr(a)
     with np.errstate(divide="ignore"):
         return log_b + np.log1p(-np.exp(np.minimum(log_a - log_b, 0.0)))

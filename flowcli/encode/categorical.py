@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
@@ -15,6 +15,7 @@ from flowcli.table.schema import MAX_LEVELS
 from flowcli.table.values import arrow_type, as_numpy, missing_mask, plain_values, type_name
 
 MAX_RARE_KEPT = 1_000  # rare values kept in the bundle to sample "other" from
+MAX_GAPS = 1_000  # whole-number levels with more unseen numbers between them get no share for them
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,9 @@ class CategoricalColumn:
     the rare ones share an "other" level (the last probability), scored as its frequency over
     the number of rare values and sampled from up to MAX_RARE_KEPT of them; then any value
     outside the kept levels scores as "other". Otherwise an unseen value has probability zero,
-    a log-likelihood of −inf.
+    a log-likelihood of −inf; except in a column of whole-number levels that was not declared
+    categorical (`with_gaps`), where a whole number inside their range scores as one of `gaps`
+    such numbers sharing `gap_share`, add-one smoothing's share, the other columns as they are.
     """
 
     name: str
@@ -35,6 +38,8 @@ class CategoricalColumn:
     probabilities: list[float]  # one per level, plus one for "other" when `rare` is not empty
     rare: list = field(default_factory=list)  # some of the values folded into "other"
     rare_count: int = 0  # how many distinct values "other" stands for
+    gaps: int = 0  # whole numbers inside the range of integer levels never seen at fit (format 8)
+    gap_share: float = 0.0  # the probability they share, evenly; the levels keep 1 − gap_share
 
     width = 1
 
@@ -56,6 +61,28 @@ class CategoricalColumn:
             shares = np.append(shares, frequencies[folded].sum() / len(values))
         return cls(name, kind, type_name(values), [levels[i] for i in kept], shares.tolist(),
                    [levels[i] for i in folded[:MAX_RARE_KEPT]], len(folded))
+
+    def with_gaps(self, rows: int) -> CategoricalColumn:
+        """This column, giving the whole numbers inside the range of its levels that were never
+        seen at fit a share of 1 / (rows + gaps) each (a 7 on a 1-10 scale that no row had);
+        unchanged unless its levels are whole numbers with gaps."""
+        numbers = [level for level in self.levels if level is not None]
+        if self.rare or self.kind != "categorical" or not all(isinstance(level, int) for level in numbers) or len(numbers) < 2:
+            return self
+        gaps = max(numbers) - min(numbers) + 1 - len(numbers)
+        if not 0 < gaps <= MAX_GAPS:
+            return self
+        return replace(self, gaps=gaps, gap_share=gaps / (rows + gaps))
+
+    def gap_rows(self, values: pa.ChunkedArray | pa.Array, source: str) -> np.ndarray:
+        """Which rows (N,) hold a whole number in one of the column's gaps."""
+        if not self.gaps:
+            return np.zeros(len(values), bool)
+        numbers = [level for level in self.levels if level is not None]
+        x = as_numpy(pc.cast(plain_values(values), pa.float64(), safe=False), missing=np.nan)
+        with np.errstate(invalid="ignore"):
+            inside = (x == np.round(x)) & (x >= min(numbers)) & (x <= max(numbers))
+        return inside & (self.level_index(values, source) == -1)
 
     @property
     def _other(self) -> int | None:
@@ -91,8 +118,9 @@ class CategoricalColumn:
         return g[:, None], log_weight
 
     def unseen(self, values: pa.ChunkedArray | pa.Array, source: str) -> int:
-        """How many values were never seen at fit, and so have probability zero."""
-        return int((self.level_index(values, source) == -1).sum())
+        """How many values were never seen at fit, and so have probability zero (a whole number in
+        the column's gaps has its share, and is not counted)."""
+        return int(np.count_nonzero((self.level_index(values, source) == -1) & ~self.gap_rows(values, source)))
 
     def decode(self, u: np.ndarray, rng: np.random.Generator) -> pa.Array:
         index = Levels(np.asarray(self.probabilities)).decode(u[:, 0])
@@ -109,12 +137,17 @@ class CategoricalColumn:
                 "probabilities": self.probabilities}
         if self.rare:
             data.update(rare=self.rare, rare_count=self.rare_count)
+        if self.gaps:
+            data.update(gaps=self.gaps, gap_share=self.gap_share)
         return data
 
     @classmethod
     def from_json(cls, data: dict) -> CategoricalColumn:
         column = cls(str(data["name"]), str(data["kind"]), str(data["dtype"]), list(data["levels"]),
-                     [float(p) for p in data["probabilities"]], list(data.get("rare", [])), int(data.get("rare_count", 0)))
+                     [float(p) for p in data["probabilities"]], list(data.get("rare", [])), int(data.get("rare_count", 0)),
+                     int(data.get("gaps", 0)), float(data.get("gap_share", 0.0)))
+        if column.gaps < 0 or not 0 <= column.gap_share < 1 or bool(column.gaps) != bool(column.gap_share):
+            raise ValueError(f"column {column.name!r} has an invalid share for its gaps")
         p = np.asarray(column.probabilities)
         if len(p) != len(column.levels) + bool(column.rare) or not len(p) or np.any(p <= 0) or abs(p.sum() - 1) > 1e-6:
             raise ValueError(f"column {column.name!r} has invalid level probabilities")

@@ -7,7 +7,7 @@ names and types. `noise_points` gives the deterministic noise that scoring avera
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,9 +28,13 @@ class Preprocessor:
     columns: tuple[NumericColumn | CategoricalColumn, ...]
 
     @classmethod
-    def fit(cls, table: pa.Table, kinds: dict[str, str], *, source: str) -> Preprocessor:
-        """Learn each column's encoder from the rows of `table`; `kinds` maps name → kind, in order."""
-        return cls(tuple(fit_encoder(table.column(name), name, kind, source) for name, kind in kinds.items()))
+    def fit(cls, table: pa.Table, kinds: dict[str, str], *, source: str, declared: Collection[str] = ()) -> Preprocessor:
+        """Learn each column's encoder from the rows of `table`; `kinds` maps name → kind, in order.
+        A category column of whole numbers whose kind the user has not `declared` scores the
+        whole numbers between its levels too (`CategoricalColumn.with_gaps`)."""
+        columns = [fit_encoder(table.column(name), name, kind, source) for name, kind in kinds.items()]
+        return cls(tuple(column.with_gaps(table.num_rows) if isinstance(column, CategoricalColumn) and column.name not in declared
+                         else column for column in columns))
 
     @property
     def auxiliary(self) -> int:
