@@ -98,9 +98,13 @@ def own_rows(mixed_model):
     return mixed_model.sample(300_000, seed=1)
 
 
-def test_a_rare_category_draws_the_models_conditional(mixed_model, own_rows):
-    """Group R is 1 % of the rows: every conditional row meets it, nothing is rejected, and the
-    rows follow the model's conditional (what the model has learned of R's 200 rows)."""
+@pytest.mark.parametrize("method", ["exact", "importance"])
+def test_a_rare_category_draws_the_models_conditional(mixed_model, own_rows, method, monkeypatch):
+    """Group R is 1 % of the rows: every conditional row meets it and the rows follow the model's
+    conditional (what the model has learned of R's 200 rows), whether drawn exactly (the model's
+    own rows that meet it) or by importance resampling (what conditions rarer than 0.2 % get)."""
+    if method == "importance":
+        monkeypatch.setattr("flowcli.condition.conditionals.MIN_ACCEPTANCE", 1.0)
     rows = mixed_model.sample(2000, seed=0, given={"group": "R"})
     own = own_rows[own_rows["group"] == "R"]
     assert (rows["group"] == "R").all() and len(own) > 2000
@@ -146,13 +150,14 @@ def test_cli_sample_given_writes_rows_that_meet_it(mixed_files):
     assert_ok(result, stderr_empty=False)
     rows = pd.read_csv(io.BytesIO(result.stdout))
     assert len(rows) == 50 and (rows["group"] == "R").all() and (rows["x"] >= 7).all()
-    assert "effective sample size" in result.stderr
+    assert "exact draws" in result.stderr  # 0.4 % of the model's rows meet it: kept from its own draws
 
 
 def test_cli_given_file_streams_one_row_per_row(mixed_files):
     (mixed_files / "given.csv").write_text("group,x\nR,\n,2.5\nB,3\n")
-    result = run("sample", mixed_files / "mixed.flow", "--given-file", mixed_files / "given.csv", "--seed", "0")
-    assert_ok(result)
+    result = run("sample", mixed_files / "mixed.flow", "--given-file", mixed_files / "given.csv", "--seed", "0", "-v")
+    assert_ok(result, stderr_empty=False)
+    assert "effective sample size" in result.stderr
     header, rows = read_csv_output(result.stdout)
     assert header == ["group", "x", "y"] and len(rows) == 3
     assert rows[0][0] == "R" and rows[1][1] == "2.5" and rows[2][:2] == ["B", "3"]

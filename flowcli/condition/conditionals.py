@@ -12,11 +12,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from flowcli.condition.conditions import fixed_values, given_columns, given_rows, resolve
-from flowcli.condition.draw import Effort, log_marginal, sample_rows
+from flowcli.condition.conditions import admitted, fixed_values, given_columns, given_rows, resolve
+from flowcli.condition.draw import BATCH_ROWS, Effort, log_marginal, sample_rows
 from flowcli.condition.importance import Conditioner
 from flowcli.errors import DataError
 from flowcli.table.inputs import as_table
+
+REJECTION_TRIAL = 20_000  # rows first drawn to measure how often the model meets a condition
+MIN_ACCEPTANCE = 0.002  # below this share, importance resampling: rejection would draw 500+ rows per row
+MAX_DRAW = 2_000_000  # rows drawn at once for rejection
 
 
 class Conditionals:
@@ -39,9 +43,39 @@ class Conditionals:
         return self._effort
 
     def _conditional_batches(self, n: int, given: dict, rng: np.random.Generator) -> Iterator[pa.RecordBatch]:
-        """`n` rows under the conditions of a `given` dict (`conditions.resolve`)."""
+        """`n` rows under the conditions of a `given` dict (`conditions.resolve`). Conditions of
+        positive probability (categories, ranges) that the model meets often enough are drawn
+        exactly, by keeping the model's own rows that meet them; a value fixed on a continuous
+        column, or a rarer condition, by importance resampling."""
         fixed, rest = fixed_values(resolve(given, self.preprocessor_, self.left_out_), self.preprocessor_)
+        if fixed is None:
+            trial = self._kept_rows(rest, REJECTION_TRIAL, rng)
+            rate = trial.num_rows / REJECTION_TRIAL
+            if rate >= MIN_ACCEPTANCE:
+                self.effort_.rejection(REJECTION_TRIAL, trial.num_rows)
+                yield from self._rejection_batches(rest, n, trial, rate, rng)
+                return
         yield from sample_rows(self._conditioner(), fixed, rest, n, rng, self.effort_)
+
+    def _kept_rows(self, conditions: list, rows: int, rng: np.random.Generator) -> pa.Table:
+        """Those of `rows` rows the model samples that meet `conditions`, in the order drawn."""
+        drawn = pa.Table.from_batches(list(self.sample_batches(rows, int(rng.integers(2**63)))), schema=self.sample_schema)
+        return drawn.filter(pa.array(admitted(drawn, conditions, self.preprocessor_)))
+
+    def _rejection_batches(self, conditions: list, n: int, kept: pa.Table, rate: float,
+                           rng: np.random.Generator) -> Iterator[pa.RecordBatch]:
+        """`n` rows meeting `conditions`: those already `kept`, then batches of draws sized by the
+        acceptance `rate`, so that memory holds about BATCH_ROWS accepted rows at a time."""
+        written = 0
+        while written < n:
+            if kept.num_rows == 0:
+                rows = int(min(MAX_DRAW, max(REJECTION_TRIAL, 1.2 * min(n - written, BATCH_ROWS) / rate)))
+                kept = self._kept_rows(conditions, rows, rng)
+                self.effort_.rejection(rows, kept.num_rows)
+            part = kept.slice(0, n - written)
+            kept = kept.slice(part.num_rows)
+            written += part.num_rows
+            yield from part.to_batches()
 
     def given_log_likelihood(self, data: Any, given: Iterable[str], *, first_row: int = 0) -> np.ndarray:
         """log p(the `given` columns' values) per row of `data` (N,), in their units, the other

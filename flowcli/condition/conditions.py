@@ -106,7 +106,7 @@ def _levels(condition: Condition, column: CategoricalColumn, wanted: Any) -> Non
 def _level(column: CategoricalColumn, value: Any) -> int:
     """The index of the level `value` names (a value of the level's type, or its text)."""
     for k, level in enumerate(column.levels):
-        if level is not None and (level == value if not isinstance(value, str) else _as_text(level) == value.strip()):
+        if _matches(level, value):
             return k
     raise DataError(f"--given: column {column.name!r} had no category {value!r} at fit; "
                     f"its categories are {_listed(column.levels)}")
@@ -143,9 +143,9 @@ def _bounds(condition: Condition, name: str, bounds: dict, units) -> None:
         if operator not in BOUNDS:
             raise DataError(f"--given: {operator!r} on column {name!r} is not a bound; use >=, >, <= or <")
         x = units(value)
-        if operator.startswith(">") and x >= condition.low:
-            condition.low, condition.low_closed = x, operator == ">="
-        elif operator.startswith("<") and x <= condition.high:
+        if operator.startswith(">") and (x > condition.low or (x == condition.low and operator == ">")):
+            condition.low, condition.low_closed = x, operator == ">="  # the bounds intersect: the stricter holds
+        elif operator.startswith("<") and (x < condition.high or (x == condition.high and operator == "<")):
             condition.high, condition.high_closed = x, operator == "<="
     if condition.low > condition.high or (condition.low == condition.high and not (condition.low_closed and condition.high_closed)):
         raise DataError(f"--given: the range {_range_text(condition)} on column {name!r} is empty")
@@ -161,8 +161,20 @@ def _number(name: str, value: Any) -> float:
     return x
 
 
-def _as_text(level: Any) -> str:
-    return str(level).lower() if isinstance(level, bool) else str(level)
+def _matches(level: Any, value: Any) -> bool:
+    """Whether `value`, or its text as typed after --given, names `level`: true/false in any
+    case for booleans, 3 or 3.0 for a number."""
+    if level is None or not isinstance(value, str):
+        return level is not None and level == value
+    text = value.strip()
+    if isinstance(level, bool):
+        return text.lower() == str(level).lower()
+    if isinstance(level, (int, float)):
+        try:
+            return float(text) == level
+        except ValueError:
+            return False
+    return str(level) == text
 
 
 def _range_text(condition: Condition) -> str:
@@ -218,3 +230,19 @@ def _require_column(name: str, preprocessor: Preprocessor, left_out: dict[str, s
     if name not in preprocessor.names:
         why = f"it was left out at fit ({left_out[name]})" if name in left_out else f"the model's columns are {_listed(preprocessor.names)}"
         raise DataError(f"--given: no column {name!r} in the model; {why}")
+
+
+def admitted(batch: pa.RecordBatch | pa.Table, conditions: list[Condition], preprocessor: Preprocessor) -> np.ndarray:
+    """Which rows (N,) of decoded rows meet every condition (sets of categories and ranges)."""
+    keep = np.ones(batch.num_rows, bool)
+    for condition in conditions:
+        column = preprocessor.columns[condition.index]
+        values = batch.column(column.name)
+        if isinstance(column, CategoricalColumn):
+            keep &= np.isin(column.level_index(values, "sample"), condition.levels)
+        else:
+            x = numeric_values(values, column.kind, name=column.name, source="sample", origin=column.origin,
+                               output_type=column.output_type)
+            with np.errstate(invalid="ignore"):
+                keep &= condition.admits(x)
+    return keep

@@ -34,26 +34,35 @@ class Effort:
     candidates: list[int] = field(default_factory=list)
     effective: list[float] = field(default_factory=list)
     pilot: int = 0  # candidates drawn to place the proposal
+    drawn: int = 0  # rows the model sampled whole, for conditions met by keeping those that meet them
+    accepted: int = 0
     warned: bool = False  # the warning on rows that rest on few candidates is given once
+
+    def rejection(self, drawn: int, accepted: int) -> None:
+        self.drawn += drawn
+        self.accepted += accepted
 
     def add(self, weighted: Weighted) -> None:
         self.candidates += [weighted.log_w.shape[1]] * len(weighted.log_w)
         self.effective += weighted.effective_size().tolist()
 
     def to_json(self) -> dict:
+        exact = {"exact": {"drawn": self.drawn, "met_condition": self.accepted}} if self.drawn else {}
         if not self.effective:
-            return {"rows": 0}
+            return {"rows": 0, **exact}
         effective = np.asarray(self.effective)
-        return {"rows": len(effective), "candidates": int(np.sum(self.candidates)) + self.pilot,
+        return {**exact, "rows": len(effective), "candidates": int(np.sum(self.candidates)) + self.pilot,
                 "effective_sample_size": {"median": float(np.median(effective)), "min": float(effective.min()),
                                           "p5": float(np.percentile(effective, 5))}}
 
     def describe(self) -> str:
         figures = self.to_json()
+        exact = (f"exact draws: {self.accepted:,} of {self.drawn:,} rows the model sampled met the conditions "
+                 f"({self.accepted / self.drawn:.2%})" if self.drawn else "")
         if not figures["rows"]:
-            return "no conditional rows"
+            return exact or "no conditional rows"
         size = figures["effective_sample_size"]
-        return (f"{figures['rows']:,} conditional rows from {figures['candidates']:,} weighted candidates; "
+        return (f"{exact}; " if exact else "") + (f"{figures['rows']:,} conditional rows from {figures['candidates']:,} weighted candidates; "
                 f"effective sample size per row: median {size['median']:.1f}, 5th percentile {size['p5']:.1f}, "
                 f"lowest {size['min']:.1f} (of {CANDIDATES} to {CANDIDATES * RETRY_FACTOR})")
 
