@@ -90,7 +90,7 @@ def weighted(conditioner: Conditioner, given: pa.Table | None, conditions: list[
         if thin and not effort.warned:
             effort.warned = True
             warnings.warn(f"{thin:,} conditional row(s) rest on fewer than {MIN_EFFECTIVE:g} effective candidates "
-                          f"of {CANDIDATES * RETRY_FACTOR}: their draws and scores are rough (see --verbose)", FlowcliWarning, 2)
+                          f"of {CANDIDATES * RETRY_FACTOR}: their draws and scores are rough (sample --verbose reports them)", FlowcliWarning, 2)
     for _, part in parts:
         effort.add(part)
     return parts
