@@ -201,7 +201,7 @@ class RowScorer:
         """Every row of `batch`, scored; `first_row` numbers its rows in error messages."""
         model, source = self.model, self.source
         joint = model.score_samples(batch, strict=self.strict, source=source, first_row=first_row, unseen=self.unseen)
-        scores = joint - model.given_log_likelihood(batch, self.given, first_row=first_row) if self.given else joint
+        scores = model.conditional_scores(joint, batch, self.given, first_row=first_row) if self.given else joint
         columns = [from_numpy(scores.astype(np.float64))]
         if self.percentile:
             if not self.reference:

@@ -239,7 +239,7 @@ class TabularFlow(Conditionals, EstimatorConventions):
         scores = log_likelihood(self.preprocessor_, self._flow, table, source=source, first_row=first_row)
         if not given:
             return scores
-        return scores - self.given_log_likelihood(table, given, first_row=first_row)
+        return self.conditional_scores(scores, table, given, first_row=first_row)
 
     def explain(
         self, data: Any, *, scores: np.ndarray | None = None, source: str = "data", first_row: int = 0

@@ -195,3 +195,36 @@ def test_cli_bad_given_file_and_usage(mixed_files):
     assert_usage_error(run("sample", mixed_files / "mixed.flow"), "-n")
     assert_usage_error(run("sample", mixed_files / "mixed.flow", "-n", "3", "--given-file", mixed_files / "strange.csv"), "-n")
     assert_user_error(run("score", mixed_files / "mixed.flow", mixed_files / "rows.csv", "--given", "group,x,y"), "every column")
+
+
+def test_a_rows_conditional_score_does_not_depend_on_its_batch(gaussian_model):
+    """The proposal adapts only to enough candidates: one row alone scores as it does among many."""
+    test = gaussian(300, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        together = gaussian_model.score_samples(test, given=["a", "b"])
+        alone = np.array([gaussian_model.score_samples(test.iloc[[k]], given=["a", "b"])[0] for k in range(5)])
+    np.testing.assert_allclose(alone, together[:5], atol=0.2)
+
+
+def test_missing_and_present_given_values_score_alike_in_one_batch(mixed_model):
+    rows = mixed(400, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        together = mixed_model.score_samples(rows, given=["y"])
+        missing = rows["y"].isna().to_numpy()
+        apart = mixed_model.score_samples(rows[missing], given=["y"])
+    np.testing.assert_allclose(together[missing], apart, atol=0.2)
+
+
+def test_impossible_conditions_are_refused_and_unseen_given_values_score_minus_inf(mixed_model):
+    from flowcli.errors import DataError
+
+    with pytest.raises(DataError, match="no probability"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mixed_model.sample(5, seed=0, given={"group": "R", "x": {">=": -3.0, "<=": -3.0}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scores = mixed_model.score_samples(pd.DataFrame({"group": ["Z", "A"], "x": [0.0, 0.0], "y": [0.0, 0.0]}),
+                                           given=["group"])
+    assert scores[0] == -np.inf and np.isfinite(scores[1])

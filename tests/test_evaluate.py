@@ -216,3 +216,8 @@ def test_cli_bad_tables_fail_with_one_line_and_no_html(files, tables, problem):
 def test_cli_gate_outside_its_range_is_a_usage_error(files):
     assert_usage_error(run("evaluate", files / "model.flow", "--train", files / "train.csv",
                            "--holdout", files / "holdout.csv", "--min-quality", "1.5"), "--min-quality")
+
+
+def test_a_holdout_too_small_to_cross_validate_gives_no_detection_figure(model, tables):
+    report = quietly(model, tables["train"], tables["holdout"].iloc[:2], n=500).report
+    assert report["fidelity"]["detection_auc"] is None and report["rows"]["holdout"] == 2

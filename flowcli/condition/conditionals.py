@@ -77,6 +77,14 @@ class Conditionals:
             written += part.num_rows
             yield from part.to_batches()
 
+    def conditional_scores(self, joint: np.ndarray, data: Any, given: Iterable[str], *, first_row: int = 0) -> np.ndarray:
+        """log p(other columns | `given` columns) per row (N,), from the rows' joint log-likelihoods
+        `joint` (N,): −inf where the given values themselves have probability zero (a category
+        never seen at fit), as the joint is there."""
+        given_part = self.given_log_likelihood(data, given, first_row=first_row)
+        with np.errstate(invalid="ignore"):
+            return np.where(np.isneginf(given_part), -np.inf, joint - given_part)
+
     def given_log_likelihood(self, data: Any, given: Iterable[str], *, first_row: int = 0) -> np.ndarray:
         """log p(the `given` columns' values) per row of `data` (N,), in their units, the other
         columns integrated out by importance sampling; seeded by `first_row`, so that a batch

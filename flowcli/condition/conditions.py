@@ -165,7 +165,7 @@ def _matches(level: Any, value: Any) -> bool:
     """Whether `value`, or its text as typed after --given, names `level`: true/false in any
     case for booleans, 3 or 3.0 for a number."""
     if level is None or not isinstance(value, str):
-        return level is not None and level == value
+        return level is not None and isinstance(level, bool) == isinstance(value, bool) and level == value
     text = value.strip()
     if isinstance(level, bool):
         return text.lower() == str(level).lower()
@@ -210,7 +210,13 @@ def given_rows(table: pa.Table | pa.RecordBatch, preprocessor: Preprocessor, sou
                         f"one of the model's, {_listed(names)}; a given table holds only columns to condition on")
     for name in table.schema.names:
         column = preprocessor.columns[names.index(name)]
-        if column.unseen(table.column(name), source):
+        values = table.column(name)
+        if isinstance(column, NumericColumn) and column.kind == "integer":
+            x = numeric_values(values, "integer", name=name, source=source)
+            if np.any(x[~np.isnan(x)] % 1):
+                raise DataError(f"{source}: column {name!r} holds whole numbers; its conditions must be whole numbers too")
+        gaps = isinstance(column, CategoricalColumn) and column.gap_rows(values, source).any()
+        if gaps or column.unseen(values, source):
             seen = (f"categories {_listed(column.levels)}" if isinstance(column, CategoricalColumn)
                     else f"range [{column.low:g}, {column.high:g}]")
             raise DataError(f"{source}: column {name!r} holds values the model never saw at fit; it knows the {seen}")

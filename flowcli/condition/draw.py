@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from flowcli.condition.conditions import Condition
 from flowcli.condition.importance import Conditioner, Weighted
-from flowcli.errors import FlowcliWarning
+from flowcli.errors import DataError, FlowcliWarning
 from flowcli.table.values import missing_mask
 
 PILOT, ADAPTATIONS = 8, 3  # candidates per row that place the proposal, and how many times
@@ -100,6 +100,9 @@ def _picked(parts: list[tuple[np.ndarray, Weighted]], rows: int, rng: np.random.
     """One candidate per row (rows, W), each drawn in proportion to its weight."""
     u = np.empty((rows, parts[0][1].u.shape[2]))
     for index, part in parts:
+        if not part.effective_size().all():
+            raise DataError(f"the model gives the conditions no probability: no candidate of {part.log_w.shape[1]} "
+                            "meets them (a range between two points of a column's grid?)")
         u[index] = part.pick(rng)
     return u
 
@@ -120,15 +123,10 @@ def _rows(conditioner, given, conditions, count, rng, effort) -> Iterator[pa.Rec
     if given is None or given.num_columns == 0:
         yield _decoded(conditioner, None, _picked(weighted(conditioner, None, conditions, count, rng, effort), count, rng), rng)
         return
-    present = np.column_stack([~missing_mask(given.column(name)) for name in given.schema.names])
     if given.num_rows == 1:
-        present = np.broadcast_to(present, (count, present.shape[1]))
         given = given.take(np.zeros(count, np.int64))
-    patterns, group = np.unique(present, axis=0, return_inverse=True)
-    group = group.reshape(-1)
     batches, order = [], []
-    for k, pattern in enumerate(patterns):
-        rows = np.flatnonzero(group == k)
+    for rows, pattern in _patterns(given):
         subset = given.take(rows).select([name for name, kept in zip(given.schema.names, pattern) if kept])
         parts = weighted(conditioner, subset, conditions, len(rows), rng, effort)
         batches.append(_decoded(conditioner, subset, _picked(parts, len(rows), rng), rng))
@@ -142,19 +140,36 @@ def _decoded(conditioner: Conditioner, given: pa.Table | None, u: np.ndarray, rn
     batch = conditioner.preprocessor.decode(u, rng)
     if given is None:
         return batch
-    arrays = [given.column(name).combine_chunks().cast(batch.schema.field(name).type) if name in given.schema.names
-              else batch.column(name) for name in batch.schema.names]
+    arrays = []
+    for name in batch.schema.names:
+        if name not in given.schema.names:
+            arrays.append(batch.column(name))
+            continue
+        try:
+            arrays.append(given.column(name).combine_chunks().cast(batch.schema.field(name).type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise DataError(f"given: column {name!r} holds {batch.schema.field(name).type} values; "
+                            f"{given.column(name)[0].as_py()!r} is not one") from None
     return pa.RecordBatch.from_arrays(arrays, schema=batch.schema)
 
 
 def log_marginal(conditioner: Conditioner, given: pa.Table, rng: np.random.Generator, effort: Effort) -> np.ndarray:
     """log p(given columns) per row of `given` (N,), in their units, by importance sampling over
-    the other columns."""
-    parts = []
+    the other columns; rows with the same missing cells are estimated together (a missing value
+    is a value here), so that one proposal serves rows alike."""
+    estimate = np.empty(given.num_rows)
     for start in range(0, given.num_rows, BATCH_ROWS):
-        rows = given.slice(start, BATCH_ROWS)
-        estimate = np.empty(rows.num_rows)
-        for index, part in weighted(conditioner, rows, [], rows.num_rows, rng, effort):
-            estimate[index] = part.log_mean()
-        parts.append(estimate)
-    return np.concatenate([np.empty(0), *parts])
+        batch = given.slice(start, BATCH_ROWS)
+        for rows, _ in _patterns(batch):
+            for index, part in weighted(conditioner, batch.take(rows), [], len(rows), rng, effort):
+                estimate[start + rows[index]] = part.log_mean()
+    return estimate
+
+
+def _patterns(given: pa.Table) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The rows (indices) of each pattern of missing cells in `given`, with the pattern (which
+    columns are present)."""
+    present = np.column_stack([~missing_mask(given.column(name)) for name in given.schema.names])
+    patterns, group = np.unique(present, axis=0, return_inverse=True)
+    group = group.reshape(-1)
+    return [(np.flatnonzero(group == k), pattern) for k, pattern in enumerate(patterns)]

@@ -28,6 +28,7 @@ from flowcli.parallel.threads import map_rows
 from flowcli.table.values import arrow_type, numeric_values
 
 FIT_CLIP = 8.0  # flow draws beyond ±8 standard units (a heavy-tailed base's) do not shape the Gaussian
+MIN_FIT = 10  # effective candidates per feature that a Gaussian is fitted to at least
 
 
 @dataclass(frozen=True)
@@ -55,13 +56,14 @@ class Weighted:
 
     def adapted(self) -> Gaussian | None:
         """A Gaussian fitted to the candidates of all rows, each row's weights normalized so that
-        every row counts alike: the proposal moved to where the conditionals put their mass
-        (None when no candidate has weight)."""
+        every row counts alike: the proposal moved to where the conditionals put their mass.
+        None when the candidates are too few to fit one (an effective count under MIN_FIT per
+        feature): a covariance from a handful of points collapses, and so would the proposal."""
         with np.errstate(invalid="ignore", over="ignore"):
             w = np.exp(self.log_w - self.log_w.max(axis=1, keepdims=True))
             w = w / w.sum(axis=1, keepdims=True)
         w = np.nan_to_num(w).reshape(-1)
-        if not w.any():
+        if not w.any() or w.sum() ** 2 / (w * w).sum() < MIN_FIT * self.u.shape[2]:
             return None
         u = self.u.reshape(len(w), -1)
         return Gaussian.fit(u, weights=w, present=self.conditioner.present(u))

@@ -24,6 +24,7 @@ from flowcli.evaluate.values import ColumnValues
 BINS = 10
 MIN_CORRELATION, MIN_ASSOCIATION = 0.5, 0.3  # SDMetrics' thresholds for a pair to count
 DETECTION_ROWS = 25_000  # rows of each side the detection classifier sees at most
+FOLDS = 3
 CLASSIFIER = "scikit-learn HistGradientBoostingClassifier, 3-fold cross-validated"
 
 
@@ -78,20 +79,23 @@ def quality(shapes: list[dict], pairs: list[dict]) -> dict:
 
 def detection_auc(real: ColumnValues, synthetic: ColumnValues, seed: int) -> float:
     """The cross-validated ROC AUC with which a gradient-boosted classifier tells real rows from
-    synthetic ones, on at most DETECTION_ROWS of each, as many of each: 0.5 when it cannot."""
+    synthetic ones, on at most DETECTION_ROWS of each, as many of each: 0.5 when it cannot; NaN
+    with fewer than FOLDS rows a side."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
     rng = np.random.default_rng(seed)
     rows = min(real.rows, synthetic.rows, DETECTION_ROWS)
+    if rows < FOLDS:  # too few rows to cross-validate: no figure
+        return float("nan")
     both = [side.take(np.sort(rng.choice(side.rows, rows, replace=False))) for side in (real, synthetic)]
     features = np.vstack([np.column_stack(side.values) for side in both])
     labels = np.repeat([0, 1], rows)
     # Level codes are categories to the classifier while they fit its 255 bins; else ordered codes.
     categorical = [real.is_categorical(j) and real.codes(j) < 255 for j in range(len(real.names))]
     classifier = HistGradientBoostingClassifier(categorical_features=np.array(categorical, bool), random_state=seed)
-    folds = StratifiedKFold(n_splits=3, shuffle=True, random_state=seed)
+    folds = StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=seed)
     probabilities = cross_val_predict(classifier, features, labels, cv=folds, method="predict_proba")[:, 1]
     return float(roc_auc_score(labels, probabilities))
 

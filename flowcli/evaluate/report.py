@@ -23,8 +23,10 @@ from flowcli.model import TabularFlow
 from flowcli.table.atomic import check_destination
 from flowcli.table.dialect import CsvOptions
 from flowcli.table.inputs import as_table
-from flowcli.table.io import read_table
+from flowcli.table.io import iter_batches
 from flowcli.table.schema import require_columns
+
+READ_BATCH_ROWS = 65_536
 
 
 @dataclass(frozen=True)
@@ -161,13 +163,19 @@ def evaluate_files(
         require_matplotlib()
         check_destination(Path(html), force=force, inputs=inputs)
     model = TabularFlow.load(bundle)
-    tables = [read_table(path, None, csv) if path is not None else None for path in (train, holdout, synthetic)]
+    tables = [_read(path, model, csv) if path is not None else None for path in (train, holdout, synthetic)]
     evaluation = evaluate(model, *tables, n=n, seed=seed, sources=(train, holdout, synthetic or "synthetic"))
     if html is not None:
         from flowcli.evaluate.html import write_html
 
         write_html(evaluation, Path(html), title=f"flowcli evaluate {bundle}", force=force, inputs=inputs)
     return evaluation
+
+
+def _read(path: str, model: TabularFlow, csv: CsvOptions | None) -> pa.Table:
+    """A whole table, its model columns read as `score` reads them (an all-blank CSV column too)."""
+    schema, batches = iter_batches(path, None, batch_rows=READ_BATCH_ROWS, column_types=model.read_types, csv=csv)
+    return pa.Table.from_batches(list(batches), schema=schema)
 
 
 def _checked(model: TabularFlow, table: pa.Table, source: str) -> pa.Table:
