@@ -202,7 +202,7 @@ def _wait_until_writing(process: subprocess.Popen, folder: Path, destination: st
 @pytest.mark.parametrize("target_id", ["score", "sample"])
 def test_sigint_mid_write_exits_130_and_keeps_the_old_file(target_id: str, tmp_path: Path, inputs: Inputs):
     target = TARGETS[target_id]
-    for attempt in range(3):  # the write lasts a fraction of a second: retry if it was missed
+    for attempt in range(5):  # the write lasts a fraction of a second: retry if it was missed
         folder = tmp_path / f"attempt{attempt}"
         folder.mkdir()
         destination = folder / target.destination
@@ -221,7 +221,11 @@ def test_sigint_mid_write_exits_130_and_keeps_the_old_file(target_id: str, tmp_p
                     process.wait()
             stderr.seek(0)
             messages = stderr.read().decode(errors="replace")
-        if not caught:
+        if not caught or process.returncode == 0:
+            # Missed: it finished first, or the signal landed after its last write, as it exited
+            # (seen on a loaded machine); then the new file must be whole.
+            if caught:
+                target.check_new(destination, inputs)
             shutil.rmtree(folder)
             continue
         assert "Traceback" not in messages, messages
@@ -230,7 +234,7 @@ def test_sigint_mid_write_exits_130_and_keeps_the_old_file(target_id: str, tmp_p
         after = fingerprint(folder)
         assert after == before, f"the old file changed, or a temporary was left behind: {before} -> {after}"
         return
-    pytest.fail(f"{target_id} finished three times before its temporary file was seen; no mid-write SIGINT happened")
+    pytest.fail(f"{target_id} finished five times before a SIGINT reached it mid-write; none was tested")
 
 
 # Ctrl-C the instant the temporary file exists. Polling from outside hits this window only on
