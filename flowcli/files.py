@@ -54,6 +54,14 @@ def _check_room(destination: Path, estimated_bytes: int) -> None:
         )
 
 
+def model_csv_options(model: TabularFlow, csv: CsvOptions | None) -> CsvOptions | None:
+    """How to read a CSV for `model`: `csv`, without a header when the model was fitted on a CSV
+    without one."""
+    if "csv_dialect" in model.data_ and not model.data_["csv_dialect"].get("header", True):
+        return replace(csv or CsvOptions(), header=False)
+    return csv
+
+
 def default_bundle_path(data: str) -> Path:
     """DATA with the suffix .flow (data.csv.gz → data.flow)."""
     path = Path(data)
@@ -140,9 +148,8 @@ def score_file(
     `data` without one too.
     """
     model = TabularFlow.load(bundle)
-    if "csv_dialect" in model.data_ and not model.data_["csv_dialect"].get("header", True):
-        csv = replace(csv or CsvOptions(), header=False)
-    schema, batches = iter_batches(data, format, batch_rows=batch_rows, column_types=model.read_types, csv=csv)
+    schema, batches = iter_batches(data, format, batch_rows=batch_rows, column_types=model.read_types,
+                                   csv=model_csv_options(model, csv))
     scorer = RowScorer(model, schema, data, with_input=with_input, percentile=percentile, threshold=threshold,
                        explain=explain, strict=strict, given=given)
 
@@ -280,7 +287,8 @@ def sample_file(
     what conditioning cost."""
     model = TabularFlow.load(bundle)
     if given_file is not None:
-        _, conditions = iter_batches(given_file, format, batch_rows=batch_rows, column_types=model.read_types, csv=csv)
+        _, conditions = iter_batches(given_file, format, batch_rows=batch_rows, column_types=model.read_types,
+                                     csv=model_csv_options(model, csv))
         rows = model.sample_given(conditions, seed, source=given_file)
     else:
         if output != "-":

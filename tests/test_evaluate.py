@@ -221,3 +221,12 @@ def test_cli_gate_outside_its_range_is_a_usage_error(files):
 def test_a_holdout_too_small_to_cross_validate_gives_no_detection_figure(model, tables):
     report = quietly(model, tables["train"], tables["holdout"].iloc[:2], n=500).report
     assert report["fidelity"]["detection_auc"] is None and report["rows"]["holdout"] == 2
+
+
+def test_cli_reads_csv_files_in_the_dialect_given(files, tables):
+    for name in ("train", "holdout"):
+        tables[name].to_csv(files / f"{name}.semicolon.csv", sep=";", decimal=",", index=False)
+    result = run("evaluate", files / "model.flow", "--train", files / "train.semicolon.csv",
+                 "--holdout", files / "holdout.semicolon.csv", "--delimiter", ";", "--decimal", ",", "-n", "500", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["rows"] == {"train": 3000, "holdout": 1500, "synthetic": 500}

@@ -235,7 +235,11 @@ def sample(
     seed: Annotated[Optional[int], typer.Option(min=0, help="The same seed gives the same rows [default: random].")] = None,
     given: Annotated[Optional[list[str]], typer.Option("--given", help="A condition every row meets: col=value, col=a|b (categories), col>=v, col<v (repeat the option for more).", rich_help_panel="Conditions", show_default=False)] = None,
     given_file: Annotated[Optional[str], typer.Option("--given-file", help="CSV or Parquet of conditions: one output row per row, keeping its values; a blank cell leaves that column free.", rich_help_panel="Conditions", show_default=False)] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="With conditions, report the effective sample size behind the rows on stderr.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="With conditions, report how the rows were drawn (and the effective sample size behind them) on stderr.")] = False,
+    delimiter: Delimiter = None,
+    no_header: NoHeader = False,
+    decimal: Decimal = None,
+    encoding: Encoding = None,
     force: Force = False,
     quiet: Quiet = False,
 ) -> None:
@@ -253,7 +257,8 @@ def sample(
 
     with user_errors(), warnings_to_stderr(quiet=quiet), row_progress("sample", num_samples, quiet=quiet) as on_rows:
         fitted = sample_file(model, num_samples, output, seed=seed, given=parse_expressions(given) if given else None,
-                             given_file=given_file, force=force, on_rows=on_rows)
+                             given_file=given_file, force=force, on_rows=on_rows,
+                             csv=_csv_options(delimiter, no_header, decimal, encoding))
     if verbose and (given or given_file is not None):
         print_note(fitted.effort_.describe(), quiet=quiet)
 
@@ -300,6 +305,10 @@ def evaluate(
     min_quality: Annotated[Optional[float], typer.Option(min=0, max=1, help="Fail when the quality score is lower.", rich_help_panel="Gates", show_default=False)] = None,
     max_detection_auc: Annotated[Optional[float], typer.Option(min=0, max=1, help="Fail when a classifier tells holdout from synthetic rows better than this ROC AUC.", rich_help_panel="Gates", show_default=False)] = None,
     max_exact_copies: Annotated[Optional[float], typer.Option(min=0, max=1, help="Fail when a larger share of synthetic rows are copies of training rows.", rich_help_panel="Gates", show_default=False)] = None,
+    delimiter: Delimiter = None,
+    no_header: NoHeader = False,
+    decimal: Decimal = None,
+    encoding: Encoding = None,
     force: Force = False,
     quiet: Quiet = False,
 ) -> None:
@@ -315,7 +324,8 @@ def evaluate(
 
     with user_errors(), warnings_to_stderr(quiet=quiet):
         gates = Gates(max_membership_auc, min_quality, max_detection_auc, max_exact_copies)
-        report = evaluate_files(model, train, holdout, synthetic, n=num_samples, seed=seed, html=html, force=force).report
+        report = evaluate_files(model, train, holdout, synthetic, n=num_samples, seed=seed, html=html, force=force,
+                                csv=_csv_options(delimiter, no_header, decimal, encoding)).report
         sys.stdout.write(json.dumps(report, indent=2) + "\n" if as_json else render_evaluation(report, str(model)))
         sys.stdout.flush()
         failed = gates.failures(report)

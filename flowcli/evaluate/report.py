@@ -19,6 +19,7 @@ import pyarrow as pa
 from flowcli.errors import DataError, FlowcliWarning
 from flowcli.evaluate import fidelity, privacy
 from flowcli.evaluate.values import ColumnValues
+from flowcli.files import model_csv_options
 from flowcli.model import TabularFlow
 from flowcli.table.atomic import check_destination
 from flowcli.table.dialect import CsvOptions
@@ -174,7 +175,8 @@ def evaluate_files(
 
 def _read(path: str, model: TabularFlow, csv: CsvOptions | None) -> pa.Table:
     """A whole table, its model columns read as `score` reads them (an all-blank CSV column too)."""
-    schema, batches = iter_batches(path, None, batch_rows=READ_BATCH_ROWS, column_types=model.read_types, csv=csv)
+    schema, batches = iter_batches(path, None, batch_rows=READ_BATCH_ROWS, column_types=model.read_types,
+                                   csv=model_csv_options(model, csv))
     return pa.Table.from_batches(list(batches), schema=schema)
 
 
