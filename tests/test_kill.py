@@ -116,7 +116,14 @@ def start(args: list, cwd: Path, stderr) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "flowcli", *map(str, args)],
         cwd=cwd, env=ENV, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+        preexec_fn=default_sigint,
     )
+
+
+def default_sigint() -> None:
+    """Ctrl-C as a terminal delivers it: a shell that starts the tests in the background (`&`)
+    has them, and so every child, ignore SIGINT, which Python then leaves ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def spread_delays(rng: random.Random, longest: float, count: int = KILLS, shortest: float = 0.2) -> list[float]:
@@ -202,7 +209,7 @@ def _wait_until_writing(process: subprocess.Popen, folder: Path, destination: st
 @pytest.mark.parametrize("target_id", ["score", "sample"])
 def test_sigint_mid_write_exits_130_and_keeps_the_old_file(target_id: str, tmp_path: Path, inputs: Inputs):
     target = TARGETS[target_id]
-    for attempt in range(5):  # the write lasts a fraction of a second: retry if it was missed
+    for attempt in range(3):  # the write lasts a fraction of a second: retry if it was missed
         folder = tmp_path / f"attempt{attempt}"
         folder.mkdir()
         destination = folder / target.destination
@@ -221,11 +228,7 @@ def test_sigint_mid_write_exits_130_and_keeps_the_old_file(target_id: str, tmp_p
                     process.wait()
             stderr.seek(0)
             messages = stderr.read().decode(errors="replace")
-        if not caught or process.returncode == 0:
-            # Missed: it finished first, or the signal landed after its last write, as it exited
-            # (seen on a loaded machine); then the new file must be whole.
-            if caught:
-                target.check_new(destination, inputs)
+        if not caught:
             shutil.rmtree(folder)
             continue
         assert "Traceback" not in messages, messages
@@ -234,7 +237,7 @@ def test_sigint_mid_write_exits_130_and_keeps_the_old_file(target_id: str, tmp_p
         after = fingerprint(folder)
         assert after == before, f"the old file changed, or a temporary was left behind: {before} -> {after}"
         return
-    pytest.fail(f"{target_id} finished five times before a SIGINT reached it mid-write; none was tested")
+    pytest.fail(f"{target_id} finished three times before its temporary file was seen; no mid-write SIGINT happened")
 
 
 # Ctrl-C the instant the temporary file exists. Polling from outside hits this window only on
@@ -261,7 +264,7 @@ def test_sigint_right_after_the_temporary_is_created_leaves_nothing(tmp_path: Pa
     before = fingerprint(tmp_path)
     result = subprocess.run(
         [sys.executable, "-c", INTERRUPT_AFTER_MKSTEMP, *map(str, target.argv(inputs))],
-        cwd=tmp_path, env=ENV, stdin=subprocess.DEVNULL, capture_output=True, timeout=120,
+        cwd=tmp_path, env=ENV, stdin=subprocess.DEVNULL, capture_output=True, timeout=120, preexec_fn=default_sigint,
     )
     messages = result.stderr.decode(errors="replace")
     assert "Traceback" not in messages, messages
