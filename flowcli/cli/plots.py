@@ -1,7 +1,7 @@
 """`inspect --plot`: training curves, marginals and correlations, real against synthetic, as one PNG.
 
 The real side comes from the summary a bundle keeps of its training data (`summary`),
-or from a table the user passes. matplotlib is an optional extra, imported only here.
+or from a table the user passes. matplotlib is an optional extra, loaded by `evaluate.html.require_matplotlib`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from flowcli.encode.columns import CategoricalColumn
 from flowcli.errors import FlowcliError
+from flowcli.evaluate.html import require_matplotlib
 from flowcli.model import TabularFlow
 from flowcli.summary import BINS, MAX_COLUMNS, column_numbers, correlation
 from flowcli.table.atomic import atomic_path
@@ -22,13 +23,7 @@ SAMPLES = 5_000
 
 def plot_diagnostics(model: TabularFlow, destination: Path, *, real: pa.Table | None = None, force: bool = False) -> Path:
     """Draw the diagnostics of `model` into a PNG at `destination`, atomically."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise FlowcliError("--plot needs matplotlib: pip install 'flowcli[plot]'") from None
+    plt = require_matplotlib("--plot")
     if real is None and not model.reference_:
         raise FlowcliError("this bundle keeps no summary of its training data; pass the data with --data")
 

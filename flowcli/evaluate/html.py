@@ -27,15 +27,16 @@ table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{padding:2px 10px;borde
 td.n{text-align:right;font-variant-numeric:tabular-nums}img{max-width:100%}"""
 
 
-def require_matplotlib():
-    """matplotlib's pyplot, on the Agg backend; a FlowcliError naming the extra when it is missing."""
+def require_matplotlib(option: str = "--html"):
+    """matplotlib's pyplot, on the Agg backend; a FlowcliError naming `option` and the extra
+    when it is missing."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise FlowcliError("--html needs matplotlib: pip install 'flowcli[plot]'") from None
+        raise FlowcliError(f"{option} needs matplotlib: pip install 'flowcli[plot]'") from None
     return plt
 
 
