@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 BATCH_ROWS = 65_536
 SCORE_COLUMN = "log_likelihood"
+ANOMALY_COLUMN = "anomaly_score"  # higher = more anomalous (`flowcli.anomaly`)
 PERCENTILE_COLUMN = "percentile"
 EXPLAIN_COLUMN = "explanation"
 EXPLAIN_NATS_COLUMN = "explanation_nats"  # how much more surprising than usual the named value is
@@ -136,13 +137,15 @@ def score_file(
 ) -> int:
     """Write `log_likelihood` for the rows of `data`; returns how many rows were written.
 
-    By default every row, in input order. `percentile` adds the share (%) of validation rows at
-    fit that were less likely; `threshold` keeps the rows below that percentile; `top` keeps the
-    `top` least likely rows, least likely first, in memory for `top` rows only. `explain` adds
+    By default every row, in input order. The ranking options add `anomaly_score` (higher = more
+    anomalous, `flowcli.anomaly`) and rank by it: `percentile` adds the share (%) of validation rows at
+    fit that were more anomalous; `threshold` keeps the rows below that percentile; `top` keeps the
+    `top` most anomalous rows, most anomalous first, in memory for `top` rows only. `explain` adds
     the column whose value the rest of the row makes most surprising beyond its usual, and that
     excess in nats (`TabularFlow.explanations`; one more scoring pass per model column). With
-    `given` columns the score is log p(other columns | given ones), ranked by `percentile` among
-    the conditional scores of rows the model samples, and `explain` names no given column.
+    `given` columns the score is log p(other columns | given ones), with no anomaly score: rows
+    rank by it, `percentile` among the conditional scores of rows the model samples, and
+    `explain` names no given column.
     `on_rows` hears each batch's row count, for progress. A CSV is read in
     its sniffed dialect, which `csv` overrides; a model fitted on a CSV without a header reads
     `data` without one too.
@@ -151,7 +154,7 @@ def score_file(
     schema, batches = iter_batches(data, format, batch_rows=batch_rows, column_types=model.read_types,
                                    csv=model_csv_options(model, csv))
     scorer = RowScorer(model, schema, data, with_input=with_input, percentile=percentile, threshold=threshold,
-                       explain=explain, strict=strict, given=given)
+                       explain=explain, strict=strict, given=given, ranked=top is not None)
 
     def scored() -> Iterator[pa.RecordBatch]:
         for out in scorer.score_batches(batches):
@@ -159,13 +162,15 @@ def score_file(
                 on_rows(out.num_rows)
             yield out if threshold is None else out.filter(scorer.kept(out))
 
-    results = scored() if top is None else least_likely(scored(), top)
+    results = scored() if top is None else most_anomalous(scored(), top, scorer.ranking)
     return write_batches(output, scorer.schema, results, output_format, force=force, inputs=(data, str(bundle)))
 
 
 class RowScorer:
     """Scores record batches whose schema is `schema` (the model's columns among others): each
-    call gives one output row per input row, with the columns of `self.schema`. `score_file` and
+    call gives one output row per input row, with the columns of `self.schema`: `anomaly_score`
+    too when the rows are `ranked` or given a percentile, unless scored `given` some columns,
+    where they rank by the conditional log-likelihood (`self.ranking`). `score_file` and
     the Dask partitions (`flowcli.dask_scoring`) share it, so both write the same columns."""
 
     def __init__(
@@ -180,6 +185,7 @@ class RowScorer:
         explain: bool = False,
         strict: bool = False,
         given: Sequence[str] = (),
+        ranked: bool = False,
     ):
         require_columns(schema.names, model.columns_, source=source)
         self.model, self.source, self.with_input, self.explain, self.strict = model, source, with_input, explain, strict
@@ -187,10 +193,13 @@ class RowScorer:
         self.unseen: collections.Counter = collections.Counter()  # values never seen at fit, per column, so far
         self.threshold = threshold
         self.percentile = percentile or threshold is not None
+        ranked = ranked or self.percentile
         # Conditional scores are ranked among those of rows the model samples: the validation
-        # rows' quantiles in the bundle are of joint log-likelihoods.
-        self.reference = given_quantiles(model, self.given) if self.given and self.percentile else model.validation_quantiles_
-        added = [pa.field(SCORE_COLUMN, pa.float64())]
+        # rows' quantiles in the bundle are of joint scores.
+        self.reference = given_quantiles(model, self.given) if self.given and self.percentile else None
+        self.ranking = (SCORE_COLUMN, "ascending") if self.given else (ANOMALY_COLUMN, "descending")
+        self.anomaly = ranked and not self.given
+        added = [pa.field(SCORE_COLUMN, pa.float64())] + ([pa.field(ANOMALY_COLUMN, pa.float64())] if self.anomaly else [])
         added += [pa.field(PERCENTILE_COLUMN, pa.float64())] if self.percentile else []
         added += [pa.field(EXPLAIN_COLUMN, pa.string()), pa.field(EXPLAIN_NATS_COLUMN, pa.float64())] if explain else []
         clashes = [field.name for field in added if field.name in schema.names]
@@ -210,10 +219,12 @@ class RowScorer:
         joint = model.score_samples(batch, strict=self.strict, source=source, first_row=first_row, unseen=self.unseen)
         scores = model.conditional_scores(joint, batch, self.given, first_row=first_row) if self.given else joint
         columns = [from_numpy(scores.astype(np.float64))]
+        if self.anomaly:
+            anomaly = model.anomaly_scores(batch, joint)
+            columns.append(from_numpy(anomaly.astype(np.float64)))
         if self.percentile:
-            if not self.reference:
-                raise DataError("this bundle holds no validation scores (it predates them); fit it again for percentiles")
-            columns.append(from_numpy(percentiles(scores, self.reference).astype(np.float64)))
+            ranked = percentiles(scores, self.reference) if self.given else model.anomaly_percentile(anomaly)
+            columns.append(from_numpy(ranked.astype(np.float64)))
         if self.explain:
             among = [name for name in model.columns_ if name not in self.given]
             names, nats = model.explanations(batch, scores=joint, source=source, first_row=first_row, among=among)
@@ -241,16 +252,16 @@ class RowScorer:
         return pc.less(scored.column(PERCENTILE_COLUMN), self.threshold)
 
 
-def least_likely(batches: Iterable[pa.RecordBatch], k: int) -> Iterator[pa.RecordBatch]:
-    """The `k` rows of `batches` with the lowest log-likelihood, least likely first (ties in input
-    order), holding at most about 2k rows at a time."""
+def most_anomalous(batches: Iterable[pa.RecordBatch], k: int, ranking: tuple[str, str]) -> Iterator[pa.RecordBatch]:
+    """The first `k` rows of `batches` sorted by `ranking`, a (column, "ascending" or
+    "descending") pair, ties in input order, holding at most about 2k rows at a time."""
     kept = None
     for batch in batches:
         kept = pa.Table.from_batches([batch]) if kept is None else pa.concat_tables([kept, pa.Table.from_batches([batch])])
         if kept.num_rows > 2 * k:
-            kept = _lowest(kept, k)
+            kept = _first(kept, k, ranking)
     if kept is not None:
-        yield from _lowest(kept, k).to_batches()
+        yield from _first(kept, k, ranking).to_batches()
 
 
 def given_quantiles(model: TabularFlow, given: Sequence[str], rows: int = 2_000) -> list[float]:
@@ -260,8 +271,8 @@ def given_quantiles(model: TabularFlow, given: Sequence[str], rows: int = 2_000)
     return quantiles(model.score_samples(sampled, given=given))
 
 
-def _lowest(table: pa.Table, k: int) -> pa.Table:
-    order = pc.sort_indices(table, sort_keys=[(SCORE_COLUMN, "ascending")])  # stable
+def _first(table: pa.Table, k: int, ranking: tuple[str, str]) -> pa.Table:
+    order = pc.sort_indices(table, sort_keys=[ranking])  # stable
     return table.take(order[:k]).combine_chunks()
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from flowcli import __version__
+from flowcli.anomaly import Anomalies, AnomalyReference
 from flowcli.bundle import FORMAT_VERSION, read_bundle, write_bundle
 from flowcli.condition.conditionals import Conditionals
 from flowcli.encode.columns import CategoricalColumn
@@ -26,7 +27,7 @@ from flowcli.estimator import EstimatorConventions, one_of
 from flowcli.explain import explanations, surprises, typical_from_json, typical_surprises
 from flowcli.flow.config import FlowConfig, default_config
 from flowcli.flow.numpy_flow import NumpyRealNVP
-from flowcli.likelihood import log_likelihood, percentiles, quantiles, unseen_message
+from flowcli.likelihood import log_likelihood, quantiles, unseen_message
 from flowcli.parallel import torchrun
 from flowcli.sampling import draw_features
 from flowcli.summary import reference_summary, training_fingerprint
@@ -44,7 +45,7 @@ MIN_ROWS = 10
 SAMPLE_BATCH_ROWS = 65_536
 
 
-class TabularFlow(Conditionals, EstimatorConventions):
+class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
     """A RealNVP normalizing flow over the numeric columns of a table.
 
     Hyperparameters left as None are sized from the data at `fit`. Learned state ends in `_`;
@@ -170,8 +171,11 @@ class TabularFlow(Conditionals, EstimatorConventions):
         )
         self.training_ = summary.to_json()
         self._flow = NumpyRealNVP(self.config_, self.weights_)
-        self.validation_quantiles_ = quantiles(self.score_samples(table.take(val_rows), source=source))
-        self.typical_surprises_ = typical_surprises(self.score_samples, table.take(val_rows), self.columns_)
+        validation = table.take(val_rows)
+        validation_scores = self.score_samples(validation, source=source)
+        self.validation_quantiles_ = quantiles(validation_scores)
+        self.anomaly_ = AnomalyReference.fit(self.preprocessor_, train_table, validation, validation_scores)
+        self.typical_surprises_ = typical_surprises(self.score_samples, validation, self.columns_)
         self.reference_ = reference_summary(self.preprocessor_, table, u)
         self.left_out_ = selection.left_out
         self.data_ = {"rows": total_rows, "fingerprint": fingerprint, **({"csv_dialect": dialect.to_json()} if dialect else {})}
@@ -261,29 +265,6 @@ class TabularFlow(Conditionals, EstimatorConventions):
         each = surprises(lambda rows: self.score_samples(rows, source=source, first_row=first_row), table, columns, base)
         return explanations(each, columns, self.typical_surprises_)
 
-    def validation_percentile(self, scores: np.ndarray) -> np.ndarray:
-        """For log-likelihoods (N,), the share of validation rows at fit that were less likely, in %."""
-        self._require_fitted()
-        if not self.validation_quantiles_:
-            raise DataError("this bundle holds no validation scores (it predates them); fit it again for percentiles")
-        return percentiles(scores, self.validation_quantiles_)
-
-    def decision_function(self, data: Any) -> np.ndarray:
-        """Outlier scores (N,), higher = more anomalous, as PyOD's detectors give: −log-likelihood.
-
-        To rank the anomalies of the table fitted on, fit with `coupling="affine"`: the spline flow
-        "auto" may keep also learns anomalies that form clusters of their own (bench/anomaly.py:
-        mean ROC AUC 0.894 against 0.849)."""
-        return -self.score_samples(data)
-
-    def predict(self, data: Any) -> np.ndarray:
-        """1 for an outlier, 0 for an inlier (PyOD's convention): rows less likely than all but the
-        `contamination` share of the validation rows at fit."""
-        self._require_fitted()
-        if not 0 < self.contamination < 0.5:
-            raise DataError(f"contamination must lie in (0, 0.5), not {self.contamination}")
-        return (self.validation_percentile(self.score_samples(data)) < 100 * self.contamination).astype(int)
-
     def mean_log_likelihood(self, data: Any) -> float:
         """The average of `score_samples` over the rows of `data`, in nats per row."""
         return float(np.mean(self.score_samples(data)))
@@ -348,6 +329,8 @@ class TabularFlow(Conditionals, EstimatorConventions):
             model.validation_quantiles_ = [float(q) for q in manifest.get("validation_quantiles", [])]
             model.typical_surprises_ = typical_from_json(manifest.get("typical_surprises"), model.columns_)
             model.reference_ = dict(manifest.get("reference", {}))
+            anomaly = manifest.get("anomaly")
+            model.anomaly_ = None if anomaly is None else AnomalyReference.from_json(anomaly, len(model.columns_))
         except BundleError as error:
             raise BundleError(f"{path}: {error}") from None
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as error:
@@ -380,6 +363,7 @@ class TabularFlow(Conditionals, EstimatorConventions):
             "validation_quantiles": self.validation_quantiles_,
             **({"typical_surprises": self.typical_surprises_} if self.typical_surprises_ is not None else {}),
             "reference": self.reference_,
+            **({"anomaly": self.anomaly_.to_json()} if self.anomaly_ is not None else {}),
             "data": self.data_,
         }
 

@@ -592,7 +592,10 @@ MANIFEST_EDITS = {
     "column-zero-std": (lambda m: m["columns"][0].update(std=0.0), ["invalid standardization"]),
     "column-missing-mean": (lambda m: m["columns"][0].pop("mean"), ["malformed", "mean"]),
     "column-text-std": (lambda m: m["columns"][0].update(std="wide"), ["malformed"]),
-    "one-column-fewer": (lambda m: m["columns"].pop(), ["make 2 features for a flow of 3"]),
+    "one-column-fewer": (lambda m: (m["columns"].pop(), m["anomaly"]["knots"].pop()), ["make 2 features for a flow of 3"]),
+    "anomaly-knots-fewer": (lambda m: m["anomaly"]["knots"].pop(), ["malformed", "anomaly needs knots for 3 columns"]),
+    "anomaly-knots-unsorted": (lambda m: m["anomaly"]["knots"][0].reverse(), ["malformed", "knots must be finite and ascending"]),
+    "anomaly-scale-zero": (lambda m: m["anomaly"]["scales"].__setitem__(0, 0.0), ["malformed", "scales positive"]),
     "training-string": (lambda m: m.update(training="ab"), ["malformed"]),
     "left-out-number": (lambda m: m.update(left_out=3), ["malformed"]),
 }

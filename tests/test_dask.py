@@ -91,8 +91,8 @@ def test_the_options_match_local_scoring(client, bundle, parts, tmp_path):
     model = TabularFlow.load(bundle)
     tables = [pd.read_parquet(path) for path in parts]
     scores = [model.score_samples(part) for part in tables]  # per file, as the partitions are
-    below = [model.validation_percentile(score) < 40.0 for score in scores]
-    assert list(result.columns) == [*tables[0].columns, "log_likelihood", "percentile", "explanation", "explanation_nats"]
+    below = [model.anomaly_percentile(model.anomaly_scores(part, score)) < 40.0 for part, score in zip(tables, scores)]
+    assert list(result.columns) == [*tables[0].columns, "log_likelihood", "anomaly_score", "percentile", "explanation", "explanation_nats"]
     assert len(result) == sum(mask.sum() for mask in below)
     expected = np.concatenate([score[mask] for score, mask in zip(scores, below)])
     np.testing.assert_array_equal(result["log_likelihood"].to_numpy(), expected)
@@ -124,7 +124,7 @@ def test_the_cli_writes_one_file_per_partition_equal_to_local_scoring(client, bu
     forced = run("score", bundle, str(parts[0].parent), "-o", out, "--dask", client.scheduler.address, "--force",
                  "--percentile", "-q")
     assert forced.returncode == 0 and forced.stderr == "", forced.stderr
-    assert pq.read_table(out / "part-00001.parquet").column_names == ["log_likelihood", "percentile"]
+    assert pq.read_table(out / "part-00001.parquet").column_names == ["log_likelihood", "anomaly_score", "percentile"]
 
 
 def test_each_worker_loads_the_bundle_once(client, bundle, parts):

@@ -87,7 +87,7 @@ def test_numpy_input_scores_and_predicts():
     assert model.columns_ == ["x0", "x1", "x2"]
     log_p = model.score_samples(x[:50])
     assert log_p.shape == (50,) and np.isfinite(log_p).all()
-    np.testing.assert_array_equal(model.decision_function(x[:50]), -log_p)
+    np.testing.assert_array_equal(model.decision_function(x[:50]), model.anomaly_scores(x[:50], log_p))
     assert set(np.unique(model.predict(x[:50]))) <= {0, 1}
     assert model.score(x[:50]) == pytest.approx(log_p.mean())
     with pytest.raises(ValueError, match="X has 2 features, but TabularFlow is expecting 3 features"):
