@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 
 from flowcli import TabularFlow
-from flowcli.anomaly import KNOTS, AnomalyReference, _category_tails
+from flowcli.anomaly import KNOTS, _category_tails
 from flowcli.encode.categorical import CategoricalColumn
 from flowcli.files import most_anomalous
 
@@ -110,3 +110,53 @@ def test_pyod_conventions(planted):
     assert labels[100:110].all()  # the planted outliers, against the correlation: the joint view finds them
     assert 0.02 < labels.mean() < 0.1  # about the contamination
     assert 0.005 < model.predict(table, contamination=0.01).mean() < 0.03
+
+
+def test_category_tails_sum_the_values_no_more_common():
+    column = CategoricalColumn("c", "categorical", "string", ["a", "b", "c", None], [0.6, 0.25, 0.1, 0.05])
+    tails = _category_tails(column, pa.array(["a", "b", "c", None, "never"]))
+    np.testing.assert_allclose(tails, [1.0, 0.4, 0.15, 0.05, 0.0])
+
+
+def test_column_tails_count_shares_of_the_fitted_rows_on_either_side():
+    table = pd.DataFrame({"x": np.random.default_rng(0).permutation(2000).astype(float)})
+    model = TabularFlow(epochs=2, seed=0, val_fraction=0.01).fit(table)
+    knots = model.anomaly_.knots[0]
+    assert len(knots) == KNOTS and knots[0] <= 5 and knots[-1] >= 1990  # the training rows' (99 %) quantiles
+    tails = model.anomaly_.column_tails(model.preprocessor_, pa.table({"x": [1000.0, 1990.0, 5.0, 1e6, -1e6]}))
+    assert tails[0] == pytest.approx(np.log(2), abs=0.01)  # the median: half the rows on either side
+    # 10 rows of 2000 lie at or above 1990: −log(share) on the right, where the sum is largest
+    assert tails[1] == pytest.approx(-np.log(6 / (KNOTS + 1)), rel=0.2)
+    assert tails[3] == tails[4] == pytest.approx(np.log(KNOTS + 1))  # past the range: finite, the largest
+
+
+def test_predict_flags_the_contamination_share_of_fresh_rows_from_the_fitted_distribution():
+    rng = np.random.default_rng(3)
+
+    def rows(n):
+        z = rng.standard_normal((n, 3))
+        return pd.DataFrame({"a": z[:, 0], "b": np.exp(z[:, 0] + 0.3 * z[:, 1]), "k": rng.poisson(4 + 2 * (z[:, 2] > 0), n)})
+
+    model = TabularFlow(epochs=30, seed=0).fit(rows(4000))
+    fresh = rows(4000)
+    for share in (0.01, 0.05, 0.1):  # within 3 standard errors of a quantile of the 400 validation rows
+        assert abs(model.predict(fresh, contamination=share).mean() - share) < 3 * np.sqrt(share * (1 - share) / 400), share
+
+
+def test_bundles_before_format_9_rank_by_the_log_likelihood():
+    from pathlib import Path
+
+    folder = Path(__file__).parent / "fixtures" / "format_v8"
+    model = TabularFlow.load(folder / "model.flow")
+    rows = pd.read_parquet(folder / "rows.parquet")
+    assert model.anomaly_ is None
+    log_p = model.score_samples(rows)
+    np.testing.assert_array_equal(model.decision_function(rows), -log_p)
+    percentile = model.anomaly_percentile(-log_p)
+    assert np.all(np.diff(percentile[np.argsort(log_p)]) >= 0)  # less likely, fewer validation rows below
+
+
+def test_ranked_output_keeps_to_the_conditional_score_given_columns(planted):
+    top = flowcli("score", "model.flow", "all.csv", "--given", "a", "--top", "5", "--percentile", cwd=planted)
+    assert list(top.columns) == ["log_likelihood", "percentile"]
+    assert np.all(np.diff(top["log_likelihood"]) >= 0)  # least likely given a, first
