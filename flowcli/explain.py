@@ -1,4 +1,28 @@
-"""Why a row is unlikely: the column whose value the rest of the row makes most surprising,
+"""Anomaly triage: how unusual a row is, to rank it, and why it is unlikely, to explain it.
+
+## The anomaly score
+
+A flow fitted to every row of a table, its anomalies included, learns a tight cluster of them
+as a mode of its own; the columns where they look typical then outweigh the one where they
+are rare, and −log-likelihood ranks them as ordinary (bench/anomaly.py: Shuttle, digits). So
+the ranking score adds to the joint view a marginal one, the column tails:
+
+    tails(x) = max(Σ_j −log t_j(x_j), Σ_j −log left_j(x_j), Σ_j −log right_j(x_j))
+
+where, for a number, left_j and right_j are the shares of the fitted rows at or below and at
+or above x_j, and t_j = min(1, 2 min(left_j, right_j)) is its two-sided tail; for a category
+(and for a missing value) all three are the probability of a value no more common than x_j.
+This is COPOD's score (Li et al., 2020), with ECOD's two-sided tails as its third sum. Then
+
+    anomaly_score(x) = z(−log p(x)) + z(tails(x)),   z(v) = (v − median) / IQR,
+
+each median and interquartile range taken over the validation rows at fit: the sum of two
+robust z-scores, without units, higher = more anomalous. A row of log-likelihood −inf (a
+category never seen) scores +inf.
+
+## Explanations
+
+Why a row is unlikely: the column whose value the rest of the row makes most surprising,
 measured in nats that do not depend on any column's units or kind.
 
 The surprise of column j in a row is −log p(x_j | the rest) = log p(the rest) − log p(row): what
@@ -16,11 +40,18 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from flowcli.errors import FlowcliWarning
+from flowcli.encode.columns import CategoricalColumn, NumericColumn
+from flowcli.encode.preprocess import Preprocessor
+from flowcli.errors import DataError, FlowcliWarning
+from flowcli.likelihood import percentiles, quantiles
+from flowcli.table.inputs import as_table
+from flowcli.table.values import numeric_values
 
 TYPICAL_ROWS = 2_000  # validation rows the typical surprises are the medians of
 
@@ -73,3 +104,159 @@ def typical_from_json(data: object, columns: list[str]) -> dict[str, float] | No
     if not set(columns) <= set(typical) or not all(map(math.isfinite, typical.values())):
         raise ValueError("typical_surprises must hold a finite number for every column")
     return {name: typical[name] for name in columns}
+
+
+# ----------------------------------------------------------------------------- the anomaly score
+KNOTS = 1001  # quantiles kept per numeric column: tails resolved to 1 in 1000 rows
+
+
+class Anomalies:
+    """The ranking half of `TabularFlow`, with PyOD's names: a mixin over its `score_samples`,
+    `preprocessor_`, `anomaly_` (an `AnomalyReference`, None for bundles before format 9, whose
+    anomaly score is −log-likelihood) and `contamination`."""
+
+    def anomaly_scores(self, data: Any, log_likelihood: np.ndarray | None = None, **options: Any) -> np.ndarray:
+        """anomaly_score per row of `data` (N,), higher = more anomalous (see `flowcli.explain`),
+        given the rows' log-likelihoods or scoring them with `options` (`score_samples`')."""
+        ll = self.score_samples(data, **options) if log_likelihood is None else log_likelihood  # checks `data` first
+        return -ll if self.anomaly_ is None else self.anomaly_.scores(self.preprocessor_, as_table(data), ll)
+
+    def anomaly_percentile(self, scores: np.ndarray) -> np.ndarray:
+        """For anomaly scores (N,), the share of validation rows at fit that were more anomalous, in %:
+        a row at percentile 1 is odder than 99 % of rows like those fitted."""
+        self._require_fitted()
+        if not self.validation_quantiles_:
+            raise DataError("this bundle holds no validation scores (it predates them); fit it again for percentiles")
+        if self.anomaly_ is None:
+            return percentiles(-scores, self.validation_quantiles_)
+        return 100 - percentiles(scores, self.anomaly_.quantiles)
+
+    def decision_function(self, data: Any) -> np.ndarray:
+        """Outlier scores (N,), higher = more anomalous, as PyOD's detectors give: `anomaly_scores`."""
+        return self.anomaly_scores(data)
+
+    def predict(self, data: Any, contamination: float | None = None) -> np.ndarray:
+        """1 for an outlier, 0 for an inlier (PyOD's convention): rows more anomalous than all but
+        the `contamination` share (default: the model's) of the validation rows at fit."""
+        self._require_fitted()
+        share = self.contamination if contamination is None else contamination
+        if not 0 < share < 0.5:
+            raise DataError(f"contamination must lie in (0, 0.5), not {share}")
+        return (self.anomaly_percentile(self.decision_function(data)) < 100 * share).astype(int)
+
+
+@dataclass(frozen=True)
+class AnomalyReference:
+    """What `anomaly_scores` compares a row with: each numeric column's quantiles at fit (None
+    for a category, whose probabilities the preprocessor holds), and the medians and IQRs of
+    −log-likelihood and of the column tails over the validation rows."""
+
+    knots: tuple[tuple[float, ...] | None, ...]  # one per model column, ascending
+    centres: tuple[float, float]  # medians of (−log p, tails)
+    scales: tuple[float, float]  # their interquartile ranges, > 0
+    quantiles: tuple[float, ...] = ()  # of the validation rows' anomaly scores, for percentiles
+
+    @classmethod
+    def fit(cls, preprocessor: Preprocessor, train: pa.Table, validation: pa.Table, log_likelihood: np.ndarray) -> AnomalyReference:
+        """From the training rows' values and the validation rows' log-likelihoods (N_val,)."""
+        knots = []
+        for column in preprocessor.columns:
+            if isinstance(column, CategoricalColumn):
+                knots.append(None)
+                continue
+            x = _numbers(column, train.column(column.name))
+            x = x[~np.isnan(x)]
+            knots.append(tuple(np.quantile(x, np.linspace(0, 1, min(KNOTS, len(x)))).tolist()) if len(x) else (column.low,))
+        tails = cls(tuple(knots), (0.0, 0.0), (1.0, 1.0)).column_tails(preprocessor, validation)
+        finite = [view[np.isfinite(view)] for view in (-log_likelihood, tails)]
+        centres = tuple(float(np.median(v)) if len(v) else 0.0 for v in finite)
+        reference = cls(tuple(knots), centres, tuple(_spread(v) for v in finite))
+        return cls(reference.knots, reference.centres, reference.scales,
+                   tuple(quantiles(reference.scores(preprocessor, validation, log_likelihood))))
+
+    def scores(self, preprocessor: Preprocessor, table: pa.Table | pa.RecordBatch, log_likelihood: np.ndarray) -> np.ndarray:
+        """anomaly_score per row (N,), given the rows' log-likelihoods (N,)."""
+        tails = self.column_tails(preprocessor, table)
+        with np.errstate(invalid="ignore"):
+            joint = (-log_likelihood - self.centres[0]) / self.scales[0]
+            return joint + (tails - self.centres[1]) / self.scales[1]
+
+    def column_tails(self, preprocessor: Preprocessor, table: pa.Table | pa.RecordBatch) -> np.ndarray:
+        """tails(x) per row (N,), in nats (see the module's docstring)."""
+        sums = np.zeros((3, table.num_rows))  # two-sided, left, right
+        for column, knots in zip(preprocessor.columns, self.knots):
+            values = table.column(column.name)
+            if knots is None:
+                sums += -np.log(_category_tails(column, values))
+                continue
+            x = _numbers(column, values)
+            missing = np.isnan(x)
+            points = np.asarray(knots)
+            # Shares of the fitted rows at or below, and at or above: a value past the range
+            # seen at fit has one (1 / (K + 1)), not none, so that its surprise stays finite.
+            left = (np.searchsorted(points, x, side="right") + 1) / (len(points) + 1)
+            right = (len(points) - np.searchsorted(points, x, side="left") + 1) / (len(points) + 1)
+            both = np.minimum(1.0, 2 * np.minimum(left, right))
+            rate = column.missing_rate or 0.0
+            absent = -math.log(rate) if 0 < rate <= 0.5 else 0.0  # a missing value: its indicator's tail
+            for k, share in enumerate((both, left, right)):
+                sums[k] += np.where(missing, absent, -np.log(share))
+        return sums.max(axis=0)
+
+    def to_json(self) -> dict:
+        return {"knots": [None if k is None else list(k) for k in self.knots],
+                "centres": list(self.centres), "scales": list(self.scales), "quantiles": list(self.quantiles)}
+
+    @classmethod
+    def from_json(cls, data: dict, columns: int) -> AnomalyReference:
+        """A manifest's reference, checked: one entry per model column, finite ascending knots,
+        finite centres and positive scales."""
+        knots = tuple(None if k is None else tuple(float(v) for v in k) for k in data["knots"])
+        centres = tuple(float(v) for v in data["centres"])
+        scales = tuple(float(v) for v in data["scales"])
+        points = tuple(float(v) for v in data["quantiles"])
+        if len(knots) != columns or len(centres) != 2 or len(scales) != 2:
+            raise ValueError(f"anomaly needs knots for {columns} columns and two centres and scales")
+        for k in knots:
+            if k is not None and (not k or not all(map(math.isfinite, k)) or any(np.diff(k) < 0)):
+                raise ValueError("anomaly knots must be finite and ascending")
+        if not all(map(math.isfinite, centres + scales + points)) or min(scales) <= 0 or any(np.diff(points) < 0):
+            raise ValueError("anomaly centres and quantiles must be finite, quantiles ascending, and scales positive")
+        return cls(knots, centres, scales, points)
+
+
+def _numbers(column: NumericColumn, values: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    return numeric_values(values, column.kind, name=column.name, source="data", origin=column.origin, output_type=column.output_type)
+
+
+def _spread(values: np.ndarray) -> float:
+    """The interquartile range of `values`, or where that is 0 (most rows alike) their standard
+    deviation, or 1."""
+    if len(values) == 0:
+        return 1.0
+    q1, q3 = np.quantile(values, [0.25, 0.75])
+    return float(q3 - q1) if q3 > q1 else float(np.std(values)) or 1.0
+
+
+def _category_tails(column: CategoricalColumn, values: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Per row (N,), the probability of a value no more common than the row's: the sum over the
+    column's values (each level, each rare value folded into "other", each whole number in its
+    gaps) of those whose probability is at most the row's. 0 for a value never seen; 1 for a
+    missing value where none was seen at fit (it is integrated out of the likelihood too)."""
+    probabilities = np.asarray(column.probabilities) * (1 - column.gap_share)
+    each = list(probabilities[: len(column.levels)])  # one value's probability, per level
+    masses = list(each)
+    if column.rare:
+        each.append(probabilities[-1] / column.rare_count)
+        masses.append(probabilities[-1])
+    if column.gaps:
+        each.append(column.gap_share / column.gaps)
+        masses.append(column.gap_share)
+    each, masses = np.asarray(each), np.asarray(masses)
+    tail = np.array([masses[each <= p * (1 + 1e-9)].sum() for p in each])
+    index = column.level_index(values, "data")
+    out = np.where(index >= 0, tail[np.maximum(index, 0)], 0.0)
+    out[index == -2] = 1.0
+    if column.gaps:
+        out[column.gap_rows(values, "data")] = tail[-1]
+    return out

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 BATCH_ROWS = 65_536
 SCORE_COLUMN = "log_likelihood"
-ANOMALY_COLUMN = "anomaly_score"  # higher = more anomalous (`flowcli.anomaly`)
+ANOMALY_COLUMN = "anomaly_score"  # higher = more anomalous (`flowcli.explain`)
 PERCENTILE_COLUMN = "percentile"
 EXPLAIN_COLUMN = "explanation"
 EXPLAIN_NATS_COLUMN = "explanation_nats"  # how much more surprising than usual the named value is
@@ -138,7 +138,7 @@ def score_file(
     """Write `log_likelihood` for the rows of `data`; returns how many rows were written.
 
     By default every row, in input order. The ranking options add `anomaly_score` (higher = more
-    anomalous, `flowcli.anomaly`) and rank by it: `percentile` adds the share (%) of validation rows at
+    anomalous, `flowcli.explain`) and rank by it: `percentile` adds the share (%) of validation rows at
     fit that were more anomalous; `threshold` keeps the rows below that percentile; `top` keeps the
     `top` most anomalous rows, most anomalous first, in memory for `top` rows only. `explain` adds
     the column whose value the rest of the row makes most surprising beyond its usual, and that

@@ -17,14 +17,13 @@ import numpy as np
 import pyarrow as pa
 
 from flowcli import __version__
-from flowcli.anomaly import Anomalies, AnomalyReference
 from flowcli.bundle import FORMAT_VERSION, read_bundle, write_bundle
 from flowcli.condition.conditionals import Conditionals
 from flowcli.encode.columns import CategoricalColumn
 from flowcli.encode.preprocess import Preprocessor
 from flowcli.errors import BundleError, DataError, FlowcliError, FlowcliWarning
 from flowcli.estimator import EstimatorConventions, one_of
-from flowcli.explain import explanations, surprises, typical_from_json, typical_surprises
+from flowcli.explain import Anomalies, AnomalyReference, explanations, surprises, typical_from_json, typical_surprises
 from flowcli.flow.config import FlowConfig, default_config
 from flowcli.flow.numpy_flow import NumpyRealNVP
 from flowcli.likelihood import log_likelihood, quantiles, unseen_message

@@ -12,8 +12,8 @@ import pyarrow as pa
 import pytest
 
 from flowcli import TabularFlow
-from flowcli.anomaly import KNOTS, _category_tails
 from flowcli.encode.categorical import CategoricalColumn
+from flowcli.explain import KNOTS, _category_tails
 from flowcli.files import most_anomalous
 
 
