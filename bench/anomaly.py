@@ -153,8 +153,7 @@ def main() -> None:
     if args.speed:
         text = speed(args.budget)
         print(text)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_name("anomaly_speed.md").write_text(text + "\n")
+        write_table("anomaly", "bench/anomaly.py --speed", text)
         return
     import torch
 
