@@ -229,7 +229,7 @@ SPEED_ROWS, SPEED_COLUMNS = 300_000, 10
 
 
 def speed(budget: float) -> str:
-    """`flowcli fit --max-time BUDGET` and `flowcli score --top 100` (which adds the anomaly
+    """`flowcli fit --max-time BUDGET` and `flowcli score --percentile` (which adds the anomaly
     score) of every row, as commands, on SPEED_ROWS rows of SPEED_COLUMNS integer columns with 1 %
     anomalies clustered at a rare value of one column (ForestCover's shape, ADBench's largest
     table of this kind); the median of 3 runs of each, and the ROC AUC of the scores."""

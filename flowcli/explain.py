@@ -37,6 +37,7 @@ rest of the row, than the column's values usually are; the explanation names the
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Callable
@@ -46,12 +47,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from flowcli.encode.columns import CategoricalColumn, NumericColumn
+from flowcli.encode.columns import CategoricalColumn
 from flowcli.encode.preprocess import Preprocessor
 from flowcli.errors import DataError, FlowcliWarning
 from flowcli.likelihood import percentiles, quantiles
+from flowcli.summary import column_numbers
 from flowcli.table.inputs import as_table
-from flowcli.table.values import numeric_values
 
 TYPICAL_ROWS = 2_000  # validation rows the typical surprises are the medians of
 
@@ -112,8 +113,8 @@ KNOTS = 1001  # quantiles kept per numeric column: tails resolved to 1 in 1000 r
 
 class Anomalies:
     """The ranking half of `TabularFlow`, with PyOD's names: a mixin over its `score_samples`,
-    `preprocessor_`, `anomaly_` (an `AnomalyReference`, None for bundles before format 9, whose
-    anomaly score is −log-likelihood) and `contamination`."""
+    `preprocessor_`, `validation_quantiles_`, `anomaly_` (an `AnomalyReference`, None for bundles
+    before format 9, whose anomaly score is −log-likelihood) and `contamination`."""
 
     def anomaly_scores(self, data: Any, log_likelihood: np.ndarray | None = None, **options: Any) -> np.ndarray:
         """anomaly_score per row of `data` (N,), higher = more anomalous (see `flowcli.explain`),
@@ -164,15 +165,13 @@ class AnomalyReference:
             if isinstance(column, CategoricalColumn):
                 knots.append(None)
                 continue
-            x = _numbers(column, train.column(column.name))
-            x = x[~np.isnan(x)]
+            x = column_numbers(column, train)
             knots.append(tuple(np.quantile(x, np.linspace(0, 1, min(KNOTS, len(x)))).tolist()) if len(x) else (column.low,))
         tails = cls(tuple(knots), (0.0, 0.0), (1.0, 1.0)).column_tails(preprocessor, validation)
         finite = [view[np.isfinite(view)] for view in (-log_likelihood, tails)]
         centres = tuple(float(np.median(v)) if len(v) else 0.0 for v in finite)
         reference = cls(tuple(knots), centres, tuple(_spread(v) for v in finite))
-        return cls(reference.knots, reference.centres, reference.scales,
-                   tuple(quantiles(reference.scores(preprocessor, validation, log_likelihood))))
+        return dataclasses.replace(reference, quantiles=tuple(quantiles(reference.scores(preprocessor, validation, log_likelihood))))
 
     def scores(self, preprocessor: Preprocessor, table: pa.Table | pa.RecordBatch, log_likelihood: np.ndarray) -> np.ndarray:
         """anomaly_score per row (N,), given the rows' log-likelihoods (N,)."""
@@ -189,7 +188,7 @@ class AnomalyReference:
             if knots is None:
                 sums += -np.log(_category_tails(column, values))
                 continue
-            x = _numbers(column, values)
+            x = column.numbers(values, "data")
             missing = np.isnan(x)
             points = np.asarray(knots)
             # Shares of the fitted rows at or below, and at or above: a value past the range
@@ -223,10 +222,6 @@ class AnomalyReference:
         if not all(map(math.isfinite, centres + scales + points)) or min(scales) <= 0 or any(np.diff(points) < 0):
             raise ValueError("anomaly centres and quantiles must be finite, quantiles ascending, and scales positive")
         return cls(knots, centres, scales, points)
-
-
-def _numbers(column: NumericColumn, values: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    return numeric_values(values, column.kind, name=column.name, source="data", origin=column.origin, output_type=column.output_type)
 
 
 def _spread(values: np.ndarray) -> float:

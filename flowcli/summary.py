@@ -15,7 +15,6 @@ from flowcli.encode.columns import NumericColumn
 from flowcli.encode.preprocess import Preprocessor
 from flowcli.parallel import torchrun
 from flowcli.table.io import to_ipc
-from flowcli.table.values import numeric_values
 
 MAX_COLUMNS = 12  # columns summarized and plotted
 BINS = 30
@@ -34,8 +33,7 @@ def reference_summary(preprocessor: Preprocessor, table: pa.Table, u: np.ndarray
 
 def column_numbers(column: NumericColumn, table: pa.Table) -> np.ndarray:
     """A numeric column's finite values (N,), datetimes in days from the column's origin."""
-    x = numeric_values(table.column(column.name), column.kind, name=column.name, source="data",
-                       origin=column.origin, output_type=column.output_type)
+    x = column.numbers(table.column(column.name), "data")
     return x[np.isfinite(x)]
 
 

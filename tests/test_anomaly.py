@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -144,8 +145,6 @@ def test_predict_flags_the_contamination_share_of_fresh_rows_from_the_fitted_dis
 
 
 def test_bundles_before_format_9_rank_by_the_log_likelihood():
-    from pathlib import Path
-
     folder = Path(__file__).parent / "fixtures" / "format_v8"
     model = TabularFlow.load(folder / "model.flow")
     rows = pd.read_parquet(folder / "rows.parquet")

@@ -117,8 +117,7 @@ def _numbers(condition: Condition, column: NumericColumn, wanted: Any) -> None:
     def units(value: Any) -> float:
         if column.kind == "datetime":
             array = pa.array([value]) if not isinstance(value, str) else pa.array([value.strip()], pa.string())
-            return float(numeric_values(array, "datetime", name=column.name, source="--given",
-                                        origin=column.origin, output_type=column.output_type)[0])
+            return float(column.numbers(array, "--given")[0])
         return _number(column.name, value)
 
     if isinstance(wanted, (list, tuple, set)):
@@ -247,8 +246,7 @@ def admitted(batch: pa.RecordBatch | pa.Table, conditions: list[Condition], prep
         if isinstance(column, CategoricalColumn):
             keep &= np.isin(column.level_index(values, "sample"), condition.levels)
         else:
-            x = numeric_values(values, column.kind, name=column.name, source="sample", origin=column.origin,
-                               output_type=column.output_type)
+            x = column.numbers(values, "sample")
             with np.errstate(invalid="ignore"):
                 keep &= condition.admits(x)
     return keep

@@ -25,7 +25,7 @@ from flowcli.encode.preprocess import Preprocessor
 from flowcli.flow.mixture import logsumexp
 from flowcli.flow.numpy_flow import NumpyRealNVP
 from flowcli.parallel.threads import map_rows
-from flowcli.table.values import arrow_type, numeric_values
+from flowcli.table.values import arrow_type
 
 FIT_CLIP = 8.0  # flow draws beyond ±8 standard units (a heavy-tailed base's) do not shape the Gaussian
 MIN_FIT = 10  # effective candidates per feature that a Gaussian is fitted to at least
@@ -163,8 +163,7 @@ class Conditioner:
         for condition in ranged:  # the window was widened by a cell: decoded values must meet the bounds
             column = self.preprocessor.columns[condition.index]
             decoded = column.decode(u[:, self.features[condition.index]], rng)
-            x = numeric_values(decoded, column.kind, name=column.name, source="given", origin=column.origin,
-                               output_type=column.output_type)
+            x = column.numbers(decoded, "given")
             log_w[~condition.admits(x)] = -np.inf
         log_w[np.isnan(log_w)] = -np.inf
         return Weighted(u.reshape(rows, m, -1), log_w.reshape(rows, m), self)

@@ -150,9 +150,14 @@ class NumericColumn:
         return cls(name, kind, dtype, mean, std, transform, low, high, missing_rate, grid, origin, span, decimals, step, seen,
                    rounded, coarse, extrapolates=True)
 
+    def numbers(self, values: pa.ChunkedArray | pa.Array, source: str, first_row: int = 0) -> np.ndarray:
+        """The column's values as float64 (N,) in its units (datetimes: days from `origin`),
+        NaN where missing; `source` and `first_row` name the input in errors."""
+        return numeric_values(values, self.kind, name=self.name, source=source, first_row=first_row,
+                              origin=self.origin, output_type=self.output_type)
+
     def encode(self, values: pa.ChunkedArray | pa.Array, noise: np.ndarray, source: str, first_row: int):
-        x = numeric_values(values, self.kind, name=self.name, source=source, first_row=first_row,
-                           origin=self.origin, output_type=self.output_type)
+        x = self.numbers(values, source, first_row)
         missing = np.isnan(x)
         w = noise[:, 0]
         v = np.where(missing, 0.5, x + self.grid * (w - 0.5 * self.rounded))  # a point of the value's cell
@@ -175,7 +180,7 @@ class NumericColumn:
         which score them past its edges; before, such values scored −inf uncounted, as ever)."""
         if not self.extrapolates:
             return 0
-        x = numeric_values(values, self.kind, name=self.name, source=source, origin=self.origin, output_type=self.output_type)
+        x = self.numbers(values, source)
         with np.errstate(invalid="ignore"):
             return int(np.count_nonzero((x < self.low) | (x > self.high)))
 

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from flowcli.encode.columns import CategoricalColumn, NumericColumn
 from flowcli.encode.preprocess import Preprocessor
-from flowcli.table.values import missing_mask, numeric_values
+from flowcli.table.values import missing_mask
 
 
 @dataclass(frozen=True)
@@ -37,8 +37,7 @@ class ColumnValues:
                 codes[missing_mask(data)] = np.nan
                 values.append(codes)
             else:
-                values.append(numeric_values(data, column.kind, name=column.name, source=source,
-                                             origin=column.origin, output_type=column.output_type))
+                values.append(column.numbers(data, source))
         return cls(preprocessor, tuple(values))
 
     @property
