@@ -152,11 +152,17 @@ def test_kind_inference(values, kind):
 
 
 def test_a_column_mixing_numbers_and_text_names_an_example_of_each():
-    table = pd.DataFrame({"v": ["1.5", "2", "three"] + ["4"] * 20})
+    table = pd.DataFrame({"v": ["1.5", "2", "three"] + [str(i) for i in range(20)]})
     with pytest.raises(DataError, match=r"'v' mixes numbers and text \(e.g. '1.5' in row 1 and 'three' in row 3\)"):
         TabularFlow(epochs=1).fit(table)
     model = TabularFlow(epochs=1, layers=2, hidden=8).fit(table, kinds={"v": "categorical"})
     assert model.preprocessor_.columns[0].kind == "categorical"
+
+
+def test_a_few_values_mixing_numbers_and_text_are_levels():
+    """yrbss' grade: '9' to '12' and 'other', as a survey exports it."""
+    grades = pa.array(["9", "10", "11", "12", "other"] * 8)
+    assert infer_kind(pa.chunked_array([grades]), "grade", "data") == ("categorical", None)
 
 
 def test_unparseable_datetime_names_the_row():
