@@ -190,6 +190,23 @@ def main() -> None:
     table = markdown(results)
     print(table)
     write_table("fidelity", "bench/fidelity.py", table)
+    if {"flowcli", "TabDDPM"} <= set(args.methods):
+        write_table("fidelity", "bench/fidelity.py, flowcli against TabDDPM,", head_to_head(results, "TabDDPM"))
+
+
+def head_to_head(results: list[dict], peer: str) -> str:
+    """flowcli against `peer`, a table a row: quality, detection AUC, seconds, and which leads on each."""
+    by = {(r["table"], r["method"]): r for r in results}
+    lines = [f"| table | quality: flowcli / {peer} | detection AUC: flowcli / {peer} | fit s: flowcli / {peer} | leads |",
+             "|---|---|---|---|---|"]
+    for table in dict.fromkeys(r["table"] for r in results):
+        ours, theirs = by[(table, "flowcli")], by[(table, peer)]
+        quality_lead = "flowcli" if ours["overall"] >= theirs["overall"] else peer
+        detection_lead = "flowcli" if ours["detection_auc"] <= theirs["detection_auc"] else peer
+        lead = quality_lead if quality_lead == detection_lead else f"quality {quality_lead}, detection {detection_lead}"
+        lines.append(f"| {table} | {ours['overall']:.3f} / {theirs['overall']:.3f} | {ours['detection_auc']:.3f} / "
+                     f"{theirs['detection_auc']:.3f} | {ours['fit_seconds']:.0f} / {theirs['fit_seconds']:.0f} | {lead} |")
+    return "\n".join(lines)
 
 
 def markdown(results: list[dict]) -> str:

@@ -1,14 +1,15 @@
 """TabDDPM (Kotelnikov et al., ICML 2023) as synthcity's `ddpm` plugin runs it, as a bench peer.
 
 synthcity 0.2.12 pins torch < 2.3 and numpy < 2, so the bench environment installs it with
---no-deps beside torch 2.13 (the Makefile's bench target lists its runtime dependencies). Three
+--no-deps beside torch 2.13 (the Makefile's bench target lists its runtime dependencies). Two
 things then stand between it and the plugin, none of which the plugin uses:
 - it imports torchvision and tsai at load time, for its image and time-series plugins. PyPI's
   only torchvision for torch 2.13 is a CUDA build that cannot load beside the CPU torch, and tsai
   does not build here, so importing them gives empty placeholder modules;
 - one of its survival metrics imports numpy.trapz, which numpy 2 renamed numpy.trapezoid.
 
-The plugin itself takes no missing values and no time zones, and returns integers as floats, so
+The plugin itself stops on a table with missing values ("found NaNs in sample"), refuses
+datetimes with a time zone, and returns integers as floats, so
 `fit_tabddpm` hands it what a user would: each column with missing values gets a 0/1 flag
 column (numbers filled with the median, categories with a level of their own) that puts the
 gaps back after sampling, datetimes become seconds, and integer columns are rounded. Its epochs
