@@ -62,7 +62,7 @@ $(BENCH_STAMP): pyproject.toml
 	$(BENCH_BIN)/python -m pip install --quiet --no-deps pzflow==4.0.0 cdt==0.6.0
 	$(BENCH_BIN)/python -m pip freeze | grep -iE '^(torch|numpy|pandas|scikit-learn)==' > .venv-bench/pins.txt
 	$(BENCH_BIN)/python -m pip install --quiet --no-deps synthcity==0.2.12
-	$(BENCH_BIN)/python -m pip install --quiet -c .venv-bench/pins.txt optuna loguru xgboost opacus monai shap \
+	$(BENCH_BIN)/python -m pip install --quiet -c .venv-bench/pins.txt pydantic optuna loguru xgboost opacus monai shap \
 		geomloss lifelines pycox torchtuples xgbse redis
 	$(BENCH_BIN)/python -m pip install --quiet -e .
 	touch $(BENCH_STAMP)

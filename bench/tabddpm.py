@@ -41,7 +41,7 @@ def fit_tabddpm(train: pd.DataFrame, budget: float, seed: int) -> pd.DataFrame:
     plugins = _synthcity_plugins()
     encoded = _encode(train)
     start = time.perf_counter()
-    probe = _Clock(seconds=min(5.0, budget / 10))  # epochs as fast as they run, past the first one's set-up
+    probe = _Clock(seconds=min(5.0, budget / 10), epochs=3)  # epochs as fast as they run, past the first one's set-up
     _plugin(plugins, 10**6, seed, probe).fit(encoded)
     per_epoch = float(np.median(np.diff(probe.ends)))
     left = start + budget - time.perf_counter()
@@ -57,10 +57,11 @@ def _plugin(plugins, epochs: int, seed: int, clock: _Clock):
 
 
 class _Clock:
-    """Times the epochs of a fit (`ends`, seconds) and stops it `seconds` after it began."""
+    """Times the epochs of a fit (`ends`, seconds) and stops it `seconds` after it began, once it has
+    run at least `epochs`."""
 
-    def __init__(self, seconds: float) -> None:
-        self.seconds, self.ends = seconds, []
+    def __init__(self, seconds: float, epochs: int = 1) -> None:
+        self.seconds, self.epochs, self.ends = seconds, epochs, []
 
     def as_callback(self):
         from synthcity.utils.callbacks import Callback
@@ -79,7 +80,8 @@ class _Clock:
 
             def on_epoch_end(self, model) -> None:
                 clock.ends.append(time.perf_counter())
-                model.should_stop = model.should_stop or clock.ends[-1] - clock.began > clock.seconds
+                late = clock.ends[-1] - clock.began > clock.seconds and len(clock.ends) >= clock.epochs
+                model.should_stop = model.should_stop or late
 
         return Stop()
 
