@@ -111,9 +111,9 @@ def infer_kind(values: pa.ChunkedArray, name: str, source: str, *, requested: bo
     if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
         if mostly_numbers(values):
             bad = first_non_number(values)
-            if bad is not None and pc.count_distinct(values).as_py() <= FEW_LEVELS:
-                return "categorical", None  # grades '9' to '12' and 'other': levels, as a few numbers are
             if bad is not None:
+                if pc.count_distinct(values).as_py() <= FEW_LEVELS:
+                    return "categorical", None  # grades '9' to '12' and 'other': levels, as a few numbers are
                 number = pc.index(pc.match_substring_regex(values, NUMBER, ignore_case=True), True).as_py()
                 raise DataError(
                     f"{source}: column {name!r} mixes numbers and text (e.g. {values[number].as_py()!r} in row "
