@@ -25,8 +25,8 @@ def stamp(script: str) -> str:
 
 def write_table(page: str, script: str, table: str) -> None:
     """Replace what lies between `<!-- SCRIPT writes the table below -->` and `<!-- end of SCRIPT -->`
-    in docs/benchmarks/PAGE.md with the stamp and `table`."""
-    path = PAGES / f"{page}.md"
+    in docs/benchmarks/PAGE.md (page "README": the README) with the stamp and `table`."""
+    path = ROOT / "README.md" if page == "README" else PAGES / f"{page}.md"
     text = path.read_text()
     start, end = f"<!-- {script} writes the table below -->", f"<!-- end of {script} -->"
     if start in text and end in text:

@@ -9,7 +9,9 @@ SDMetrics' QualityReport (column shapes, column pair trends, overall; higher is 
 detection AUC (a gradient-boosted classifier telling real rows from synthetic ones in 5-fold
 cross-validation; 0.5 is perfect), and validity (share of categorical values seen at fit, of
 integer values that are integral, of numbers within the training range; the mean gap in
-per-column missing rates). CTGAN's epochs are sized to the budget from a one-epoch timing,
+per-column missing rates), and ML efficacy: a gradient-boosted model trained on the synthetic
+rows predicts one column of the held-out real rows (TARGETS: macro F1 for a category, R² for a
+number), beside the same model trained on the real training rows. CTGAN's epochs are sized to the budget from a one-epoch timing,
 TabDDPM's from a timed probe (bench/tabddpm.py). "Marginals" resamples each column on its own:
 what no dependence at all scores.
 Each table is split, fitted and judged once per seed (--seeds, 3 by default) and the medians are
@@ -36,6 +38,8 @@ from tabddpm import fit_tabddpm
 ROWS = 20_000  # each table is cut to this many rows, so that the metrics stay quick
 SMALL, SMALL_REPEATS = 1_000, 5  # tables of fewer rows are judged over this many splits
 CONFIRMATION = ("gss_wages",)  # set aside: no choice made against TabDDPM looked at it
+TARGETS = {"penguins": "species", "diamonds": "price", "CPS1988": "wage", "weather": "temp", "MplsStops": "problem",
+           "yrbss": "weight", "gss_wages": "realrinc"}  # ML efficacy predicts this column from the others
 
 
 def load_tables() -> dict[str, pd.DataFrame]:
@@ -117,15 +121,51 @@ def detection_auc(real: pd.DataFrame, synthetic: pd.DataFrame) -> float:
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.model_selection import cross_val_score
 
-    real = real.copy()
-    for name in real:  # text dates read as the sampled datetimes are: compare times, not their formats
-        if pd.api.types.is_datetime64_any_dtype(synthetic[name]) and not pd.api.types.is_datetime64_any_dtype(real[name]):
-            real[name] = pd.to_datetime(real[name], utc=synthetic[name].dt.tz is not None)
-    both = pd.concat([real, synthetic[real.columns]], ignore_index=True)
-    features = pd.DataFrame({name: _as_number(both[name]) for name in both})
+    features = _features([real, synthetic])
     labels = np.r_[np.zeros(len(real)), np.ones(len(synthetic))]
     model = HistGradientBoostingClassifier(max_iter=100, random_state=0)
     return float(cross_val_score(model, features, labels, cv=5, scoring="roc_auc").mean())
+
+
+def efficacy(train: pd.DataFrame, synthetic: pd.DataFrame, test: pd.DataFrame, target: str) -> dict[str, float]:
+    """Macro F1 (a categorical `target`) or R² (a numeric one) on the test rows of a gradient-
+    boosted model of `target` given the other columns, trained on the synthetic rows
+    ("efficacy") and on the real training rows ("efficacy_real"); rows without a target are left out."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    from sklearn.metrics import f1_score, r2_score
+
+    frames = [train, synthetic, test]
+    features = _features(frames)
+    numeric = pd.api.types.is_numeric_dtype(train[target]) and not pd.api.types.is_bool_dtype(train[target])
+    y = pd.concat([frame[target] for frame in frames], ignore_index=True)
+    y = y.astype(float) if numeric else y.map(str, na_action="ignore")
+    parts = np.split(np.arange(len(y)), np.cumsum([len(frame) for frame in frames])[:-1])
+    x = features.drop(columns=target)
+    real_rows, synthetic_rows, tested = (rows[y.iloc[rows].notna().to_numpy()] for rows in parts)
+
+    def score(rows: np.ndarray) -> float:
+        model = (HistGradientBoostingRegressor if numeric else HistGradientBoostingClassifier)(max_iter=100, random_state=0)
+        predicted = model.fit(x.iloc[rows], y.iloc[rows]).predict(x.iloc[tested])
+        truth = y.iloc[tested]
+        return float(r2_score(truth, predicted) if numeric else f1_score(truth, predicted, average="macro"))
+
+    return {"efficacy": score(synthetic_rows), "efficacy_real": score(real_rows)}
+
+
+def _features(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The rows of `frames` (the second synthetic), in the first's columns, as numbers: one code
+    per category across all of them, and real text dates parsed as the synthetic ones are."""
+    real = frames[0]
+    aligned = []
+    for frame in frames:
+        frame = frame[real.columns].copy()
+        for name in real:  # text dates read as the sampled datetimes are: compare times, not their formats
+            sampled = frames[1][name]
+            if pd.api.types.is_datetime64_any_dtype(sampled) and not pd.api.types.is_datetime64_any_dtype(frame[name]):
+                frame[name] = pd.to_datetime(frame[name], utc=sampled.dt.tz is not None)
+        aligned.append(frame)
+    both = pd.concat(aligned, ignore_index=True)
+    return pd.DataFrame({name: _as_number(both[name]) for name in both})
 
 
 def validity(real: pd.DataFrame, synthetic: pd.DataFrame) -> dict[str, float]:
@@ -153,6 +193,11 @@ def _as_number(values: pd.Series) -> pd.Series:
     # the two would be two categories that tell every synthetic row with a gap from a real one.
     codes = pd.Categorical(values.map(str, na_action="ignore")).codes.astype(float)
     return pd.Series(np.where(codes < 0, np.nan, codes), index=values.index)
+
+
+def _efficacy(result: dict) -> str:
+    """A result's ML efficacy, or a dash for a row from before it was measured."""
+    return f"{result['efficacy']:.3f}" if "efficacy" in result else "–"
 
 
 def _mean(values: list[float]) -> float:
@@ -185,7 +230,8 @@ def main() -> None:
                 synthetic = fit(train, args.budget, seed)
                 seconds = time.perf_counter() - start
                 run = {"fit_seconds": seconds, **quality(train, synthetic),
-                       "detection_auc": detection_auc(test, synthetic.iloc[: len(test)]), **validity(train, synthetic)}
+                       "detection_auc": detection_auc(test, synthetic.iloc[: len(test)]),
+                       **efficacy(train, synthetic, test, TARGETS[name]), **validity(train, synthetic)}
                 runs[method].append(run)
                 print(json.dumps({"table": name, "seed": seed, "method": method, **run}), flush=True)
         label = f"{name}{' (set aside)' if name in CONFIRMATION else ''}" + (f" (median of {repeats} splits)" if repeats > 1 else "")
@@ -212,24 +258,28 @@ def merged(previous: list[dict], fresh: list[dict]) -> list[dict]:
 def head_to_head(results: list[dict], peer: str) -> str:
     """flowcli against `peer`, a table a row: quality, detection AUC, seconds, and which leads on each."""
     by = {(r["table"], r["method"]): r for r in results}
-    lines = [f"| table | quality: flowcli / {peer} | detection AUC: flowcli / {peer} | fit s: flowcli / {peer} | leads |",
-             "|---|---|---|---|---|"]
+    lines = [f"| table | quality: flowcli / {peer} | detection AUC: flowcli / {peer} | ML efficacy: flowcli / {peer} (real rows) "
+             f"| fit s: flowcli / {peer} | leads |",
+             "|---|---|---|---|---|---|"]
     for table in dict.fromkeys(r["table"] for r in results):
         ours, theirs = by[(table, "flowcli")], by[(table, peer)]
         quality_lead = "flowcli" if ours["overall"] >= theirs["overall"] else peer
         detection_lead = "flowcli" if ours["detection_auc"] <= theirs["detection_auc"] else peer
         lead = quality_lead if quality_lead == detection_lead else f"quality {quality_lead}, detection {detection_lead}"
         lines.append(f"| {table} | {ours['overall']:.3f} / {theirs['overall']:.3f} | {ours['detection_auc']:.3f} / "
-                     f"{theirs['detection_auc']:.3f} | {ours['fit_seconds']:.0f} / {theirs['fit_seconds']:.0f} | {lead} |")
+                     f"{theirs['detection_auc']:.3f} | {_efficacy(ours)} / {_efficacy(theirs)} ({ours.get('efficacy_real', np.nan):.3f}) "
+                     f"| {ours['fit_seconds']:.0f} / {theirs['fit_seconds']:.0f} | {lead} |")
     return "\n".join(lines)
 
 
 def markdown(results: list[dict]) -> str:
-    lines = ["| table | method | quality | shapes | pairs | detection AUC | categories seen | integral | in range | missing gap | fit s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| table | method | quality | shapes | pairs | detection AUC | ML efficacy (real rows) | categories seen | integral "
+             "| in range | missing gap | fit s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(
             f"| {r['table']} | {r['method']} | {r['overall']:.3f} | {r['shapes']:.3f} | {r['pairs']:.3f} | {r['detection_auc']:.3f} "
+            f"| {_efficacy(r)} ({r.get('efficacy_real', np.nan):.3f}) "
             f"| {r['categories_seen']:.3f} | {r['integral']:.3f} | {r['in_range']:.3f} | {r['missing_gap']:.3f} | {r['fit_seconds']:.0f} |"
         )
     return "\n".join(lines)

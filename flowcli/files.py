@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import itertools
 import shutil
+import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
@@ -85,8 +86,12 @@ def fit_file(
     stop_requested: Callable[[], bool] = lambda: False,
     max_rows: int | None = None,
     csv: CsvOptions | None = None,
+    started: float | None = None,
 ) -> TabularFlow:
     """Fit a model to the table at `data` and write it to `output` as a .flow bundle.
+
+    The model's `max_time` counts from `started` (a `time.perf_counter()`; default: this call),
+    so that reading the table is within it.
 
     With `max_rows`, the model trains on a uniform sample of at most that many rows, drawn in
     one streaming pass under the model's seed, so the table need not fit in memory; the bundle's
@@ -95,6 +100,7 @@ def fit_file(
     `flowcli.table.shards` and `flowcli.parallel.torchrun`). A CSV is read in its sniffed dialect,
     which `csv` overrides, and the bundle records it.
     """
+    started = time.perf_counter() if started is None else started
     if max_rows is not None and max_rows < 1:
         raise DataError(f"max_rows must be 1 or more, not {max_rows}")
     check_destination(output, force=force, inputs=[data])  # fail before training, not after
@@ -106,7 +112,7 @@ def fit_file(
     else:
         table, rows_read = read_sample(data, format, max_rows=max_rows, seed=model.seed, csv=csv)
     model.fit(table, columns=columns, kinds=kinds, ignore=ignore, on_epoch=on_epoch,
-              stop_requested=stop_requested, source=data)
+              stop_requested=stop_requested, source=data, started=started)
     if max_rows is not None:
         model.training_["sample"] = {
             "method": "reservoir", "max_rows": max_rows, "rows": model.data_["rows"], "rows_read": rows_read,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import datetime
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from flowcli import __version__
+from flowcli import __version__, explain
 from flowcli.bundle import FORMAT_VERSION, read_bundle, write_bundle
 from flowcli.condition.conditionals import Conditionals
 from flowcli.encode.columns import CategoricalColumn
@@ -26,7 +27,7 @@ from flowcli.estimator import EstimatorConventions, one_of
 from flowcli.explain import Anomalies, AnomalyReference, explanations, surprises, typical_from_json, typical_surprises
 from flowcli.flow.config import FlowConfig, default_config
 from flowcli.flow.numpy_flow import NumpyRealNVP
-from flowcli.likelihood import log_likelihood, quantiles, unseen_message
+from flowcli.likelihood import log_likelihood, quantiles, seconds_per_row, unseen_message
 from flowcli.parallel import torchrun
 from flowcli.sampling import draw_features
 from flowcli.summary import reference_summary, training_fingerprint
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from flowcli.flow.train import EpochReport
 
 MIN_ROWS = 10
+PROBE_ROWS = 1_000  # validation rows scored before training, to time the work after it
 SAMPLE_BATCH_ROWS = 65_536
 
 
@@ -102,6 +104,7 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
         on_epoch: Callable[[EpochReport], None] | None = None,
         stop_requested: Callable[[], bool] = lambda: False,
         source: str = "data",
+        started: float | None = None,
     ) -> TabularFlow:
         """Learn the joint distribution of `columns` (default: every column it can model) of `data`.
 
@@ -111,10 +114,14 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
         "boolean", "datetime"); `ignore` leaves columns out. Columns left out are named in a
         `FlowcliWarning`. `on_epoch` sees each epoch; when `stop_requested()` turns true,
         training ends early with the best weights so far. `source` names the data in errors.
+        `max_time` bounds the whole call, counted from `started` (a `time.perf_counter()`; default:
+        the call's start), so that a caller's reading of the data counts too: training gets what
+        is left once the work after it is set aside (timed on PROBE_ROWS rows), and at least a tenth.
 
         Under torchrun, `data` is this rank's share of the rows (see `shards`): every rank fits
         the same preprocessing on rows gathered from all shares, then trains on its own rows.
         """
+        started = time.perf_counter() if started is None else started
         if self.base == "mixture" and torchrun.world_size() > 1:
             raise FlowcliError("--base mixture does not run under torchrun: each process would fit its own mixture; "
                                "use the normal base, which --coupling auto challenges with a mixture in one process")
@@ -159,8 +166,17 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
                    for coupling in (("affine", "spline") if self.coupling == "auto" else (self.coupling,))]
         mixture_base = ("always" if self.base == "mixture" else
                         "challenge" if self.base == "normal" and self.coupling == "auto" else "never")
+        validation = table.take(val_rows)
+        training_time = None
+        if self.max_time is not None:
+            # After training: the validation rows scored, then the typical surprises (a pass per
+            # column over some of them); with a margin of a half.
+            passes = len(val_rows) + (len(self.preprocessor_.columns) + 1) * min(explain.TYPICAL_ROWS, len(val_rows))
+            finishing = 1.5 * passes * seconds_per_row(self.preprocessor_, configs[0], validation.slice(0, PROBE_ROWS))
+            left = self.max_time - (time.perf_counter() - started) - finishing
+            training_time = max(left, self.max_time / 10)
         settings = TrainSettings(
-            epochs=self.epochs, max_time=self.max_time, batch_size=self.batch_size, lr=self.lr,
+            epochs=self.epochs, max_time=training_time, batch_size=self.batch_size, lr=self.lr,
             patience=self.patience, seed=self.seed, device=self.device,
         )
         self.config_, self.weights_, summary = train_candidates(
@@ -170,7 +186,6 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
         )
         self.training_ = summary.to_json()
         self._flow = NumpyRealNVP(self.config_, self.weights_)
-        validation = table.take(val_rows)
         validation_scores = self.score_samples(validation, source=source)
         self.validation_quantiles_ = quantiles(validation_scores)
         self.anomaly_ = AnomalyReference.fit(self.preprocessor_, train_table, validation, validation_scores)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
@@ -108,7 +109,7 @@ def fit(
     datetime: Annotated[Optional[str], typer.Option(help="Columns to model as dates or times (ISO 8601 text).", rich_help_panel="Column kinds")] = None,
     ignore: Annotated[Optional[str], typer.Option(help="Columns to leave out.", rich_help_panel="Column kinds")] = None,
     epochs: Annotated[int, typer.Option(min=1, help="Most passes over the training rows.")] = 500,
-    max_time: Annotated[Optional[float], typer.Option(min=0.001, help="Wall-clock cap on training, in seconds.")] = None,
+    max_time: Annotated[Optional[float], typer.Option(min=0.001, help="Wall-clock cap on the whole fit, reading the table included, in seconds.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Rows per step [default: sized from the data].")] = None,
     lr: Annotated[float, typer.Option(min=1e-12, help="Adam learning rate.")] = 1.5e-3,
     layers: Annotated[Optional[int], typer.Option(min=1, help="Coupling layers [default: 8].")] = None,
@@ -133,6 +134,7 @@ def fit(
     Kinds (continuous, integer, categorical, boolean, datetime) are inferred; identifiers and
     free text are left out with a warning. Example: flowcli fit data.csv --max-time 60
     """
+    started = time.perf_counter()  # --max-time counts reading the table too
     if data == "-" and output is None:
         raise typer.BadParameter("reading stdin needs -o/--output for the bundle", param_hint="'-o'")
     from flowcli.cli.console import epoch_log, every, fit_progress, print_note, warnings_to_stderr
@@ -157,7 +159,7 @@ def fit(
                 data, output, format=format and format.value, columns=_names(columns) if columns is not None else None,
                 kinds=kinds, ignore=_names(ignore), force=force,
                 hyperparameters=hyperparameters, on_epoch=on_epoch, stop_requested=stop_requested, max_rows=max_rows,
-                csv=_csv_options(delimiter, no_header, decimal, encoding),
+                csv=_csv_options(delimiter, no_header, decimal, encoding), started=started,
             )
         stop_requested.written()
         summary = fit_summary(model.describe(), output)

@@ -96,6 +96,8 @@ def _preprocessing(column: dict) -> str:
         text += f", range [{column['low']:.6g}, {column['high']:.6g}]"
     if grid and column.get("rounded"):
         text += f", grid {grid:.6g}"
+    if column.get("atoms"):
+        text += f", {len(column['atoms'])} heaped value{'s' if len(column['atoms']) > 1 else ''} widened"
     if column.get("missing_rate") is not None:
         text += f", {column['missing_rate']:.1%} missing"
     return text

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
 
+from flowcli.encode.atoms import Atoms
 from flowcli.encode.dequantize import Levels, integrated_out
 from flowcli.encode.maps import (
     decimal_places,
@@ -39,7 +40,8 @@ _FLOAT_MAX = np.finfo(np.float64).max
 
 @dataclass(frozen=True)
 class NumericColumn:
-    """A continuous, integer or datetime column: an optional log or logit, then standardization.
+    """A continuous, integer or datetime column: an optional log or logit, its atoms widened
+    (`flowcli.encode.atoms`), then standardization.
 
     Values on a grid are dequantized over their cell: integers over [x, x + 1), datetimes over
     [x, x + step) (dates: the day), continuous values rounded to a step over [x − step/2,
@@ -67,6 +69,7 @@ class NumericColumn:
     rounded: bool = False  # the cell is centred on the value (a continuous grid), not starting at it
     coarse: bool = False  # a rounded grid wider than COARSE_GRID of the values' spread: scored over its cells
     extrapolates: bool = False  # maps continue linearly past the fit range (format 7); before, −inf there
+    atoms: Atoms | None = None  # cells far denser than their surroundings, widened after the map (format 10)
 
     @property
     def discrete(self) -> bool:
@@ -135,20 +138,33 @@ class NumericColumn:
             transform = "log"
         else:
             transform = "identity"
-        if grid and not rounded:
-            observed = observed + grid / 2  # the cells' centres
-        t, _ = forward_transform(transform, observed)
-        scale = float(np.max(np.abs(t))) or 1.0  # divide first, so that squares of 1e200 do not overflow
-        mean, spread = float(np.mean(t / scale) * scale), float(np.std(t / scale) * scale)
-        std = max(spread, _MIN_STD) if spread > 0 else 1.0  # a constant (forced continuous) keeps scale 1
         missing_rate = float(missing.mean()) if missing.any() else None
         text_dates = kind == "datetime" and (pa.types.is_string(values.type) or pa.types.is_large_string(values.type))
         dtype = str(datetime_text_type(values) or pa.timestamp("us")) if text_dates else type_name(values)
         # Few values, each seen many times: a measuring grid (wind in knots shown in mph, degrees
         # in tens), which decimals alone do not keep and which a classifier spots at once.
         seen = tuple(distinct.tolist()) if _few_repeated(distinct, observed) else None
-        return cls(name, kind, dtype, mean, std, transform, low, high, missing_rate, grid, origin, span, decimals, step, seen,
-                   rounded, coarse, extrapolates=True)
+        column = cls(name, kind, dtype, 0.0, 1.0, transform, low, high, missing_rate, grid, origin, span, decimals, step, seen,
+                     rounded, coarse, extrapolates=True)  # standardized below
+        if grid:
+            centres = observed + (0.0 if rounded else grid / 2)
+            column = replace(column, atoms=Atoms.fit(*(column.mapped(v)[0] for v in (centres, centres - grid / 2, centres + grid / 2))))
+            observed = centres
+        t = column.mapped(observed)[0]
+        scale = float(np.max(np.abs(t))) or 1.0  # divide first, so that squares of 1e200 do not overflow
+        mean, spread = float(np.mean(t / scale) * scale), float(np.std(t / scale) * scale)
+        std = max(spread, _MIN_STD) if spread > 0 else 1.0  # a constant (forced continuous) keeps scale 1
+        return replace(column, mean=mean, std=std)
+
+    def mapped(self, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Values v (N,) in the column's units mapped as the flow sees them before standardization,
+        and the map's log-slope (N,): the log or logit with its linear tails, then the atoms."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t, log_slope = forward_transform(self.transform, v, self.knees)
+        if self.atoms is None:
+            return t, log_slope
+        s, log_stretch = self.atoms.forward(t)
+        return s, log_slope + log_stretch
 
     def numbers(self, values: pa.ChunkedArray | pa.Array, source: str, first_row: int = 0) -> np.ndarray:
         """The column's values as float64 (N,) in its units (datetimes: days from `origin`),
@@ -161,8 +177,7 @@ class NumericColumn:
         missing = np.isnan(x)
         w = noise[:, 0]
         v = np.where(missing, 0.5, x + self.grid * (w - 0.5 * self.rounded))  # a point of the value's cell
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t, log_jacobian = forward_transform(self.transform, v, self.knees)
+        t, log_jacobian = self.mapped(v)
         outside = ~np.isfinite(t) & ~missing  # outside the support seen at fit: density zero
         u = np.where(outside, 0.0, t / self.std - self.mean / self.std)  # divided first: no overflow near ±1.8e308
         log_weight = np.where(outside, -np.inf, log_jacobian - math.log(self.std))
@@ -204,8 +219,8 @@ class NumericColumn:
         """Values x (N,) in the column's units (days from `origin` for datetimes) on the scale the
         flow sees them, without dequantization noise: the map, then standardization. NaN stays
         NaN, and so does a value outside the support of a bundle before format 7."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t = forward_transform(self.transform, x, self.knees)[0] / self.std - self.mean / self.std
+        with np.errstate(invalid="ignore"):
+            t = self.mapped(x)[0] / self.std - self.mean / self.std
         return np.where(np.isfinite(t), t, np.nan)
 
     def _values(self, u: np.ndarray) -> np.ndarray:
@@ -213,7 +228,7 @@ class NumericColumn:
         kept to the range seen at fit."""
         with np.errstate(over="ignore"):
             t = np.nan_to_num(u[:, 0] * self.std + self.mean, posinf=_FLOAT_MAX, neginf=-_FLOAT_MAX)
-        x = inverse_transform(self.transform, t, self.knees)
+        x = inverse_transform(self.transform, t if self.atoms is None else self.atoms.inverse(t), self.knees)
         if self.grid and not self.rounded:  # the cell's start
             x = np.floor(x / self.grid) * self.grid if self.grid != 1 else np.floor(x)
         elif self.grid:  # the nearest point of the grid
@@ -253,6 +268,7 @@ class NumericColumn:
             "extrapolates": self.extrapolates,
             "origin": self.origin, "span": self.span,
             "decimals": self.decimals, "step": self.step, "seen": None if self.seen is None else list(self.seen),
+            "atoms": None if self.atoms is None else self.atoms.to_json(),
         }
 
     @classmethod
@@ -266,6 +282,7 @@ class NumericColumn:
             None if data.get("decimals") is None else int(data["decimals"]), int(data.get("step", 0)),
             None if data.get("seen") is None else tuple(float(value) for value in data["seen"]),
             bool(data.get("rounded", False)), bool(data.get("coarse", False)), bool(data.get("extrapolates", False)),
+            None if data.get("atoms") is None else Atoms.from_json(data["atoms"], str(data["name"])),
         )
         if not (math.isfinite(column.grid) and column.grid >= 0):
             raise ValueError(f"column {column.name!r} has an invalid grid {column.grid}")

@@ -57,7 +57,7 @@ class EpochReport:
     val_nll: float
     best_val_nll: float
     elapsed: float  # seconds since training started
-    max_time: float | None
+    max_time: float | None  # seconds of training allowed: what the fit's budget leaves it
     coupling: str  # the flow in training (`flow_name`): "auto" trains an affine one, then maybe others, each from epoch 1
 
 
@@ -281,6 +281,7 @@ def train_flow(
     as the rank with the fewest rows can take, so that the global batch and the steps per epoch
     are about those of one process; see `parallel.torchrun`. Only rank 0 calls `on_epoch`.
     """
+    start = time.perf_counter()  # the budget counts setting up and the first validation too
     device = torchrun.start(resolve_device(settings.device))
     ranks = torchrun.world_size()
     torch.manual_seed(settings.seed)
@@ -306,7 +307,6 @@ def train_flow(
     shuffle = torch.Generator().manual_seed(settings.seed + torchrun.rank())
     best_state = copy.deepcopy(flow.state_dict())
     summary.best_val_nll = _mean_nll(flow, x_val) + val_offset
-    start = time.perf_counter()
 
     def interruption(broken: bool = False) -> tuple[bool, str | None]:
         """(a non-finite loss, why to stop), agreed by all ranks."""
@@ -323,7 +323,7 @@ def train_flow(
         shuffled = torch.randperm(len(x_train), generator=shuffle)[: min(train_counts)]  # equal steps on every rank
         for step, batch_rows in enumerate(shuffled.split(math.ceil(batch_size / ranks))):
             x = x_train[batch_rows.to(device)]
-            optimizer.param_groups[0]["lr"] = learning_rate.at(time.perf_counter() - start, steps)
+            optimizer.lr = learning_rate.at(time.perf_counter() - start, steps)
             steps += 1
             loss = -flow.change_of_variables(*model(x)).mean()  # the base outside DDP's forward: its gradient still syncs
             optimizer.zero_grad()
