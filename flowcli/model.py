@@ -170,9 +170,10 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
         training_time = None
         if self.max_time is not None:
             # After training: the validation rows scored, then the typical surprises (a pass per
-            # column over some of them); with a margin of a half.
+            # column over some of them), by the costliest flow that may be kept; with a margin of a half.
             passes = len(val_rows) + (len(self.preprocessor_.columns) + 1) * min(explain.TYPICAL_ROWS, len(val_rows))
-            finishing = 1.5 * passes * seconds_per_row(self.preprocessor_, configs[0], validation.slice(0, PROBE_ROWS))
+            probe = validation.slice(0, PROBE_ROWS)
+            finishing = 1.5 * passes * max(seconds_per_row(self.preprocessor_, config, probe) for config in configs)
             left = self.max_time - (time.perf_counter() - started) - finishing
             training_time = max(left, self.max_time / 10)
         settings = TrainSettings(

@@ -40,7 +40,6 @@ class FlatAdam:
             offset += size
         self.flat = nn.Parameter(values)
         self.flat.grad = gradients
-        self.lr = lr
         self.restart(lr)
 
     @torch.no_grad()
