@@ -19,7 +19,8 @@ import numpy as np
 
 MIN_ROWS = 20  # a cell needs at least so many rows to be an atom
 MIN_STRETCH = 4.0  # ... and to be this much denser than its surroundings
-MAX_WIDTH = 4.0  # bandwidths: the widest an atom grows
+MAX_WIDTH = 4.0  # windows: the widest an atom grows
+NEIGHBOURS = 1.5  # cell widths: the least a window reaches on each side
 MAX_ATOMS = 256  # the densest cells first
 
 
@@ -36,8 +37,9 @@ class Atoms:
     def fit(cls, centres: np.ndarray, lows: np.ndarray, highs: np.ndarray) -> Atoms | None:
         """Atoms of a column from each observed row's cell: its centre, low and high edge, all in
         t (N,). A cell is widened to the width that its rows fill at the density of the other
-        rows within a bandwidth of it, so that in s the flow sees no bump there; at most
-        MAX_WIDTH bandwidths (an atom with no rows around it). It is an atom when it holds
+        rows within its window, so that in s the flow sees no bump there; at most MAX_WIDTH
+        windows (an atom with no rows around it). The window reaches a bandwidth, and at least
+        NEIGHBOURS cell widths, each side. It is an atom when it holds
         MIN_ROWS rows or more and that widens it MIN_STRETCH times or more: it holds that many
         times the rows the density around it would put in it. The bandwidth is Silverman's,
         0.9 σ N^(−1/5). None when there are none."""
@@ -51,13 +53,16 @@ class Atoms:
         bandwidth = 0.9 * float(np.std(centres)) * n ** -0.2
         if not bandwidth > 0:
             return None
-        cumulative = np.concatenate([[0], np.cumsum(counts)])
-        near = (cumulative[np.searchsorted(values, values + bandwidth, side="right")]
-                - cumulative[np.searchsorted(values, values - bandwidth, side="left")])
-        around = (near - counts) / (2 * bandwidth * n)  # the other rows' density, per unit of t
-        with np.errstate(divide="ignore"):
-            widened = np.minimum(counts / n / around, MAX_WIDTH * bandwidth)
         widths = highs[first] - lows[first]
+        # A coarse cell (a year of schooling) is wider than the bandwidth, so its window reaches
+        # half way into the cells beside it: their rows are the surroundings it is judged by.
+        reach = np.maximum(bandwidth, NEIGHBOURS * widths)
+        cumulative = np.concatenate([[0], np.cumsum(counts)])
+        near = (cumulative[np.searchsorted(values, values + reach, side="right")]
+                - cumulative[np.searchsorted(values, values - reach, side="left")])
+        around = (near - counts) / ((2 * reach - widths) * n)  # the other rows' density, per unit of t
+        with np.errstate(divide="ignore"):
+            widened = np.minimum(counts / n / around, MAX_WIDTH * reach)
         with np.errstate(divide="ignore", invalid="ignore"):
             factors = widened / widths
         atoms = np.flatnonzero(candidates & (factors >= MIN_STRETCH) & (widths > 0))
