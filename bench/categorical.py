@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from docs_page import write_table
-from fidelity import ROWS, detection_auc, load_tables
+from fidelity import ROWS, detection_auc, level_shares, load_tables
 
 from flowcli import TabularFlow
 from flowcli.encode.dequantize import Levels
@@ -66,9 +66,7 @@ TREATMENTS = {"normal-CDF intervals (flowcli)": contextlib.nullcontext, "equal-w
 
 def level_distance(real: pd.DataFrame, synthetic: pd.DataFrame, columns: list[str]) -> float:
     """Mean over `columns` of the total-variation distance between real and sampled level frequencies."""
-    gaps = [0.5 * (real[name].astype(str).value_counts(normalize=True)
-                   .sub(synthetic[name].astype(str).value_counts(normalize=True), fill_value=0).abs().sum())
-            for name in columns]
+    gaps = [0.5 * level_shares(real[name]).sub(level_shares(synthetic[name]), fill_value=0).abs().sum() for name in columns]
     return float(np.mean(gaps)) if gaps else float("nan")
 
 

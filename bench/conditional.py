@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 from docs_page import write_table
-from fidelity import _one_table, detection_auc, load_tables, quality, sdv_metadata
+from fidelity import _one_table, detection_auc, level_shares, load_tables, quality, sdv_metadata
 
 ROWS, N = 20_000, 2_000
 CONDITIONS = {  # table: (name, flowcli's given, the real rows' mask)
@@ -135,8 +135,7 @@ def gaps(real: pd.DataFrame, synthetic: pd.DataFrame, given: dict) -> dict:
             fake = pd.to_numeric(synthetic[name], errors="coerce")
             means.append(abs(fake.mean() - real[name].mean()) / max(real[name].std(), 1e-12))
         else:
-            p, q = real[name].value_counts(normalize=True), synthetic[name].astype(str).value_counts(normalize=True)
-            shares.append(float((p - q.reindex(p.index).fillna(0)).abs().max()))
+            shares.append(float(level_shares(real[name]).sub(level_shares(synthetic[name]), fill_value=0).abs().max()))
     return {"mean_gap": max(means), "share_gap": max(shares)}
 
 

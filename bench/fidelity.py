@@ -195,6 +195,12 @@ def _as_number(values: pd.Series) -> pd.Series:
     return pd.Series(np.where(codes < 0, np.nan, codes), index=values.index)
 
 
+def level_shares(values: pd.Series) -> pd.Series:
+    """Each level's share of `values`, compared as text, with a gap one level however it is
+    spelt (None or NaN)."""
+    return values.map(str, na_action="ignore").where(values.notna(), np.nan).value_counts(normalize=True, dropna=False)
+
+
 def _efficacy(result: dict) -> str:
     """A result's ML efficacy, or a dash for a row from before it was measured."""
     return f"{result['efficacy']:.3f}" if "efficacy" in result else "–"

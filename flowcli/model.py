@@ -167,15 +167,16 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
         mixture_base = ("always" if self.base == "mixture" else
                         "challenge" if self.base == "normal" and self.coupling == "auto" else "never")
         validation = table.take(val_rows)
-        training_time = None
+        training_time, reserve = None, lambda config: 0.0
         if self.max_time is not None:
-            # After training: the validation rows scored, then the typical surprises (a pass per
-            # column over some of them), by the costliest flow that may be kept; with a margin of a half.
+            # After training: the validation rows scored, then the typical surprises (a pass per column over some
+            # of them), with a margin of a half; set aside for the first flow (a slower later one leaves its extra).
             passes = len(val_rows) + (len(self.preprocessor_.columns) + 1) * min(explain.TYPICAL_ROWS, len(val_rows))
             probe = validation.slice(0, PROBE_ROWS)
-            finishing = 1.5 * passes * max(seconds_per_row(self.preprocessor_, config, probe) for config in configs)
-            left = self.max_time - (time.perf_counter() - started) - finishing
-            training_time = max(left, self.max_time / 10)
+            finishing = {config.coupling: 1.5 * passes * seconds_per_row(self.preprocessor_, config, probe) for config in configs}
+            first = finishing[configs[0].coupling]
+            training_time = max(self.max_time - (time.perf_counter() - started) - first, self.max_time / 10)
+            reserve = lambda config: max(finishing.get(config.coupling, first) - first, 0.0)
         settings = TrainSettings(
             epochs=self.epochs, max_time=training_time, batch_size=self.batch_size, lr=self.lr,
             patience=self.patience, seed=self.seed, device=self.device,
@@ -183,7 +184,7 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
         self.config_, self.weights_, summary = train_candidates(
             u[train_rows], u[val_rows], configs, settings,
             train_offset=-torchrun.mean(log_weight[train_rows]), val_offset=-torchrun.mean(log_weight[val_rows]),
-            redraw=redraw, on_epoch=on_epoch, stop_requested=stop_requested, mixture_base=mixture_base,
+            redraw=redraw, on_epoch=on_epoch, stop_requested=stop_requested, mixture_base=mixture_base, reserve=reserve,
         )
         self.training_ = summary.to_json()
         self._flow = NumpyRealNVP(self.config_, self.weights_)

@@ -19,7 +19,8 @@ from flowcli.cli.app import app
 from flowcli.errors import DataError, FlowcliError, FlowcliWarning
 from flowcli.flow.numpy_flow import NumpyRealNVP
 from flowcli.flow.torch_flow import RealNVP
-from flowcli.flow.train import flow_name
+from flowcli.flow.config import default_config
+from flowcli.flow.train import TrainSettings, flow_name, train_candidates
 from flowcli.sampling import latent_to_features
 
 COLUMNS = ["tiny", "huge", "unit"]
@@ -198,6 +199,22 @@ def test_auto_coupling_spends_the_time_left_on_other_flows_and_keeps_the_best(tm
     assert "couplings tried" in result.stdout and f"affine {tried['affine']:.4f}" in result.stdout
     alone = TabularFlow(**quick).fit(x)
     assert alone.config_.coupling == "affine" and "couplings" not in alone.training_
+
+
+def test_a_slower_flow_tried_later_trains_only_on_what_its_extra_scoring_leaves():
+    """fit sizes the training budget for the first flow's work after training; a slower flow
+    that trains later sets its extra aside (`reserve`), so a reserve as large as the time the
+    affine flow left keeps the spline flow from training at all."""
+    u = (np.random.default_rng(4).standard_normal((600, 2)) ** 3).astype(np.float32)
+    configs = [default_config(600, 2, layers=2, hidden=8, coupling=coupling) for coupling in ("affine", "spline")]
+    settings = TrainSettings(epochs=3, max_time=60, seed=0, device="cpu")
+
+    def tried(reserve) -> list[str]:
+        summary = train_candidates(u[:500], u[500:], configs, settings, reserve=reserve)[2]
+        return list(summary.couplings or {"affine": 0.0})
+
+    assert tried(lambda config: 0.0) == ["affine", "spline"]
+    assert tried(lambda config: 58.0 if config.coupling == "spline" else 0.0) == ["affine"]
 
 
 def clusters(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -171,7 +171,7 @@ def default_batch_size(rows: int) -> int:
 
 def train_candidates(
     u_train: np.ndarray, u_val: np.ndarray, configs: list[FlowConfig], settings: TrainSettings, *,
-    mixture_base: str = "never", **options
+    mixture_base: str = "never", reserve: Callable[[FlowConfig], float] = lambda config: 0.0, **options
 ) -> tuple[FlowConfig, dict[str, np.ndarray], TrainingSummary]:
     """`train_flow` for each config in turn within one `settings.max_time`, keeping the flow with the
     best validation NLL. A later config trains only on the time an earlier one left unused: when
@@ -183,6 +183,9 @@ def train_candidates(
     when the mixture alone validates better, the data come in clusters that flow missed: an
     affine flow on the mixture base trains next, before the configs left. "never" keeps the
     configs' bases.
+    `reserve(config)` is the seconds a flow of `config` leaves unused at the end of the budget:
+    the work after training that it would cost beyond what the budget already leaves (a spline
+    scores slower than the affine flow the budget was sized for).
     The summary is the kept flow's, with the wall time of all and each tried flow's best
     validation NLL under "couplings" when there was more than one. `options` go to `train_flow`.
     """
@@ -204,10 +207,11 @@ def train_candidates(
                                  should_stop=lambda: stop_requested() or time.perf_counter() > deadline)
         return replace(config, base="mixture", components=len(fitted[0]["mixture_logits"])), fitted[0]
 
-    def time_left() -> float | None:
-        """Seconds for the next flow: what is left of the budget, and None when there is no budget
-        or a flow after the first may not train (see above)."""
-        left = None if settings.max_time is None else settings.max_time - (time.perf_counter() - start)
+    def time_left(config: FlowConfig | None = None) -> float | None:
+        """Seconds for the next flow (of `config`): what is left of the budget less its reserve,
+        and None when there is no budget or a flow after the first may not train (see above)."""
+        spent = time.perf_counter() - start + (0.0 if config is None else reserve(config))
+        left = None if settings.max_time is None else settings.max_time - spent
         if last is not None and (left is None or left < settings.max_time / 10 or torchrun.world_size() > 1
                                  or last.stopped not in ("patience", "epochs")):
             return None
@@ -217,7 +221,7 @@ def train_candidates(
     queue = [on_mixture(config) if mixture_base == "always" else (config, None) for config in configs]
     while queue:
         config, base_weights = queue.pop(0)
-        left = time_left()
+        left = time_left(config)
         if last is not None and left is None:
             break
         elapsed = time.perf_counter() - start
