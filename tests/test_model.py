@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 from flowcli import TabularFlow
 from flowcli.cli.app import app
 from flowcli.errors import DataError, FlowcliError, FlowcliWarning
+from flowcli.flow.config import default_config
 from flowcli.flow.numpy_flow import NumpyRealNVP
 from flowcli.flow.torch_flow import RealNVP
-from flowcli.flow.config import default_config
 from flowcli.flow.train import TrainSettings, flow_name, train_candidates
 from flowcli.sampling import latent_to_features
 
