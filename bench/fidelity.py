@@ -12,8 +12,8 @@ integer values that are integral, of numbers within the training range; the mean
 per-column missing rates), and ML efficacy: a gradient-boosted model trained on the synthetic
 rows predicts one column of the held-out real rows (TARGETS: macro F1 for a category, R² for a
 number), beside the same model trained on the real training rows. CTGAN's epochs are sized to
-the budget from a one-epoch timing, TabDDPM's from a timed probe (bench/tabddpm.py). "Marginals" resamples each column on its own:
-what no dependence at all scores.
+the budget from a one-epoch timing, TabDDPM's from a timed probe (bench/tabddpm.py).
+"Marginals" resamples each column on its own: what no dependence at all scores.
 Each table is split, fitted and judged once per seed (--seeds, 3 by default) and the medians are
 reported; a table of fewer than 1,000 rows 5 times (seeds 0 to 4): penguins holds out 69 rows,
 and one detection AUC from 138 rows in 5 folds varies by about ±0.05 from split to split.

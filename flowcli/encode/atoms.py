@@ -55,7 +55,9 @@ class Atoms:
             return None
         widths = highs[first] - lows[first]
         # A coarse cell (a year of schooling) is wider than the bandwidth, so its window reaches
-        # half way into the cells beside it: their rows are the surroundings it is judged by.
+        # half way into the cells beside it: their rows are the surroundings it is judged by. At
+        # the column's end the window reaches past the range, where no rows are, so an edge cell
+        # is judged against one neighbour's rows spread over both sides (18 years, the most seen).
         reach = np.maximum(bandwidth, NEIGHBOURS * widths)
         cumulative = np.concatenate([[0], np.cumsum(counts)])
         near = (cumulative[np.searchsorted(values, values + reach, side="right")]
