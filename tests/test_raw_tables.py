@@ -13,6 +13,7 @@ import pytest
 from scipy import stats
 
 from flowcli import TabularFlow
+from flowcli.encode.preprocess import Preprocessor
 from flowcli.errors import DataError, FlowcliWarning
 
 STEP = 0.5
@@ -105,6 +106,21 @@ def test_a_value_just_past_the_edge_scores_close_to_the_edge(positive_model):
         warnings.simplefilter("ignore", FlowcliWarning)
         at_edge, past = positive_model.score_samples(rows)
     assert abs(past - at_edge) < 3, (at_edge, past)
+
+
+def test_each_number_column_gets_the_map_under_which_a_normal_fits_it_best():
+    rng = np.random.default_rng(1)
+    frame = pa.table({
+        "income": rng.lognormal(1, 0.8, 4_000),  # skewed right: a log makes it normal
+        "height": rng.normal(170, 8, 4_000),  # positive, and normal as it is: no log
+        "score": 100 - rng.lognormal(1, 0.8, 4_000),  # positive but skewed left: a log would skew it further
+        "rate": 1 / (1 + np.exp(-rng.normal(0, 1.5, 4_000))),  # within (0, 1): a logit makes it normal
+        "visits": rng.poisson(40, 4_000),  # whole numbers far from zero: no log
+    })
+    kinds = {"income": "continuous", "height": "continuous", "score": "continuous", "rate": "continuous", "visits": "integer"}
+    columns = Preprocessor.fit(frame, kinds, source="t").columns
+    assert {column.name: column.transform for column in columns} == {
+        "income": "log", "height": "identity", "score": "identity", "rate": "logit", "visits": "identity"}
 
 
 def test_a_date_a_timestamp_and_iso_text_of_the_same_dates_give_the_same_model():

@@ -15,6 +15,7 @@ from flowcli.encode.maps import (
     forward_transform,
     grid_step,
     inverse_transform,
+    likeliest_transform,
     nearest_within,
     repeated_grid,
 )
@@ -128,16 +129,12 @@ class NumericColumn:
             found = grid_step(observed, decimals) or (repeated_grid(distinct) if _few_repeated(distinct, observed) else None)
             grid, rounded = (found, True) if found else (0.0, False)
             coarse = bool(found and found > COARSE_GRID * np.std(observed))
-        if kind == "datetime":  # days from the earliest: a position, not a magnitude to log
-            transform = "identity"
-        elif kind == "integer":
-            transform = "log" if low >= 0 else "identity"
-        elif low >= 0 and high <= 1:
-            transform = "logit"
-        elif low > 0:
-            transform = "log"
-        else:
-            transform = "identity"
+        # The maps a column's support allows (datetimes are days from the earliest: a position, not
+        # a magnitude to log), the likeliest chosen at the centres of the values' cells.
+        centres = observed + (0.0 if rounded or not grid else grid / 2)
+        allowed = ("identity",) + (("log",) if kind == "integer" and low >= 0 or kind == "continuous" and low > 0 else ()) \
+            + (("logit",) if kind == "continuous" and low >= 0 and high <= 1 else ())
+        transform = likeliest_transform(centres, allowed)
         missing_rate = float(missing.mean()) if missing.any() else None
         text_dates = kind == "datetime" and (pa.types.is_string(values.type) or pa.types.is_large_string(values.type))
         dtype = str(datetime_text_type(values) or pa.timestamp("us")) if text_dates else type_name(values)
@@ -147,7 +144,6 @@ class NumericColumn:
         column = cls(name, kind, dtype, 0.0, 1.0, transform, low, high, missing_rate, grid, origin, span, decimals, step, seen,
                      rounded, coarse, extrapolates=True)  # standardized below
         if grid:
-            centres = observed + (0.0 if rounded else grid / 2)
             column = replace(column, atoms=Atoms.fit(*(column.mapped(v)[0] for v in (centres, centres - grid / 2, centres + grid / 2))))
             observed = centres
         t = column.mapped(observed)[0]
