@@ -116,11 +116,14 @@ def test_each_number_column_gets_the_map_under_which_a_normal_fits_it_best():
         "score": 100 - rng.lognormal(1, 0.8, 4_000),  # positive but skewed left: a log would skew it further
         "rate": 1 / (1 + np.exp(-rng.normal(0, 1.5, 4_000))),  # within (0, 1): a logit makes it normal
         "visits": rng.poisson(40, 4_000),  # whole numbers far from zero: no log
+        "tiny": rng.normal(1, 0.1, 4_000) * 1e-170,  # normal, at a scale whose squares underflow
     })
-    kinds = {"income": "continuous", "height": "continuous", "score": "continuous", "rate": "continuous", "visits": "integer"}
+    kinds = {"income": "continuous", "height": "continuous", "score": "continuous", "rate": "continuous",
+             "visits": "integer", "tiny": "continuous"}
     columns = Preprocessor.fit(frame, kinds, source="t").columns
     assert {column.name: column.transform for column in columns} == {
-        "income": "log", "height": "identity", "score": "identity", "rate": "logit", "visits": "identity"}
+        "income": "log", "height": "identity", "score": "identity", "rate": "logit", "visits": "identity",
+        "tiny": "identity"}
 
 
 def test_a_date_a_timestamp_and_iso_text_of_the_same_dates_give_the_same_model():

@@ -99,9 +99,10 @@ def likeliest_transform(v: np.ndarray, candidates: tuple[str, ...]) -> str:
     best, best_density = candidates[0], -math.inf
     for transform in candidates:
         t, log_slope = forward_transform(transform, v)
-        spread = float(np.std(t)) if np.all(np.isfinite(t)) else 0.0
+        scale = float(np.max(np.abs(t))) if np.all(np.isfinite(t)) else 0.0
+        spread = float(np.std(t / scale)) * scale if scale else 0.0  # divided first: no underflow near 1e-170
         if spread > 0:
-            density = -0.5 * math.log(2 * math.pi * math.e * spread**2) + float(np.mean(log_slope))
+            density = -0.5 * math.log(2 * math.pi * math.e) - math.log(spread) + float(np.mean(log_slope))
             if density > best_density:
                 best, best_density = transform, density
     return best
