@@ -75,6 +75,17 @@ def repeated_grid(distinct: np.ndarray) -> float | None:
     return None
 
 
+def smallest_gap(distinct: np.ndarray) -> float | None:
+    """The smallest gap between distinct, increasing values (K,) beyond float rounding (1e-7 of
+    their span): the widest cells that few repeated values off any even grid fill without
+    overlapping. None for fewer than two values."""
+    if len(distinct) < 2:
+        return None
+    gaps = np.diff(distinct)
+    gaps = gaps[gaps > 1e-7 * float(distinct[-1] - distinct[0])]
+    return float(gaps.min()) if len(gaps) else None
+
+
 def forward_transform(
     transform: str, v: np.ndarray, knees: tuple[float, float] = (-math.inf, math.inf)
 ) -> tuple[np.ndarray, np.ndarray]:
