@@ -57,11 +57,15 @@ def grid_step(x: np.ndarray, decimals: int | None) -> float | None:
 MAX_GRID_CELLS = 100_000  # a grid finer than the values' span over this many cells is no grid
 
 
-def repeated_grid(distinct: np.ndarray) -> float | None:
-    """The step of an evenly spaced grid that a few distinct, increasing values (K,) all sit on,
-    to within float rounding: the counts behind a standardized column, (k − μ)/σ, have no
-    decimals to tell their step. Euclid's algorithm on the gaps, with a tolerance; None when the
-    step would split the span into more than MAX_GRID_CELLS cells."""
+def repeated_cells(distinct: np.ndarray) -> float | None:
+    """The width of the cells that few repeated, increasing values (K,) are dequantized over: the
+    step of an evenly spaced grid they all sit on, to within float rounding (the counts behind a
+    standardized column, (k − μ)/σ, have no decimals to tell their step; Euclid's algorithm on the
+    gaps, with a tolerance), unless it would split the span into more than MAX_GRID_CELLS cells;
+    else, off any even grid (a standardized column whose one value holds most rows), their
+    smallest gap beyond that tolerance, the widest cells they fill without overlapping. Without
+    cells the flow puts a spike on a value repeated that often, hundreds of nats high. None for
+    fewer than two values."""
     if len(distinct) < 2:
         return None
     gaps, span = np.diff(distinct), float(distinct[-1] - distinct[0])
@@ -72,18 +76,8 @@ def repeated_grid(distinct: np.ndarray) -> float | None:
         if not len(off):
             return step
         step = float(off.min())
-    return None
-
-
-def smallest_gap(distinct: np.ndarray) -> float | None:
-    """The smallest gap between distinct, increasing values (K,) beyond float rounding (1e-7 of
-    their span): the widest cells that few repeated values off any even grid fill without
-    overlapping. None for fewer than two values."""
-    if len(distinct) < 2:
-        return None
-    gaps = np.diff(distinct)
-    gaps = gaps[gaps > 1e-7 * float(distinct[-1] - distinct[0])]
-    return float(gaps.min()) if len(gaps) else None
+    apart = gaps[gaps > tolerance]
+    return float(apart.min()) if len(apart) else None
 
 
 def forward_transform(

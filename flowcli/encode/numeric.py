@@ -17,8 +17,7 @@ from flowcli.encode.maps import (
     inverse_transform,
     likeliest_transform,
     nearest_within,
-    repeated_grid,
-    smallest_gap,
+    repeated_cells,
 )
 from flowcli.errors import DataError
 from flowcli.table.values import (
@@ -120,20 +119,15 @@ class NumericColumn:
         low, high = float(observed.min()), float(observed.max())
         decimals = decimal_places(observed) if kind == "continuous" else None
         distinct = np.unique(observed) if kind == "continuous" else observed[:0]
+        few_repeated = _few_repeated(distinct, observed)
         rounded = coarse = False
         if kind == "integer":
             grid = 1.0
         elif kind == "datetime":  # a Parquet date, a timestamp at midnights and ISO dates: all a day
             grid = step / ticks_per_day(datetime_unit(values)) if step else 0.0
             grid = grid if grid >= MIN_DATETIME_GRID else 0.0
-        else:  # a grid of decimals, else one that few repeated values sit on (standardized counts)
-            found = grid_step(observed, decimals)
-            if not found and _few_repeated(distinct, observed):
-                # Few values, each repeated, off any even grid (a standardized column whose one value
-                # holds most rows) still get cells, as wide as the closest two values allow: without
-                # them the flow puts a spike on the repeated values, hundreds of nats high (cardio's
-                # x6, one value in 96 % of rows, scored its rows 521 nats a unit at the median).
-                found = repeated_grid(distinct) or smallest_gap(distinct)
+        else:  # a grid of decimals, else cells for few repeated values (standardized counts, cardio's x6)
+            found = grid_step(observed, decimals) or (repeated_cells(distinct) if few_repeated else None)
             grid, rounded = (found, True) if found else (0.0, False)
             coarse = bool(found and found > COARSE_GRID * np.std(observed))
         # The maps a column's support allows (datetimes are days from the earliest: a position, not
@@ -147,7 +141,7 @@ class NumericColumn:
         dtype = str(datetime_text_type(values) or pa.timestamp("us")) if text_dates else type_name(values)
         # Few values, each seen many times: a measuring grid (wind in knots shown in mph, degrees
         # in tens), which decimals alone do not keep and which a classifier spots at once.
-        seen = tuple(distinct.tolist()) if _few_repeated(distinct, observed) else None
+        seen = tuple(distinct.tolist()) if few_repeated else None
         column = cls(name, kind, dtype, 0.0, 1.0, transform, low, high, missing_rate, grid, origin, span, decimals, step, seen,
                      rounded, coarse, extrapolates=True)  # standardized below
         if grid:
