@@ -148,6 +148,8 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
                               "it is modeled as certain", FlowcliWarning, 2)
         rng = np.random.default_rng(self.seed)
         u, log_weight = self.preprocessor_.encode(table, rng.uniform(size=(table.num_rows, self.preprocessor_.width)), source=source)
+        links = self.preprocessor_.links  # the flow's fixed first step: it trains on the linked features
+        v, links_log_det = (u, 0.0) if links is None else links.forward(u)
 
         from flowcli.flow.train import (  # torch, once the data is known to be usable
             TrainSettings,
@@ -159,7 +161,8 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
         redraw = None
         if self.preprocessor_.dequantized or not self.preprocessor_.is_exact(table):
             def redraw() -> np.ndarray:  # fresh dequantization and imputation noise for an epoch
-                return self.preprocessor_.encode(train_table, rng.uniform(size=(len(train_rows), self.preprocessor_.width)))[0]
+                fresh = self.preprocessor_.encode(train_table, rng.uniform(size=(len(train_rows), self.preprocessor_.width)))[0]
+                return fresh if links is None else links.forward(fresh)[0]
         # A mixture base's components are counted at training, from the mixture fitted there.
         configs = [default_config(total_rows, self.preprocessor_.width, layers=self.layers, hidden=self.hidden, coupling=coupling,
                                   base="normal" if self.base == "mixture" else self.base)
@@ -181,13 +184,14 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
             epochs=self.epochs, max_time=training_time, batch_size=self.batch_size, lr=self.lr,
             patience=self.patience, seed=self.seed, device=self.device,
         )
+        log_weight = log_weight + links_log_det
         self.config_, self.weights_, summary = train_candidates(
-            u[train_rows], u[val_rows], configs, settings,
+            v[train_rows], v[val_rows], configs, settings,
             train_offset=-torchrun.mean(log_weight[train_rows]), val_offset=-torchrun.mean(log_weight[val_rows]),
             redraw=redraw, on_epoch=on_epoch, stop_requested=stop_requested, mixture_base=mixture_base, reserve=reserve,
         )
         self.training_ = summary.to_json()
-        self._flow = NumpyRealNVP(self.config_, self.weights_)
+        self._flow = NumpyRealNVP(self.config_, self.weights_, front=links)
         validation_scores = self.score_samples(validation, source=source)
         self.validation_quantiles_ = quantiles(validation_scores)
         self.anomaly_ = AnomalyReference.fit(self.preprocessor_, train_table, validation, validation_scores)
@@ -355,7 +359,7 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
             raise BundleError(f"{path}: the manifest's columns make {model.preprocessor_.width} features for a flow of {model.config_.features}")
         model.config_.check_weights(weights, path)
         model.weights_ = weights
-        model._flow = NumpyRealNVP(model.config_, weights)
+        model._flow = NumpyRealNVP(model.config_, weights, front=model.preprocessor_.links)
         return model
 
     def describe(self) -> dict:

@@ -40,6 +40,8 @@ class CategoricalColumn:
     rare_count: int = 0  # how many distinct values "other" stands for
     gaps: int = 0  # whole numbers inside the range of integer levels never seen at fit (format 8)
     gap_share: float = 0.0  # the probability they share, evenly; the levels keep 1 − gap_share
+    parent: str | None = None  # the category column its level shares depend on (see `encode.links`; format 11)
+    given_parent: list[list[float]] | None = None  # (parent's levels, these levels): shares given each parent level
 
     width = 1
 
@@ -139,13 +141,21 @@ class CategoricalColumn:
             data.update(rare=self.rare, rare_count=self.rare_count)
         if self.gaps:
             data.update(gaps=self.gaps, gap_share=self.gap_share)
+        if self.parent is not None:
+            data.update(parent=self.parent, given_parent=self.given_parent)
         return data
 
     @classmethod
     def from_json(cls, data: dict) -> CategoricalColumn:
         column = cls(str(data["name"]), str(data["kind"]), str(data["dtype"]), list(data["levels"]),
                      [float(p) for p in data["probabilities"]], list(data.get("rare", [])), int(data.get("rare_count", 0)),
-                     int(data.get("gaps", 0)), float(data.get("gap_share", 0.0)))
+                     int(data.get("gaps", 0)), float(data.get("gap_share", 0.0)), data.get("parent"),
+                     [[float(p) for p in row] for row in data["given_parent"]] if "given_parent" in data else None)
+        if (column.parent is None) != (column.given_parent is None) or not isinstance(column.parent, str | None):
+            raise ValueError(f"column {column.name!r} has a parent without shares given it, or shares without a parent")
+        for row in column.given_parent or []:
+            if len(row) != len(column.probabilities) or min(row) <= 0 or abs(sum(row) - 1) > 1e-6:
+                raise ValueError(f"column {column.name!r} has invalid level shares given its parent")
         if column.gaps < 0 or not 0 <= column.gap_share < 1 or bool(column.gaps) != bool(column.gap_share):
             raise ValueError(f"column {column.name!r} has an invalid share for its gaps")
         p = np.asarray(column.probabilities)

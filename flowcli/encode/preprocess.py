@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from flowcli.encode.columns import CategoricalColumn, NumericColumn, auxiliary_features, encoder_from_json, fit_encoder
+from flowcli.encode.links import LevelLinks, linked
 from flowcli.errors import BundleError
 
 NOISE_POINTS = 8  # noise draws averaged per row when a table has discrete or missing values
@@ -31,10 +32,12 @@ class Preprocessor:
     def fit(cls, table: pa.Table, kinds: dict[str, str], *, source: str, declared: Collection[str] = ()) -> Preprocessor:
         """Learn each column's encoder from the rows of `table`; `kinds` maps name → kind, in order.
         A category column of whole numbers whose kind the user has not `declared` scores the
-        whole numbers between its levels too (`CategoricalColumn.with_gaps`)."""
+        whole numbers between its levels too (`CategoricalColumn.with_gaps`).
+        Category columns are then linked (`links.linked`)."""
         columns = [fit_encoder(table.column(name), name, kind, source) for name, kind in kinds.items()]
-        return cls(tuple(column.with_gaps(table.num_rows) if isinstance(column, CategoricalColumn) and column.name not in declared
-                         else column for column in columns))
+        columns = [column.with_gaps(table.num_rows) if isinstance(column, CategoricalColumn) and column.name not in declared
+                   else column for column in columns]
+        return cls(linked(columns, table, source))
 
     @property
     def auxiliary(self) -> int:
@@ -111,6 +114,11 @@ class Preprocessor:
         return {name: count for name, count in counts.items() if count}
 
     @property
+    def links(self) -> LevelLinks | None:
+        """The flow's fixed first step that links category columns (`encode.links`), or None."""
+        return LevelLinks.of(self.columns)
+
+    @property
     def categorical_names(self) -> set[str]:
         return {column.name for column in self.columns if isinstance(column, CategoricalColumn)}
 
@@ -118,6 +126,22 @@ class Preprocessor:
         """`points` deterministic noise arrays (rows, W): a rank-1 lattice, even in every feature."""
         shift = (np.arange(self.width) * _GOLDEN) % 1.0
         return [np.broadcast_to(((i + 0.5) / points + shift) % 1.0, (rows, self.width)) for i in range(points)]
+
+    def _check_links(self) -> None:
+        """Raise a ValueError unless every parent is another category column, with a row of shares
+        for each of its levels, and following parents never comes back to a column."""
+        by_name = {column.name: column for column in self.columns}
+        for column in self.columns:
+            if getattr(column, "parent", None) is None:
+                continue
+            parent = by_name.get(column.parent)
+            if not isinstance(parent, CategoricalColumn) or len(column.given_parent) != len(parent.probabilities):
+                raise ValueError(f"column {column.name!r} is linked to {column.parent!r}, which is not a category column of its levels")
+            ancestor, steps = parent, 0
+            while getattr(ancestor, "parent", None) is not None and steps <= len(self.columns):
+                ancestor, steps = by_name[ancestor.parent], steps + 1
+            if steps > len(self.columns):
+                raise ValueError(f"column {column.name!r} is linked in a cycle")
 
     def to_json(self) -> list[dict]:
         return [column.to_json() for column in self.columns]
@@ -127,6 +151,8 @@ class Preprocessor:
         if not isinstance(data, list) or not all(isinstance(entry, dict) for entry in data):
             raise BundleError("the manifest is malformed: its columns are not a list of column records")
         try:
-            return cls(tuple(encoder_from_json(entry) for entry in data))
+            preprocessor = cls(tuple(encoder_from_json(entry) for entry in data))
+            preprocessor._check_links()
+            return preprocessor
         except (KeyError, TypeError, ValueError, OverflowError) as error:
             raise BundleError(f"the manifest is malformed: its columns are invalid ({type(error).__name__}: {error})") from None

@@ -93,10 +93,15 @@ class _Coupling:
 
 
 class NumpyRealNVP:
-    """Evaluate a RealNVP given its `FlowConfig` and weights (named as in `weight_shapes`)."""
+    """Evaluate a RealNVP given its `FlowConfig` and weights (named as in `weight_shapes`).
 
-    def __init__(self, config: FlowConfig, weights: dict[str, np.ndarray], dtype: type = np.float32):
+    `front`, when given, is a fixed first step with float64 `forward(x) → (x', log-det)` and
+    `inverse(x') → x`, whose outputs the weights were trained on (`encode.links.LevelLinks`).
+    """
+
+    def __init__(self, config: FlowConfig, weights: dict[str, np.ndarray], dtype: type = np.float32, front=None):
         self.config = config
+        self.front = front
         self.dtype = dtype
         self.base = registry.base(config.base)
         self.base_weights = {name: weights[name] for name in self.base.weight_shapes(config)}
@@ -116,8 +121,11 @@ class NumpyRealNVP:
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Data (N, D) → latent (N, D) and log|det ∂z/∂x| (N,)."""
+        log_det = np.zeros(len(x), dtype=self.dtype)
+        if self.front is not None:
+            x, front_log_det = self.front.forward(x)
+            log_det += front_log_det
         z = np.array(x, dtype=self.dtype)
-        log_det = np.zeros(len(z), dtype=self.dtype)
         for step in self.steps:
             z, step_log_det = step.forward(z)
             log_det += step_log_det
@@ -128,7 +136,7 @@ class NumpyRealNVP:
         x = np.array(z, dtype=self.dtype)
         for step in reversed(self.steps):
             x = step.inverse(x)
-        return x
+        return x if self.front is None else self.front.inverse(x).astype(self.dtype)
 
     def log_prob(self, x: np.ndarray) -> np.ndarray:
         """log p(x) per row (N,) as float64, in the units of x."""
