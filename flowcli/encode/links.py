@@ -29,28 +29,31 @@ from flowcli.encode.categorical import CategoricalColumn
 from flowcli.encode.dequantize import ndtr, ndtri, normal_log_pdf
 
 MAX_CELLS = 20_000  # parent levels × child levels of one link: its shares stay a small part of the manifest
+SIGNIFICANCE = 1e-3  # the G-test's level: independent pairs link this rarely
 PRIOR_STRENGTHS = 2.0 ** np.arange(-1, 11)  # rows' worth of the column's own shares behind each parent level's
 
 
 def linked(columns: Sequence, table: pa.Table, source: str) -> tuple:
     """`columns` (encoders fitted on `table`), with a parent and shares given it set on the category
-    columns of the Chow-Liu forest: edges in order of mutual information less its bias
-    ((K_a − 1)(K_b − 1) / 2N nats, so that chance never links), each tree rooted at its first
-    column in table order."""
+    columns of the Chow-Liu forest: pairs whose dependence is significant (the G-test, 2N times
+    their mutual information, against χ² with (K_a − 1)(K_b − 1) degrees of freedom), taken in
+    order of mutual information less its bias under independence ((K_a − 1)(K_b − 1) / 2N nats);
+    each tree is rooted at its first column in table order."""
     categories = [i for i, column in enumerate(columns) if isinstance(column, CategoricalColumn)
                   and len(column.probabilities) > 1 and column.parent is None]
     if len(categories) < 2 or not table.num_rows:
         return tuple(columns)
+    from scipy.stats import chi2  # fitting imports torch anyway
+
     index = {i: columns[i].level_index(table.column(columns[i].name), source) for i in categories}
     sizes = {i: len(columns[i].probabilities) for i in categories}
     edges = []
     for position, a in enumerate(categories):
         for b in categories[position + 1:]:
             if sizes[a] * sizes[b] <= MAX_CELLS:
-                gain = mutual_information(counts(index[a], index[b], sizes[a], sizes[b]))
-                gain -= (sizes[a] - 1) * (sizes[b] - 1) / (2 * table.num_rows)
-                if gain > 0:
-                    edges.append((gain, a, b))
+                information, freedom = mutual_information(counts(index[a], index[b], sizes[a], sizes[b])), (sizes[a] - 1) * (sizes[b] - 1)
+                if chi2.sf(2 * table.num_rows * information, freedom) < SIGNIFICANCE:
+                    edges.append((information - freedom / (2 * table.num_rows), a, b))
     component = {i: i for i in categories}
 
     def root(i: int) -> int:

@@ -1,0 +1,136 @@
+"""Links between category columns (`flowcli.encode.links`): the fixed first step is invertible with
+an exact log-determinant, gives the tree's level probabilities, and a fitted model keeps how its
+categories go together, which the flow alone blurred towards independence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from test_bundle import assert_refused, edit_manifest
+
+from flowcli import TabularFlow
+from flowcli.encode.links import LevelLinks, Link, given_parent, relevel
+from flowcli.encode.preprocess import Preprocessor
+from flowcli.flow.config import FlowConfig
+from flowcli.flow.numpy_flow import NumpyRealNVP
+from flowcli.likelihood import log_likelihood
+
+
+def associated_table(rows: int, seed: int = 0) -> pd.DataFrame:
+    """`region` by fixed shares, `group` by shares that depend strongly on the region (a rare
+    group concentrated in one region), `urban` on the group, and a number that moves with the region."""
+    rng = np.random.default_rng(seed)
+    region = rng.choice(["north", "south", "east", "west"], rows, p=[0.25, 0.3, 0.25, 0.2])
+    rare_share = np.select([region == "south", region == "west"], [0.16, 0.01], 0.05)
+    group = np.where(rng.uniform(size=rows) < rare_share, "b", "a")
+    urban = rng.uniform(size=rows) < np.where(group == "b", 0.95, 0.7)
+    amount = rng.normal(size=rows) + (region == "south") * 1.5
+    return pd.DataFrame({"region": region, "group": group, "urban": urban, "amount": amount})
+
+
+def chain(rng: np.random.Generator) -> tuple[LevelLinks, int]:
+    """Features 0 → 1 → 2 linked in a chain (3, 4 and 2 levels), and a free feature 3."""
+    shares = [rng.dirichlet(np.ones(k) * 2) for k in (3, 4, 2)]
+    links = [Link(1, 0, shares[1], shares[0], rng.dirichlet(np.ones(4), size=3)),
+             Link(2, 1, shares[2], shares[1], rng.dirichlet(np.ones(2), size=4))]
+    return LevelLinks(links), 4
+
+
+def test_relevel_is_invertible_and_its_log_det_is_the_derivative():
+    rng = np.random.default_rng(0)
+    old, new = rng.dirichlet(np.ones(5), size=400), rng.dirichlet(np.ones(5), size=400)
+    g = rng.normal(size=400) * 1.5
+    moved, log_det = relevel(g, old, new)
+    back, back_log_det = relevel(moved, new, old)
+    np.testing.assert_allclose(back, g, atol=1e-9)
+    np.testing.assert_allclose(back_log_det, -log_det, atol=1e-9)
+    h = 1e-6
+    slope = (relevel(g + h, old, new)[0] - relevel(g - h, old, new)[0]) / (2 * h)
+    np.testing.assert_allclose(log_det, np.log(slope), atol=1e-5)
+
+
+def test_linked_features_round_trip_and_log_det_matches_the_jacobian():
+    links, width = chain(np.random.default_rng(1))
+    u = np.random.default_rng(2).normal(size=(50, width))
+    v, log_det = links.forward(u)
+    np.testing.assert_allclose(links.inverse(v), u, atol=1e-9)
+    assert np.array_equal(v[:, [0, 3]], u[:, [0, 3]])  # roots and other features stay as they are
+    h = 1e-6
+    for row in range(10):  # the full Jacobian by central differences: it is triangular, and its log|det| is log_det
+        jacobian = np.stack([(links.forward(u[row] + h * e[None])[0] - links.forward(u[row] - h * e[None])[0])[0] / (2 * h)
+                             for e in np.eye(width)], axis=1)
+        assert np.linalg.slogdet(jacobian)[1] == pytest.approx(log_det[row], abs=1e-5)
+
+
+def test_a_flow_that_leaves_the_features_normal_gives_the_trees_probabilities():
+    table = associated_table(3000)[["region", "group", "urban"]]
+    preprocessor = Preprocessor.fit(pa.table(table), {"region": "categorical", "group": "categorical", "urban": "boolean"},
+                                    source="t")
+    columns = {column.name: column for column in preprocessor.columns}
+    assert columns["group"].parent == "region" and columns["urban"].parent == "group"
+    config = FlowConfig(features=preprocessor.width, layers=2, hidden=4)
+    identity = NumpyRealNVP(config, {name: np.zeros(shape, np.float32) for name, shape in config.weight_shapes().items()},
+                            front=preprocessor.links)
+    every = pd.DataFrame([(r, g, u) for r in columns["region"].levels for g in columns["group"].levels for u in (False, True)],
+                         columns=["region", "group", "urban"])
+    scores = log_likelihood(preprocessor, identity, pa.table(every), source="t")
+    expected = []
+    for r, g, u in every.itertuples(index=False):
+        ri, gi, ui = columns["region"].levels.index(r), columns["group"].levels.index(g), columns["urban"].levels.index(u)
+        expected.append(np.log(columns["region"].probabilities[ri] * columns["group"].given_parent[ri][gi]
+                               * columns["urban"].given_parent[gi][ui]))
+    np.testing.assert_allclose(scores, expected, atol=1e-5)
+    assert np.exp(scores).sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_shares_given_a_parent_follow_the_counts_and_fall_back_on_few_rows():
+    counts = np.array([[900.0, 100.0], [2.0, 0.0]])
+    shares = np.array([0.5, 0.5])
+    given = given_parent(counts, shares)
+    np.testing.assert_allclose(given.sum(axis=1), 1)
+    assert given[0, 0] == pytest.approx(0.9, abs=0.01)
+    assert 0.5 < given[1, 0] < 1.0 and given[1, 1] > 0.05  # two rows are not a certainty
+
+
+def test_independent_categories_are_not_linked():
+    rng = np.random.default_rng(0)
+    table = pa.table({"a": rng.choice(list("xyz"), 5000), "b": rng.choice(list("pq"), 5000), "c": rng.choice(list("uvw"), 5000)})
+    preprocessor = Preprocessor.fit(table, {"a": "categorical", "b": "categorical", "c": "categorical"}, source="t")
+    assert preprocessor.links is None
+
+
+def test_a_fitted_model_keeps_how_categories_go_together():
+    table = associated_table(6000)
+    model = TabularFlow(epochs=40, seed=0).fit(table)
+    samples = model.sample(40_000, seed=1)
+    real, fake = table.groupby("region").group.apply(lambda g: (g == "b").mean()), \
+        samples.groupby("region").group.apply(lambda g: (g == "b").mean())
+    # the rare group's share by region: 0.16 in the south, 0.01 in the west
+    assert (fake - real).abs().max() < 0.02, pd.DataFrame({"real": real, "sampled": fake})
+    assert abs(samples[samples.group == "b"].urban.mean() - table[table.group == "b"].urban.mean()) < 0.05
+
+
+def test_links_survive_the_bundle_and_malformed_ones_are_refused(tmp_path):
+    table = associated_table(2000)
+    model = TabularFlow(epochs=3, layers=2, hidden=8, seed=0).fit(table)
+    path = model.save(tmp_path / "m.flow")
+    loaded = TabularFlow.load(path)
+    assert [getattr(c, "parent", None) for c in loaded.preprocessor_.columns] == [None, "region", "group", None]
+    np.testing.assert_array_equal(loaded.score_samples(table.head(50)), model.score_samples(table.head(50)))
+    pd.testing.assert_frame_equal(loaded.sample(20, seed=3), model.sample(20, seed=3))
+
+    def column(manifest, name):
+        return next(entry for entry in manifest["columns"] if entry["name"] == name)
+
+    edits = {
+        "unknown": lambda m: column(m, "group").update(parent="nowhere"),
+        "numeric": lambda m: column(m, "group").update(parent="amount"),
+        "shape": lambda m: column(m, "group")["given_parent"].pop(),
+        "sum": lambda m: column(m, "group")["given_parent"][0].__setitem__(0, 0.9),
+        "cycle": lambda m: column(m, "region").update(parent="group", given_parent=[[0.25, 0.25, 0.25, 0.25]] * 2),
+        "half": lambda m: column(m, "group").pop("given_parent"),
+    }
+    for name, edit in edits.items():
+        assert_refused(TabularFlow.load, edit_manifest(path, tmp_path / f"{name}.flow", edit), "manifest")
