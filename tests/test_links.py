@@ -11,7 +11,8 @@ import pytest
 from test_bundle import assert_refused, edit_manifest
 
 from flowcli import TabularFlow
-from flowcli.encode.links import LevelLinks, Link, given_parent, relevel
+from flowcli.encode.dequantize import ndtri
+from flowcli.encode.links import LevelLinks, Link, given_parent, move
 from flowcli.encode.preprocess import Preprocessor
 from flowcli.flow.config import FlowConfig
 from flowcli.flow.numpy_flow import NumpyRealNVP
@@ -38,17 +39,21 @@ def chain(rng: np.random.Generator) -> tuple[LevelLinks, int]:
     return LevelLinks(links), 4
 
 
-def test_relevel_is_invertible_and_its_log_det_is_the_derivative():
+def test_move_is_invertible_and_its_log_det_is_the_derivative():
     rng = np.random.default_rng(0)
     old, new = rng.dirichlet(np.ones(5), size=400), rng.dirichlet(np.ones(5), size=400)
-    g = rng.normal(size=400) * 1.5
-    moved, log_det = relevel(g, old, new)
-    back, back_log_det = relevel(moved, new, old)
-    np.testing.assert_allclose(back, g, atol=1e-9)
-    np.testing.assert_allclose(back_log_det, -log_det, atol=1e-9)
-    h = 1e-6
-    slope = (relevel(g + h, old, new)[0] - relevel(g - h, old, new)[0]) / (2 * h)
-    np.testing.assert_allclose(log_det, np.log(slope), atol=1e-5)
+    k = rng.integers(0, 5, 400)
+    rows = np.arange(400)
+    starts, new_starts = (np.cumsum(old, 1) - old)[rows, k], (np.cumsum(new, 1) - new)[rows, k]
+    g = ndtri(starts + rng.uniform(size=400) * old[rows, k])  # inside level k's slice
+    moved, log_det = move(g, starts, old[rows, k], new_starts, new[rows, k])
+    back, back_log_det = move(moved, new_starts, new[rows, k], starts, old[rows, k])
+    np.testing.assert_allclose(back, g, atol=1e-8)
+    np.testing.assert_allclose(back_log_det, -log_det, atol=1e-8)
+    h = 1e-7
+    slope = (move(g + h, starts, old[rows, k], new_starts, new[rows, k])[0]
+             - move(g - h, starts, old[rows, k], new_starts, new[rows, k])[0]) / (2 * h)
+    np.testing.assert_allclose(log_det, np.log(slope), atol=1e-4)
 
 
 def test_linked_features_round_trip_and_log_det_matches_the_jacobian():

@@ -86,6 +86,8 @@ def _preprocessing(column: dict) -> str:
             text += f" + other ({column['rare_count']:,} rare values)"
         if None in column["levels"]:
             text += f", {column['probabilities'][column['levels'].index(None)]:.1%} missing"
+        if column.get("parent") is not None:
+            text += f", shares given {column['parent']}"
         return text
     transform = {"identity": "", "log": "log, ", "logit": "logit, "}[column.get("transform", "identity")]
     text = f"{transform}mean {column['mean']:.4g}, std {column['std']:.4g}"

@@ -162,8 +162,9 @@ class LevelLinks:
         u = np.asarray(u, np.float64)
         v, log_det = u.copy(), np.zeros(len(u))
         for link in self.links:
-            parent_level = level(u[:, link.parent], link.parent_shares)
-            v[:, link.child], step = relevel(u[:, link.child], link.child_shares, link.given_parent[parent_level])
+            j, k = level(u[:, link.parent], link.parent_shares), level(u[:, link.child], link.child_shares)
+            v[:, link.child], step = move(u[:, link.child], _starts(link.child_shares)[k], link.child_shares[k],
+                                          _starts(link.given_parent)[j, k], link.given_parent[j, k])
             log_det += step
         return v, log_det
 
@@ -171,8 +172,12 @@ class LevelLinks:
         """Moved features v (N, W) → features u (N, W): parents first, whose levels their children's slices need."""
         u = np.array(v, np.float64)
         for link in self.links:
-            parent_level = level(u[:, link.parent], link.parent_shares)
-            u[:, link.child] = relevel(u[:, link.child], link.given_parent[parent_level], link.child_shares)[0]
+            j, k = level(u[:, link.parent], link.parent_shares), np.empty(len(u), np.int64)
+            for parent_level in np.unique(j):
+                rows = j == parent_level
+                k[rows] = level(u[rows, link.child], link.given_parent[parent_level])
+            u[:, link.child] = move(u[:, link.child], _starts(link.given_parent)[j, k], link.given_parent[j, k],
+                                    _starts(link.child_shares)[k], link.child_shares[k])[0]
         return u
 
 
@@ -181,15 +186,15 @@ def level(g: np.ndarray, shares: np.ndarray) -> np.ndarray:
     return np.minimum(np.searchsorted(np.cumsum(shares), ndtr(g), side="right"), len(shares) - 1)
 
 
-def relevel(g: np.ndarray, old: np.ndarray, new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Feature values g (N,) in their level's slice under shares `old` ((K,) or per row (N, K)) →
-    the same place, in probability, in that level's slice under `new`; and log|dg'/dg| (N,)."""
-    rows = np.arange(len(g))
-    old, new = np.broadcast_to(old, (len(g), old.shape[-1])), np.broadcast_to(new, (len(g), new.shape[-1]))
-    c = ndtr(g)
-    old_ends = np.cumsum(old, axis=1)
-    k = np.minimum((old_ends <= c[:, None]).sum(axis=1), old.shape[1] - 1)
-    old_share, new_share = old[rows, k], new[rows, k]
-    within = np.clip((c - (old_ends[rows, k] - old_share)) / old_share, 0.0, 1.0)
-    moved = ndtri(np.cumsum(new, axis=1)[rows, k] - new_share + within * new_share)
-    return moved, np.log(new_share) - np.log(old_share) + normal_log_pdf(g) - normal_log_pdf(moved)
+def move(g: np.ndarray, start: np.ndarray, share: np.ndarray, new_start: np.ndarray, new_share: np.ndarray
+         ) -> tuple[np.ndarray, np.ndarray]:
+    """Feature values g (N,) in the slice [start, start + share) of probability → the same place,
+    in probability, in [new_start, new_start + new_share); and log|dg'/dg| (N,). All arrays (N,)."""
+    within = np.clip((ndtr(g) - start) / share, 0.0, 1.0)
+    moved = ndtri(new_start + within * new_share)
+    return moved, np.log(new_share) - np.log(share) + normal_log_pdf(g) - normal_log_pdf(moved)
+
+
+def _starts(shares: np.ndarray) -> np.ndarray:
+    """Where each level's slice begins, in probability, along the last axis of `shares`."""
+    return np.cumsum(shares, axis=-1) - shares
