@@ -148,11 +148,11 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
                               "it is modeled as certain", FlowcliWarning, 2)
         rng = np.random.default_rng(self.seed)
         u, log_weight = self.preprocessor_.encode(table, rng.uniform(size=(table.num_rows, self.preprocessor_.width)), source=source)
-        links = self.preprocessor_.links  # the flow's fixed first step: it trains on the linked features
-        v, links_log_det = (u, 0.0) if links is None else links.forward(u)
+        v, log_weight = self.preprocessor_.link(u, log_weight)  # the flow trains past its fixed first step
 
         from flowcli.flow.train import (  # torch, once the data is known to be usable
             TrainSettings,
+            split_rows,
             train_candidates,
         )
 
@@ -161,8 +161,8 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
         redraw = None
         if self.preprocessor_.dequantized or not self.preprocessor_.is_exact(table):
             def redraw() -> np.ndarray:  # fresh dequantization and imputation noise for an epoch
-                fresh = self.preprocessor_.encode(train_table, rng.uniform(size=(len(train_rows), self.preprocessor_.width)))[0]
-                return fresh if links is None else links.forward(fresh)[0]
+                fresh = self.preprocessor_.encode(train_table, rng.uniform(size=(len(train_rows), self.preprocessor_.width)))
+                return self.preprocessor_.link(*fresh)[0]
         # A mixture base's components are counted at training, from the mixture fitted there.
         configs = [default_config(total_rows, self.preprocessor_.width, layers=self.layers, hidden=self.hidden, coupling=coupling,
                                   base="normal" if self.base == "mixture" else self.base)
@@ -184,14 +184,13 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
             epochs=self.epochs, max_time=training_time, batch_size=self.batch_size, lr=self.lr,
             patience=self.patience, seed=self.seed, device=self.device,
         )
-        log_weight = log_weight + links_log_det
         self.config_, self.weights_, summary = train_candidates(
             v[train_rows], v[val_rows], configs, settings,
             train_offset=-torchrun.mean(log_weight[train_rows]), val_offset=-torchrun.mean(log_weight[val_rows]),
             redraw=redraw, on_epoch=on_epoch, stop_requested=stop_requested, mixture_base=mixture_base, reserve=reserve,
         )
         self.training_ = summary.to_json()
-        self._flow = NumpyRealNVP(self.config_, self.weights_, front=links)
+        self._flow = NumpyRealNVP(self.config_, self.weights_, front=self.preprocessor_.links)
         validation_scores = self.score_samples(validation, source=source)
         self.validation_quantiles_ = quantiles(validation_scores)
         self.anomaly_ = AnomalyReference.fit(self.preprocessor_, train_table, validation, validation_scores)
@@ -389,13 +388,6 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
 
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "_flow")  # set by fit and by load
-
-
-def split_rows(rows: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Shuffled (train, validation) row indices; validation gets at least one row."""
-    order = np.random.default_rng(seed).permutation(rows)
-    n_val = min(rows - 1, max(1, round(rows * val_fraction)))
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
 def _torch_version() -> str:

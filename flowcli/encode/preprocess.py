@@ -118,6 +118,14 @@ class Preprocessor:
         """The flow's fixed first step that links category columns (`encode.links`), or None."""
         return LevelLinks.of(self.columns)
 
+    def link(self, u: np.ndarray, log_weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Features u (N, W) and log-weights (N,) → the features past the flow's fixed first step
+        (`links`) and the log-weights with its log-determinant, which the flow trains on."""
+        if self.links is None:
+            return u, log_weight
+        v, log_det = self.links.forward(u)
+        return v, log_weight + log_det
+
     @property
     def categorical_names(self) -> set[str]:
         return {column.name for column in self.columns if isinstance(column, CategoricalColumn)}

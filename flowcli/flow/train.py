@@ -164,6 +164,13 @@ def _available_bytes(device: torch.device) -> int | None:
     return None
 
 
+def split_rows(rows: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shuffled (train, validation) row indices; validation gets at least one row."""
+    order = np.random.default_rng(seed).permutation(rows)
+    n_val = min(rows - 1, max(1, round(rows * val_fraction)))
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
 def default_batch_size(rows: int) -> int:
     """About 64 steps per epoch, as a power of two between 32 and 512."""
     return int(np.clip(2 ** round(math.log2(max(rows, 1) / 64)), 32, 512))
