@@ -121,9 +121,10 @@ class Preprocessor:
     def link(self, u: np.ndarray, log_weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Features u (N, W) and log-weights (N,) → the features past the flow's fixed first step
         (`links`) and the log-weights with its log-determinant, which the flow trains on."""
-        if self.links is None:
+        links = self.links
+        if links is None:
             return u, log_weight
-        v, log_det = self.links.forward(u)
+        v, log_det = links.forward(u)
         return v, log_weight + log_det
 
     @property
