@@ -39,8 +39,7 @@ def linked(columns: Sequence, table: pa.Table, source: str) -> tuple:
     their mutual information, against χ² with (K_a − 1)(K_b − 1) degrees of freedom), taken in
     order of mutual information less its bias under independence ((K_a − 1)(K_b − 1) / 2N nats);
     each tree is rooted at its first column in table order."""
-    categories = [i for i, column in enumerate(columns) if isinstance(column, CategoricalColumn)
-                  and len(column.probabilities) > 1 and column.parent is None]
+    categories = [i for i, column in enumerate(columns) if isinstance(column, CategoricalColumn) and len(column.probabilities) > 1]
     if len(categories) < 2 or not table.num_rows:
         return tuple(columns)
     from scipy.stats import chi2  # fitting imports torch anyway
