@@ -26,10 +26,11 @@ import numpy as np
 import pyarrow as pa
 
 from flowcli.encode.categorical import CategoricalColumn
-from flowcli.encode.dequantize import ndtr, ndtri, normal_log_pdf
+from flowcli.encode.dequantize import Levels, ndtr, ndtri, normal_log_pdf
 
 MAX_CELLS = 20_000  # parent levels × child levels of one link: its shares stay a small part of the manifest
 SIGNIFICANCE = 1e-3  # the G-test's level: independent pairs link this rarely
+SCREEN_ROWS = 20_000  # pairs are tested on at most this many rows (C² pairs of counts); the shares use all
 PRIOR_STRENGTHS = 2.0 ** np.arange(-1, 11)  # rows' worth of the column's own shares behind each parent level's
 
 
@@ -37,8 +38,8 @@ def linked(columns: Sequence, table: pa.Table, source: str) -> tuple:
     """`columns` (encoders fitted on `table`), with a parent and shares given it set on the category
     columns of the Chow-Liu forest: pairs whose dependence is significant (the G-test, 2N times
     their mutual information, against χ² with (K_a − 1)(K_b − 1) degrees of freedom), taken in
-    order of mutual information less its bias under independence ((K_a − 1)(K_b − 1) / 2N nats);
-    each tree is rooted at its first column in table order."""
+    order of mutual information less its bias under independence ((K_a − 1)(K_b − 1) / 2N nats),
+    both on up to SCREEN_ROWS rows; each tree is rooted at its first column in table order."""
     categories = [i for i, column in enumerate(columns) if isinstance(column, CategoricalColumn) and len(column.probabilities) > 1]
     if len(categories) < 2 or not table.num_rows:
         return tuple(columns)
@@ -46,13 +47,15 @@ def linked(columns: Sequence, table: pa.Table, source: str) -> tuple:
 
     index = {i: columns[i].level_index(table.column(columns[i].name), source) for i in categories}
     sizes = {i: len(columns[i].probabilities) for i in categories}
-    edges = []
+    screened = np.random.default_rng(0).permutation(table.num_rows)[:SCREEN_ROWS]
+    edges, n = [], len(screened)
     for position, a in enumerate(categories):
         for b in categories[position + 1:]:
             if sizes[a] * sizes[b] <= MAX_CELLS:
-                information, freedom = mutual_information(counts(index[a], index[b], sizes[a], sizes[b])), (sizes[a] - 1) * (sizes[b] - 1)
-                if chi2.sf(2 * table.num_rows * information, freedom) < SIGNIFICANCE:
-                    edges.append((information - freedom / (2 * table.num_rows), a, b))
+                joint = counts(index[a][screened], index[b][screened], sizes[a], sizes[b])
+                information, freedom = mutual_information(joint), (sizes[a] - 1) * (sizes[b] - 1)
+                if chi2.sf(2 * n * information, freedom) < SIGNIFICANCE:
+                    edges.append((information - freedom / (2 * n), a, b))
     component = {i: i for i in categories}
 
     def root(i: int) -> int:
@@ -161,7 +164,7 @@ class LevelLinks:
         u = np.asarray(u, np.float64)
         v, log_det = u.copy(), np.zeros(len(u))
         for link in self.links:
-            j, k = level(u[:, link.parent], link.parent_shares), level(u[:, link.child], link.child_shares)
+            j, k = Levels(link.parent_shares).decode(u[:, link.parent]), Levels(link.child_shares).decode(u[:, link.child])
             v[:, link.child], step = move(u[:, link.child], _starts(link.child_shares)[k], link.child_shares[k],
                                           _starts(link.given_parent)[j, k], link.given_parent[j, k])
             log_det += step
@@ -171,18 +174,13 @@ class LevelLinks:
         """Moved features v (N, W) → features u (N, W): parents first, whose levels their children's slices need."""
         u = np.array(v, np.float64)
         for link in self.links:
-            j, k = level(u[:, link.parent], link.parent_shares), np.empty(len(u), np.int64)
+            j, k = Levels(link.parent_shares).decode(u[:, link.parent]), np.empty(len(u), np.int64)
             for parent_level in np.unique(j):
                 rows = j == parent_level
-                k[rows] = level(u[rows, link.child], link.given_parent[parent_level])
+                k[rows] = Levels(link.given_parent[parent_level]).decode(u[rows, link.child])
             u[:, link.child] = move(u[:, link.child], _starts(link.given_parent)[j, k], link.given_parent[j, k],
                                     _starts(link.child_shares)[k], link.child_shares[k])[0]
         return u
-
-
-def level(g: np.ndarray, shares: np.ndarray) -> np.ndarray:
-    """The level (N,) whose slice of the normal under `shares` (K,) holds each feature value g (N,)."""
-    return np.minimum(np.searchsorted(np.cumsum(shares), ndtr(g), side="right"), len(shares) - 1)
 
 
 def move(g: np.ndarray, start: np.ndarray, share: np.ndarray, new_start: np.ndarray, new_share: np.ndarray
