@@ -27,7 +27,7 @@ demo: install
 	$(BIN)/flowcli sample demo_out/households.flow -n 5 --seed 0
 
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile  # one worker per core; a file's tests share a worker and its fixtures
 
 # The site: docs/*.md, the CLI reference generated from the Typer app, the API from docstrings.
 DOCS_STAMP := $(VENV)/.docs-installed
