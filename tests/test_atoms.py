@@ -103,7 +103,29 @@ def test_heaps_on_a_coarse_integer_grid_are_atoms_and_come_back_in_samples():
     table = schooling(8_000, seed=0)
     model = TabularFlow(max_time=15, seed=0).fit(table)
     atoms = {column["name"]: column.get("atoms") for column in model.describe()["columns"]}
-    assert atoms["hours"] is None and len(atoms["years"]) == 2
+    assert atoms["hours"] is None and [low for low, _, _ in atoms["years"]] == [12, 16, 18]  # 18: the clipped end
     samples = model.sample(8_000, seed=1)["years"]
-    for value in (12, 16):
+    for value in (12, 16, 18):
         assert abs((samples == value).mean() - (table["years"] == value).mean()) < 0.02, value
+
+
+def heaped_wages(rows: int, seed: int) -> pd.DataFrame:
+    """Weekly wages in cents, half of them one of 40 hourly rates times 40 hours: heaps side by
+    side, each within a bandwidth of others."""
+    rng = np.random.default_rng(seed)
+    wage = np.round(np.exp(6.2 + 0.5 * rng.standard_normal(rows)), 2)
+    rates = np.round(np.round(np.exp(np.linspace(np.log(6.0), np.log(25.0), 40)), 2) * 40, 2)
+    heaped = rng.uniform(size=rows) < 0.5
+    wage[heaped] = rng.choice(rates, heaped.sum())
+    return pd.DataFrame({"wage": wage})
+
+
+def test_heaps_side_by_side_each_come_back_at_their_share():
+    """Heaps within a window of each other are judged against the rows around them that are not
+    heaps, so each is widened as far as it needs (judged against each other, the heaps came back
+    in 38 % of samples against 49 %)."""
+    table = heaped_wages(8_000, seed=0)
+    model = TabularFlow(max_time=15, seed=0).fit(table)
+    heaps = set(table["wage"].value_counts().index[:40])
+    samples = model.sample(8_000, seed=1)["wage"]
+    assert abs(samples.isin(heaps).mean() - table["wage"].isin(heaps).mean()) < 0.03

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 MIN_ROWS = 20  # a cell needs at least so many rows to be an atom
-MIN_STRETCH = 4.0  # ... and to be this much denser than its surroundings
+MIN_STRETCH = 1.5  # ... to be this much denser than its surroundings
+SIGNIFICANCE = 1e-3  # ... and to be so dense by chance this rarely (Poisson), over all the column's candidate cells
 MAX_WIDTH = 4.0  # windows: the widest an atom grows
 NEIGHBOURS = 1.5  # cell widths: the least a window reaches on each side
 MAX_ATOMS = 256  # the densest cells first
@@ -36,41 +37,61 @@ class Atoms:
     @classmethod
     def fit(cls, centres: np.ndarray, lows: np.ndarray, highs: np.ndarray) -> Atoms | None:
         """Atoms of a column from each observed row's cell: its centre, low and high edge, all in
-        t (N,). A cell is widened to the width that its rows fill at the density of the other
-        rows within its window, so that in s the flow sees no bump there; at most MAX_WIDTH
-        windows (an atom with no rows around it). The window reaches a bandwidth, and at least
-        NEIGHBOURS cell widths, each side. It is an atom when it holds
-        MIN_ROWS rows or more and that widens it MIN_STRETCH times or more: it holds that many
-        times the rows the density around it would put in it. The bandwidth is Silverman's,
-        0.9 σ N^(−1/5). None when there are none."""
+        t (N,). A cell is an atom when it holds MIN_ROWS rows or more, MIN_STRETCH times or more
+        the rows that the density of the other rows within its window would put in it, and more
+        than chance allows (a Poisson tail below SIGNIFICANCE, split over the candidate cells).
+        Each atom is widened to the width its rows fill at the density of the cells around it that
+        are not atoms, so that in s the flow sees no bump there; at most MAX_WIDTH windows (an atom
+        with no rows around it). The window reaches a bandwidth, Silverman's 0.9 σ N^(−1/5), and at
+        least NEIGHBOURS cell widths, each side. None when there are none."""
         n = len(centres)
         if n < MIN_ROWS:
             return None
         values, first, counts = np.unique(centres, return_index=True, return_counts=True)
         candidates = counts >= MIN_ROWS
-        if not candidates.any():
-            return None
         bandwidth = 0.9 * float(np.std(centres)) * n ** -0.2
-        if not bandwidth > 0:
+        if not candidates.any() or not bandwidth > 0:
             return None
+        from scipy.special import gammainc  # fitting imports torch anyway
+
         widths = highs[first] - lows[first]
         # A coarse cell (a year of schooling) is wider than the bandwidth, so its window reaches
         # half way into the cells beside it: their rows are the surroundings it is judged by. At
         # the column's end the window reaches past the range, where no rows are, so an edge cell
         # is judged against one neighbour's rows spread over both sides (18 years, the most seen).
         reach = np.maximum(bandwidth, NEIGHBOURS * widths)
-        cumulative = np.concatenate([[0], np.cumsum(counts)])
-        near = (cumulative[np.searchsorted(values, values + reach, side="right")]
-                - cumulative[np.searchsorted(values, values - reach, side="left")])
-        around = (near - counts) / ((2 * reach - widths) * n)  # the other rows' density, per unit of t
-        with np.errstate(divide="ignore"):
-            widened = np.minimum(counts / n / around, MAX_WIDTH * reach)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            factors = widened / widths
-        atoms = np.flatnonzero(candidates & (factors >= MIN_STRETCH) & (widths > 0))
+        left, right = np.searchsorted(values, values - reach, side="left"), np.searchsorted(values, values + reach, side="right")
+
+        def in_window(per_cell: np.ndarray) -> np.ndarray:
+            cumulative = np.concatenate([[0.0], np.cumsum(per_cell)])
+            return cumulative[right] - cumulative[left]
+
+        def density_around(atoms: np.ndarray) -> np.ndarray:
+            """Per cell, rows per unit of t (a share of N) of the other cells in its window that
+            are not `atoms` (a mask), over the length those cells take."""
+            kept = np.where(atoms, 0.0, counts)
+            rows = in_window(kept) - kept
+            length = 2 * reach - in_window(np.where(atoms, widths, 0.0)) - np.where(atoms, 0.0, widths)
+            return rows / (np.maximum(length, widths) * n)
+
+        def stretch(density: np.ndarray) -> np.ndarray:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return np.minimum(counts / n / density, MAX_WIDTH * reach) / widths
+
+        around = density_around(np.zeros(len(values), bool))
+        factors = stretch(around)
+        chance = gammainc(counts, around * n * widths)  # P(Poisson(the rows expected) >= the rows seen)
+        atoms = np.flatnonzero(candidates & (factors >= MIN_STRETCH) & (widths > 0)
+                               & (chance < SIGNIFICANCE / candidates.sum()))
         if not len(atoms):
             return None
         atoms = np.sort(atoms[np.argsort(-counts[atoms], kind="stable")[:MAX_ATOMS]])
+        # Atoms side by side (a hundred weekly wages, heaped years of schooling) would count each
+        # other as surroundings, though in s each is spread out: so each is judged again against
+        # the cells around it that are not atoms.
+        mask = np.zeros(len(values), bool)
+        mask[atoms] = True
+        factors = np.maximum(factors, stretch(density_around(mask)))
         low, high = lows[first][atoms], highs[first][atoms]
         high = np.minimum(high, np.append(low[1:], np.inf))  # neighbouring cells' shared edge, mapped twice, may differ in its last bit
         return cls(tuple(low.tolist()), tuple(high.tolist()), tuple(factors[atoms].tolist()))
