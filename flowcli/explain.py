@@ -7,18 +7,22 @@ as a mode of its own; the columns where they look typical then outweigh the one 
 are rare, and −log-likelihood ranks them as ordinary (bench/anomaly.py: Shuttle, digits). So
 the ranking score adds to the joint view a marginal one, the column tails:
 
-    tails(x) = max(Σ_j −log t_j(x_j), Σ_j −log left_j(x_j), Σ_j −log right_j(x_j))
+    tails(x) = Σ_j max(−log side_j(x_j), (−log left_j(x_j) − log right_j(x_j)) / 2)
 
 where, for a number, left_j and right_j are the shares of the fitted rows at or below and at
-or above x_j, and t_j = min(1, 2 min(left_j, right_j)) is its two-sided tail; for a category
-(and for a missing value) all three are the probability of a value no more common than x_j.
-This is COPOD's score (Li et al., 2020), with ECOD's two-sided tails as its third sum. Then
+or above x_j, and side_j is the one of the two on the side the column is skewed to (right for
+a skewness of 0): a value far out on the long side counts in full, one far out on the short
+side half. For a category (and for a missing value) both shares are the probability of a
+value no more common than x_j. This is COPOD's score (Li et al., 2020) as PyOD computes it,
+the largest surprise per column, summed. Then
 
     anomaly_score(x) = z(−log p(x)) + z(tails(x)),   z(v) = (v − median) / IQR,
 
 each median and interquartile range taken over the validation rows at fit: the sum of two
 robust z-scores, without units, higher = more anomalous. A row of log-likelihood −inf (a
-category never seen) scores +inf.
+category never seen) scores +inf. Bundles of formats 9 to 11 hold no skewed sides and keep
+the tails they were calibrated with: the largest of the three sums over the columns of
+−log left_j, of −log right_j and of the two-sided −log min(1, 2 min(left_j, right_j)).
 
 ## Explanations
 
@@ -149,28 +153,31 @@ class Anomalies:
 @dataclass(frozen=True)
 class AnomalyReference:
     """What `anomaly_scores` compares a row with: each numeric column's quantiles at fit (None
-    for a category, whose probabilities the preprocessor holds), and the medians and IQRs of
-    −log-likelihood and of the column tails over the validation rows."""
+    for a category, whose probabilities the preprocessor holds) and the side it is skewed to, and
+    the medians and IQRs of −log-likelihood and of the column tails over the validation rows."""
 
     knots: tuple[tuple[float, ...] | None, ...]  # one per model column, ascending
     centres: tuple[float, float]  # medians of (−log p, tails)
     scales: tuple[float, float]  # their interquartile ranges, > 0
     quantiles: tuple[float, ...] = ()  # of the validation rows' anomaly scores, for percentiles
+    sides: tuple[int, ...] | None = None  # per model column, −1 skewed left, +1 right; None: formats 9 to 11
 
     @classmethod
     def fit(cls, preprocessor: Preprocessor, train: pa.Table, validation: pa.Table, log_likelihood: np.ndarray) -> AnomalyReference:
         """From the training rows' values and the validation rows' log-likelihoods (N_val,)."""
-        knots = []
+        knots, sides = [], []
         for column in preprocessor.columns:
             if isinstance(column, CategoricalColumn):
                 knots.append(None)
+                sides.append(1)  # unused: a category's tail has one side
                 continue
             x = column_numbers(column, train)
             knots.append(tuple(np.quantile(x, np.linspace(0, 1, min(KNOTS, len(x)))).tolist()) if len(x) else (column.low,))
-        tails = cls(tuple(knots), (0.0, 0.0), (1.0, 1.0)).column_tails(preprocessor, validation)
+            sides.append(-1 if len(x) and np.mean((x - x.mean()) ** 3) < 0 else 1)  # the sign of the skewness
+        tails = cls(tuple(knots), (0.0, 0.0), (1.0, 1.0), sides=tuple(sides)).column_tails(preprocessor, validation)
         finite = [view[np.isfinite(view)] for view in (-log_likelihood, tails)]
         centres = tuple(float(np.median(v)) if len(v) else 0.0 for v in finite)
-        reference = cls(tuple(knots), centres, tuple(_spread(v) for v in finite))
+        reference = cls(tuple(knots), centres, tuple(_spread(v) for v in finite), sides=tuple(sides))
         return dataclasses.replace(reference, quantiles=tuple(quantiles(reference.scores(preprocessor, validation, log_likelihood))))
 
     def scores(self, preprocessor: Preprocessor, table: pa.Table | pa.RecordBatch, log_likelihood: np.ndarray) -> np.ndarray:
@@ -182,46 +189,57 @@ class AnomalyReference:
 
     def column_tails(self, preprocessor: Preprocessor, table: pa.Table | pa.RecordBatch) -> np.ndarray:
         """tails(x) per row (N,), in nats (see the module's docstring)."""
-        sums = np.zeros((3, table.num_rows))  # two-sided, left, right
-        for column, knots in zip(preprocessor.columns, self.knots):
-            values = table.column(column.name)
-            if knots is None:
-                sums += -np.log(_category_tails(column, values))
-                continue
-            x = column.numbers(values, "data")
-            missing = np.isnan(x)
-            points = np.asarray(knots)
-            # Shares of the fitted rows at or below, and at or above: a value past the range
-            # seen at fit has one (1 / (K + 1)), not none, so that its surprise stays finite.
-            left = (np.searchsorted(points, x, side="right") + 1) / (len(points) + 1)
-            right = (len(points) - np.searchsorted(points, x, side="left") + 1) / (len(points) + 1)
-            both = np.minimum(1.0, 2 * np.minimum(left, right))
-            rate = column.missing_rate or 0.0
-            absent = -math.log(rate) if 0 < rate <= 0.5 else 0.0  # a missing value: its indicator's tail
-            for k, share in enumerate((both, left, right)):
-                sums[k] += np.where(missing, absent, -np.log(share))
-        return sums.max(axis=0)
+        total, sums = np.zeros(table.num_rows), np.zeros((3, table.num_rows))  # formats 9 to 11: two-sided, left, right
+        for j, (column, knots) in enumerate(zip(preprocessor.columns, self.knots)):
+            left, right, one = self._surprises(column, knots, table.column(column.name))
+            if self.sides is None:
+                sums += [np.where(one, left, np.maximum(0.0, np.maximum(left, right) - math.log(2))), left, right]
+            else:
+                total += np.maximum(left if self.sides[j] < 0 else right, (left + right) / 2)
+        return total if self.sides is not None else sums.max(axis=0)
+
+    @staticmethod
+    def _surprises(column: Any, knots: tuple[float, ...] | None, values: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """−log of the shares of the fitted rows at or below and at or above each value (N,) each,
+        and where those are one share (N,): a category's tail, or a missing value's."""
+        if knots is None:
+            surprise = -np.log(_category_tails(column, values))
+            return surprise, surprise, np.ones(len(surprise), bool)
+        x = column.numbers(values, "data")
+        missing = np.isnan(x)
+        points = np.asarray(knots)
+        # A value past the range seen at fit has one share (1 / (K + 1)), not none, so that its
+        # surprise stays finite.
+        left = (np.searchsorted(points, x, side="right") + 1) / (len(points) + 1)
+        right = (len(points) - np.searchsorted(points, x, side="left") + 1) / (len(points) + 1)
+        rate = column.missing_rate or 0.0
+        absent = -math.log(rate) if 0 < rate <= 0.5 else 0.0  # a missing value: its indicator's tail
+        return np.where(missing, absent, -np.log(left)), np.where(missing, absent, -np.log(right)), missing
 
     def to_json(self) -> dict:
         return {"knots": [None if k is None else list(k) for k in self.knots],
+                **({"sides": list(self.sides)} if self.sides is not None else {}),
                 "centres": list(self.centres), "scales": list(self.scales), "quantiles": list(self.quantiles)}
 
     @classmethod
     def from_json(cls, data: dict, columns: int) -> AnomalyReference:
         """A manifest's reference, checked: one entry per model column, finite ascending knots,
-        finite centres and positive scales."""
+        a side of −1 or +1 per column (from format 12), finite centres and positive scales."""
         knots = tuple(None if k is None else tuple(float(v) for v in k) for k in data["knots"])
         centres = tuple(float(v) for v in data["centres"])
         scales = tuple(float(v) for v in data["scales"])
         points = tuple(float(v) for v in data["quantiles"])
+        sides = None if "sides" not in data else tuple(int(v) for v in data["sides"])
         if len(knots) != columns or len(centres) != 2 or len(scales) != 2:
             raise ValueError(f"anomaly needs knots for {columns} columns and two centres and scales")
+        if sides is not None and (len(sides) != columns or not set(sides) <= {-1, 1}):
+            raise ValueError(f"anomaly needs a side of -1 or 1 for each of {columns} columns")
         for k in knots:
             if k is not None and (not k or not all(map(math.isfinite, k)) or any(np.diff(k) < 0)):
                 raise ValueError("anomaly knots must be finite and ascending")
         if not all(map(math.isfinite, centres + scales + points)) or min(scales) <= 0 or any(np.diff(points) < 0):
             raise ValueError("anomaly centres and quantiles must be finite, quantiles ascending, and scales positive")
-        return cls(knots, centres, scales, points)
+        return cls(knots, centres, scales, points, sides)
 
 
 def _spread(values: np.ndarray) -> float:

@@ -126,9 +126,34 @@ def test_column_tails_count_shares_of_the_fitted_rows_on_either_side():
     assert len(knots) == KNOTS and knots[0] <= 5 and knots[-1] >= 1990  # the training rows' (99 %) quantiles
     tails = model.anomaly_.column_tails(model.preprocessor_, pa.table({"x": [1000.0, 1990.0, 5.0, 1e6, -1e6]}))
     assert tails[0] == pytest.approx(np.log(2), abs=0.01)  # the median: half the rows on either side
-    # 10 rows of 2000 lie at or above 1990: −log(share) on the right, where the sum is largest
-    assert tails[1] == pytest.approx(-np.log(6 / (KNOTS + 1)), rel=0.2)
-    assert tails[3] == tails[4] == pytest.approx(np.log(KNOTS + 1))  # past the range: finite, the largest
+    # 10 rows of 2000 lie at or above 1990 (or below 5): −log(share) on the side counted in full,
+    # half that on the other (the skewness of a symmetric column is 0 up to rounding)
+    long, short = (1, 2) if model.anomaly_.sides == (1,) else (2, 1)
+    assert tails[long] == pytest.approx(-np.log(6 / (KNOTS + 1)), rel=0.2)
+    assert tails[short] == pytest.approx(tails[long] / 2, rel=0.2)
+    # Past the range: finite, the largest, and half of it on the short side
+    assert sorted(tails[3:]) == pytest.approx([np.log(KNOTS + 1) / 2, np.log(KNOTS + 1)])
+
+
+def test_column_tails_sum_each_columns_largest_surprise_on_its_long_side():
+    """COPOD as PyOD computes it: per column the larger of the surprise on the side the column is
+    skewed to and the mean of both sides' surprises, summed over the columns."""
+    rng = np.random.default_rng(1)
+    table = pd.DataFrame({"up": rng.exponential(1.0, 3000), "down": -rng.exponential(1.0, 3000),
+                          "kind": rng.choice(["a", "b", "c"], 3000, p=[0.7, 0.25, 0.05])})
+    model = TabularFlow(epochs=2, seed=0, val_fraction=0.01).fit(table)
+    assert model.anomaly_.sides[:2] == (1, -1)  # long right tail, long left tail
+    rows = pa.table({"up": [np.median(table.up), 0.0, 8.0], "down": [np.median(table.down), -8.0, 0.0], "kind": ["a", "c", "b"]})
+    each = [model.anomaly_._surprises(column, knots, rows.column(column.name))
+            for column, knots in zip(model.preprocessor_.columns, model.anomaly_.knots)]
+    (up_left, up_right, _), (down_left, down_right, _), (kind, _, single) = each
+    assert single.all() and kind[0] < kind[2] < kind[1]  # the rarer the category, the larger its surprise
+    expected = np.maximum(up_right, (up_left + up_right) / 2) + np.maximum(down_left, (down_left + down_right) / 2) + kind
+    np.testing.assert_allclose(model.anomaly_.column_tails(model.preprocessor_, rows), expected)
+    # Far out on each column's long side (row 1: down = −8; row 2: up = 8) counts in full; 0 sits
+    # at the short end of both, which counts half.
+    assert expected[1] > down_left[1] > 5 and expected[2] > up_right[2] > 5
+    assert np.maximum(up_right, (up_left + up_right) / 2)[1] == pytest.approx(up_left[1] / 2, abs=0.01)
 
 
 def test_predict_flags_the_contamination_share_of_fresh_rows_from_the_fitted_distribution():
