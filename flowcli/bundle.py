@@ -27,6 +27,7 @@ FORMAT_VERSION = 12  # 3: linear mixing between couplings; 4: a Student-t base; 
 # 7: grids dequantized, maps with linear tails past the fit range, datetimes without a log; 8: whole-number levels' gaps;
 # 9: the anomaly score's reference; 10: a numeric column's atoms (heaped cells widened);
 # 11: category columns linked to a parent (`encode.links`); 12: the anomaly score's column tails per column (`explain`)
+# and a linked column's second parent
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
 _MAX_BYTES = {MANIFEST: 16 << 20, WEIGHTS: 4 << 30}

@@ -229,10 +229,10 @@ class AnomalyReference:
         centres = tuple(float(v) for v in data["centres"])
         scales = tuple(float(v) for v in data["scales"])
         points = tuple(float(v) for v in data["quantiles"])
-        sides = None if "sides" not in data else tuple(int(v) for v in data["sides"])
+        sides = None if "sides" not in data else tuple(data["sides"])
         if len(knots) != columns or len(centres) != 2 or len(scales) != 2:
             raise ValueError(f"anomaly needs knots for {columns} columns and two centres and scales")
-        if sides is not None and (len(sides) != columns or not set(sides) <= {-1, 1}):
+        if sides is not None and (len(sides) != columns or not all(type(v) is int and v in (-1, 1) for v in sides)):
             raise ValueError(f"anomaly needs a side of -1 or 1 for each of {columns} columns")
         for k in knots:
             if k is not None and (not k or not all(map(math.isfinite, k)) or any(np.diff(k) < 0)):

@@ -32,10 +32,10 @@ def associated_table(rows: int, seed: int = 0) -> pd.DataFrame:
 
 
 def chain(rng: np.random.Generator) -> tuple[LevelLinks, int]:
-    """Features 0 → 1 → 2 linked in a chain (3, 4 and 2 levels), and a free feature 3."""
+    """Features 0 → 1 → 2 linked in a chain (3, 4 and 2 levels), 2 also given 0, and a free feature 3."""
     shares = [rng.dirichlet(np.ones(k) * 2) for k in (3, 4, 2)]
-    links = [Link(1, 0, shares[1], shares[0], rng.dirichlet(np.ones(4), size=3)),
-             Link(2, 1, shares[2], shares[1], rng.dirichlet(np.ones(2), size=4))]
+    links = [Link(1, (0,), shares[1], (shares[0],), rng.dirichlet(np.ones(4), size=3)),
+             Link(2, (1, 0), shares[2], (shares[1], shares[0]), rng.dirichlet(np.ones(2), size=12))]
     return LevelLinks(links), 4
 
 
@@ -90,6 +90,54 @@ def test_a_flow_that_leaves_the_features_normal_gives_the_trees_probabilities():
     assert np.exp(scores).sum() == pytest.approx(1.0, abs=1e-5)
 
 
+def interaction_table(rows: int, seed: int = 0) -> pd.DataFrame:
+    """`associated_table`'s region and group, and `city`, which depends on the two together: 95 %
+    of the rare group in the west live in a city, 30 % of it elsewhere, 60 % of the common group
+    anywhere (CPS1988's smsa given region and ethnicity, sharpened)."""
+    table = associated_table(rows, seed)[["region", "group"]]
+    rng = np.random.default_rng(seed + 1)
+    share = np.where(table.group == "b", np.where(table.region == "west", 0.95, 0.3), 0.6)
+    return table.assign(city=rng.uniform(size=rows) < share)
+
+
+def test_a_column_that_depends_on_two_together_takes_both_as_parents():
+    table = interaction_table(40_000)
+    preprocessor = Preprocessor.fit(pa.table(table), {"region": "categorical", "group": "categorical", "city": "boolean"}, source="t")
+    columns = {column.name: column for column in preprocessor.columns}
+    assert columns["group"].parents == ("region",) and set(columns["city"].parents) == {"region", "group"}
+    config = FlowConfig(features=preprocessor.width, layers=2, hidden=4)
+    identity = NumpyRealNVP(config, {name: np.zeros(shape, np.float32) for name, shape in config.weight_shapes().items()},
+                            front=preprocessor.links)
+    every = pd.DataFrame([(r, g, c) for r in columns["region"].levels for g in columns["group"].levels for c in (False, True)],
+                         columns=["region", "group", "city"])
+    probability = np.exp(log_likelihood(preprocessor, identity, pa.table(every), source="t"))
+    assert probability.sum() == pytest.approx(1.0, abs=1e-5)
+    for (region, group), rows in every.groupby(["region", "group"]).groups.items():  # P(city | region, group): the counts'
+        real = table[(table.region == region) & (table.group == group)].city.mean()
+        city = probability[rows] / probability[rows].sum()
+        assert city[list(every.city[rows]).index(True)] == pytest.approx(real, abs=0.03), (region, group)
+
+
+def test_rows_drawn_given_both_parents_keep_their_shares():
+    table = interaction_table(8000)
+    model = TabularFlow(epochs=30, seed=0).fit(table)
+    columns = {column.name: column for column in model.preprocessor_.columns}
+    city = columns["city"]
+    first, second = (columns[name] for name in city.parents)
+    assert {first.name, second.name} == {"region", "group"}
+    for given in ({"region": "west", "group": "b"}, {"region": "south", "group": "b"}, {"region": "west", "group": "a"}):
+        rows = model.sample(3000, given=given, seed=1)
+        pair = first.levels.index(given[first.name]) * len(second.probabilities) + second.levels.index(given[second.name])
+        assert rows.city.mean() == pytest.approx(city.given_parent[pair][city.levels.index(True)], abs=0.04), given
+    assert model.sample(3000, given={"region": "west", "group": "b"}, seed=1).city.mean() > 0.8  # 95 % in the table
+
+
+def test_a_column_that_one_parent_explains_takes_no_second():
+    table = associated_table(40_000)[["region", "group", "urban"]]  # urban depends on the group alone
+    preprocessor = Preprocessor.fit(pa.table(table), {"region": "categorical", "group": "categorical", "urban": "boolean"}, source="t")
+    assert [getattr(column, "parents", ()) for column in preprocessor.columns] == [(), ("region",), ("group",)]
+
+
 def test_shares_given_a_parent_follow_the_counts_and_fall_back_on_few_rows():
     counts = np.array([[900.0, 100.0], [2.0, 0.0]])
     shares = np.array([0.5, 0.5])
@@ -133,6 +181,10 @@ def test_links_survive_the_bundle_and_malformed_ones_are_refused(tmp_path):
         "unknown": lambda m: column(m, "group").update(parent="nowhere"),
         "numeric": lambda m: column(m, "group").update(parent="amount"),
         "shape": lambda m: column(m, "group")["given_parent"].pop(),
+        "second-unknown": lambda m: column(m, "urban").update(second_parent="nowhere"),
+        "second-shape": lambda m: column(m, "urban").update(second_parent="region"),  # 2 rows of shares, not 2 × 4
+        "second-itself": lambda m: column(m, "urban").update(second_parent="urban"),
+        "second-alone": lambda m: column(m, "region").update(second_parent="group"),
         "sum": lambda m: column(m, "group")["given_parent"][0].__setitem__(0, 0.9),
         "cycle": lambda m: column(m, "region").update(parent="group", given_parent=[[0.25, 0.25, 0.25, 0.25]] * 2),
         "half": lambda m: column(m, "group").pop("given_parent"),

@@ -87,7 +87,7 @@ def _preprocessing(column: dict) -> str:
         if None in column["levels"]:
             text += f", {column['probabilities'][column['levels'].index(None)]:.1%} missing"
         if column.get("parent") is not None:
-            text += f", shares given {column['parent']}"
+            text += f", shares given {' and '.join(filter(None, (column['parent'], column.get('second_parent'))))}"
         return text
     transform = {"identity": "", "log": "log, ", "logit": "logit, "}[column.get("transform", "identity")]
     text = f"{transform}mean {column['mean']:.4g}, std {column['std']:.4g}"

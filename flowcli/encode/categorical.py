@@ -41,7 +41,15 @@ class CategoricalColumn:
     gaps: int = 0  # whole numbers inside the range of integer levels never seen at fit (format 8)
     gap_share: float = 0.0  # the probability they share, evenly; the levels keep 1 − gap_share
     parent: str | None = None  # the category column its level shares depend on (see `encode.links`; format 11)
-    given_parent: list[list[float]] | None = None  # (parent's levels, these levels): shares given each parent level
+    # (parent's levels [× second parent's], these levels): shares given each parent level, or each
+    # pair of levels, row j * P2 + j2, when a second parent joins (format 12)
+    given_parent: list[list[float]] | None = None
+    second_parent: str | None = None
+
+    @property
+    def parents(self) -> tuple[str, ...]:
+        """The columns its level shares depend on, first parent first (see `encode.links`)."""
+        return tuple(name for name in (self.parent, self.second_parent) if name is not None)
 
     width = 1
 
@@ -143,6 +151,8 @@ class CategoricalColumn:
             data.update(gaps=self.gaps, gap_share=self.gap_share)
         if self.parent is not None:
             data.update(parent=self.parent, given_parent=self.given_parent)
+        if self.second_parent is not None:
+            data.update(second_parent=self.second_parent)
         return data
 
     @classmethod
@@ -150,9 +160,12 @@ class CategoricalColumn:
         column = cls(str(data["name"]), str(data["kind"]), str(data["dtype"]), list(data["levels"]),
                      [float(p) for p in data["probabilities"]], list(data.get("rare", [])), int(data.get("rare_count", 0)),
                      int(data.get("gaps", 0)), float(data.get("gap_share", 0.0)), data.get("parent"),
-                     [[float(p) for p in row] for row in data["given_parent"]] if "given_parent" in data else None)
+                     [[float(p) for p in row] for row in data["given_parent"]] if "given_parent" in data else None,
+                     data.get("second_parent"))
         if (column.parent is None) != (column.given_parent is None) or not isinstance(column.parent, str | None):
             raise ValueError(f"column {column.name!r} has a parent without shares given it, or shares without a parent")
+        if not isinstance(column.second_parent, str | None) or (column.second_parent is not None and column.parent is None):
+            raise ValueError(f"column {column.name!r} has a second parent without a first")
         for row in column.given_parent or []:
             if len(row) != len(column.probabilities) or min(row) <= 0 or abs(sum(row) - 1) > 1e-6:
                 raise ValueError(f"column {column.name!r} has invalid level shares given its parent")

@@ -6,11 +6,14 @@ couplings blur towards independence (on CPS1988 a flow gave region and ethnicity
 independent, after 60 s or 240 s of training). So at fit, the strongest pairwise dependences
 between category columns are counted exactly: a Chow-Liu tree (Chow & Liu 1968), the spanning
 forest of greatest mutual information, keeps for each linked column one parent and the shares
-of its levels given each of the parent's levels.
+of its levels given each of the parent's levels. Where the levels of a column placed before it
+still tell about the child given its parent (CPS1988: living in a city depends on region and
+ethnicity together), the strongest such column joins as a second parent, and the shares are
+counted for each pair of the parents' levels, drawn towards those given the first parent alone.
 
 `LevelLinks` is then the flow's first step, fixed at fit: it moves a linked column's feature
 from its level's slice of the normal under the column's own shares to the slice under the
-shares given its parent's level (decoded from the parent's feature), linearly in probability.
+shares given its parents' levels (decoded from their features), linearly in probability.
 The step is invertible for each parent level and its log-determinant is exact, so likelihoods
 stay exact, and a flow that leaves the moved features standard normal gives the rows the tree's
 level probabilities. Encodings, conditions and explanations keep working on the features
@@ -39,7 +42,8 @@ def linked(columns: Sequence, table: pa.Table, source: str) -> tuple:
     columns of the Chow-Liu forest: pairs whose dependence is significant (the G-test, 2N times
     their mutual information, against χ² with (K_a − 1)(K_b − 1) degrees of freedom), taken in
     order of mutual information less its bias under independence ((K_a − 1)(K_b − 1) / 2N nats),
-    both on up to SCREEN_ROWS rows; each tree is rooted at its first column in table order."""
+    both on up to SCREEN_ROWS rows; each tree is rooted at its first column in table order. A
+    linked column may take a second parent among the columns placed before it (`second_parent`)."""
     categories = [i for i, column in enumerate(columns) if isinstance(column, CategoricalColumn) and len(column.probabilities) > 1]
     if len(categories) < 2 or not table.num_rows:
         return tuple(columns)
@@ -69,22 +73,69 @@ def linked(columns: Sequence, table: pa.Table, source: str) -> tuple:
             component[root(b)] = root(a)
             neighbours[a].append(b)
             neighbours[b].append(a)
-    columns, seen = list(columns), set()
+    columns, placed, seen, first = list(columns), [], set(), {}  # categories in the order their links go; child -> parent
     for start in categories:  # table order: each tree is rooted at its first column
         if start in seen:
             continue
         seen.add(start)
+        placed.append(start)
         queue = [start]
         while queue:
             parent = queue.pop(0)
             for child in neighbours[parent]:
                 if child not in seen:
                     seen.add(child)
+                    placed.append(child)
                     queue.append(child)
-                    shares = given_parent(counts(index[parent], index[child], sizes[parent], sizes[child]),
-                                          np.asarray(columns[child].probabilities))
-                    columns[child] = replace(columns[child], parent=columns[parent].name, given_parent=shares.tolist())
+                    first[child] = parent
+    for position, child in enumerate(placed):
+        if child not in first:
+            continue
+        parent, shares = first[child], np.asarray(columns[child].probabilities)
+        one = given_parent(counts(index[parent], index[child], sizes[parent], sizes[child]), shares)
+        candidates = [c for c in placed[:position] if c != parent and sizes[parent] * sizes[c] * sizes[child] <= MAX_CELLS]
+        second = second_parent(index[child][screened], index[parent][screened], {c: index[c][screened] for c in candidates},
+                               sizes[child], sizes[parent], sizes)
+        if second is None:
+            columns[child] = replace(columns[child], parent=columns[parent].name, given_parent=one.tolist())
+            continue
+        pair = np.where((index[parent] >= 0) & (index[second] >= 0), index[parent] * sizes[second] + index[second], -1)
+        both = given_parent(counts(pair, index[child], sizes[parent] * sizes[second], sizes[child]), np.repeat(one, sizes[second], axis=0))
+        columns[child] = replace(columns[child], parent=columns[parent].name, second_parent=columns[second].name,
+                                 given_parent=both.tolist())
     return tuple(columns)
+
+
+def second_parent(child: np.ndarray, parent: np.ndarray, candidates: dict[int, np.ndarray], size: int, parent_size: int,
+                  sizes: dict[int, int]) -> int | None:
+    """Of the `candidates` (column -> level indices (N,)), the one whose levels tell most about the
+    child's (N,) given its parent's (N,): the largest conditional mutual information less its bias
+    under conditional independence, among those significant by the G-test (2N times it, against
+    χ² with P1 (P2 − 1)(K − 1) degrees of freedom, P1 the parent levels seen); None when none is."""
+    from scipy.stats import chi2
+
+    best, best_gain = None, 0.0
+    for candidate, levels in candidates.items():
+        rows = (child >= 0) & (parent >= 0) & (levels >= 0)
+        n = int(rows.sum())
+        if not n:
+            continue
+        cells = (parent[rows] * sizes[candidate] + levels[rows]) * size + child[rows]
+        joint = np.bincount(cells, minlength=parent_size * sizes[candidate] * size).reshape(parent_size, sizes[candidate], size) / n
+        information = conditional_mutual_information(joint)
+        freedom = int((joint.sum(axis=(1, 2)) > 0).sum()) * (sizes[candidate] - 1) * (size - 1)
+        gain = information - freedom / (2 * n)
+        if freedom and chi2.sf(2 * n * information, freedom) < SIGNIFICANCE and gain > best_gain:
+            best, best_gain = candidate, gain
+    return best
+
+
+def conditional_mutual_information(joint: np.ndarray) -> float:
+    """I(B; C | A) in nats of a joint distribution over (A, B, C) levels (P_A, P_B, P_C)."""
+    a, ab, ac = joint.sum(axis=(1, 2), keepdims=True), joint.sum(axis=2, keepdims=True), joint.sum(axis=1, keepdims=True)
+    present = joint > 0
+    ratio = joint * a / (ab * ac)
+    return float(np.sum(joint[present] * np.log(ratio[present])))
 
 
 def counts(a: np.ndarray, b: np.ndarray, size_a: int, size_b: int) -> np.ndarray:
@@ -103,9 +154,10 @@ def mutual_information(joint: np.ndarray) -> float:
 
 def given_parent(joint: np.ndarray, shares: np.ndarray) -> np.ndarray:
     """Shares of the child's levels given each parent level (P, K), from counts (P, K): the counts
-    plus `strength` rows' worth of the child's own `shares`, where the strength is the one among
-    PRIOR_STRENGTHS under which the rows, each left out of its own counts, are likeliest. A
-    parent level seen in few rows so keeps close to the column's shares."""
+    plus `strength` rows' worth of prior `shares` (K,) or (P, K), the child's own or those given
+    its first parent alone, where the strength is the one among PRIOR_STRENGTHS under which the
+    rows, each left out of its own counts, are likeliest. A parent level seen in few rows so keeps
+    close to the prior."""
     rows = joint.sum(axis=1, keepdims=True)
     present = joint > 0
 
@@ -119,14 +171,21 @@ def given_parent(joint: np.ndarray, shares: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Link:
-    """One linked column: features `child` and `parent`, their own level shares, and the child's
-    shares given each parent level (P, K)."""
+    """One linked column: features `child` and `parents` (one or two), their own level shares,
+    and the child's shares given each parent level, or each pair of levels (P1 [× P2], K)."""
 
     child: int
-    parent: int
+    parents: tuple[int, ...]
     child_shares: np.ndarray  # (K,)
-    parent_shares: np.ndarray  # (P,)
-    given_parent: np.ndarray  # (P, K)
+    parent_shares: tuple[np.ndarray, ...]  # (P1,) [and (P2,)]
+    given_parent: np.ndarray  # (P1 [× P2], K), row j1 * P2 + j2
+
+    def parent_level(self, u: np.ndarray) -> np.ndarray:
+        """The row of `given_parent` for each row of features u (N, W): the parents' levels (N,)."""
+        level = np.zeros(len(u), np.int64)
+        for feature, shares in zip(self.parents, self.parent_shares):
+            level = level * len(shares) + Levels(shares).decode(u[:, feature])
+        return level
 
 
 class LevelLinks:
@@ -143,15 +202,16 @@ class LevelLinks:
         order, done = [], set()
 
         def place(i: int) -> None:
-            parent = columns[i].parent
-            if parent is not None and position[parent] not in done:
-                place(position[parent])
+            parents = [position[name] for name in columns[i].parents]
+            for parent in parents:
+                if parent not in done:
+                    place(parent)
             if i not in done:
                 done.add(i)
-                if parent is not None:
-                    order.append(Link(int(feature[i]), int(feature[position[parent]]),
+                if parents:
+                    order.append(Link(int(feature[i]), tuple(int(feature[j]) for j in parents),
                                       np.asarray(columns[i].probabilities, np.float64),
-                                      np.asarray(columns[position[parent]].probabilities, np.float64),
+                                      tuple(np.asarray(columns[j].probabilities, np.float64) for j in parents),
                                       np.asarray(columns[i].given_parent, np.float64)))
 
         for i, column in enumerate(columns):
@@ -164,7 +224,7 @@ class LevelLinks:
         u = np.asarray(u, np.float64)
         v, log_det = u.copy(), np.zeros(len(u))
         for link in self.links:
-            j, k = Levels(link.parent_shares).decode(u[:, link.parent]), Levels(link.child_shares).decode(u[:, link.child])
+            j, k = link.parent_level(u), Levels(link.child_shares).decode(u[:, link.child])
             v[:, link.child], step = move(u[:, link.child], _starts(link.child_shares)[k], link.child_shares[k],
                                           _starts(link.given_parent)[j, k], link.given_parent[j, k])
             log_det += step
@@ -174,7 +234,7 @@ class LevelLinks:
         """Moved features v (N, W) → features u (N, W): parents first, whose levels their children's slices need."""
         u = np.array(v, np.float64)
         for link in self.links:
-            j, k = Levels(link.parent_shares).decode(u[:, link.parent]), np.empty(len(u), np.int64)
+            j, k = link.parent_level(u), np.empty(len(u), np.int64)
             for parent_level in np.unique(j):
                 rows = j == parent_level
                 k[rows] = Levels(link.given_parent[parent_level]).decode(u[rows, link.child])

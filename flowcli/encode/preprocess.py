@@ -7,6 +7,7 @@ names and types. `noise_points` gives the deterministic noise that scoring avera
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
@@ -138,19 +139,29 @@ class Preprocessor:
 
     def _check_links(self) -> None:
         """Raise a ValueError unless every parent is another category column, with a row of shares
-        for each of its levels, and following parents never comes back to a column."""
+        for each of its levels (each pair of levels, with a second parent), and following parents
+        never comes back to a column."""
         by_name = {column.name: column for column in self.columns}
         for column in self.columns:
-            if getattr(column, "parent", None) is None:
+            parents = [by_name.get(name) for name in getattr(column, "parents", ())]
+            if not parents:
                 continue
-            parent = by_name.get(column.parent)
-            if not isinstance(parent, CategoricalColumn) or len(column.given_parent) != len(parent.probabilities):
-                raise ValueError(f"column {column.name!r} is linked to {column.parent!r}, which is not a category column of its levels")
-            ancestor, steps = parent, 0
-            while getattr(ancestor, "parent", None) is not None and steps <= len(self.columns):
-                ancestor, steps = by_name[ancestor.parent], steps + 1
-            if steps > len(self.columns):
-                raise ValueError(f"column {column.name!r} is linked in a cycle")
+            if not all(isinstance(parent, CategoricalColumn) and parent is not column for parent in parents) or \
+                    len(column.given_parent) != math.prod(len(parent.probabilities) for parent in parents):
+                raise ValueError(f"column {column.name!r} is linked to {' and '.join(column.parents)!r}, "
+                                 "which are not category columns of its levels")
+        done: set[str] = set()
+
+        def acyclic(name: str, path: tuple[str, ...]) -> None:
+            if name in path:
+                raise ValueError(f"column {name!r} is linked in a cycle")
+            if name not in done:
+                for parent in getattr(by_name[name], "parents", ()):
+                    acyclic(parent, path + (name,))
+                done.add(name)
+
+        for column in self.columns:
+            acyclic(column.name, ())
 
     def to_json(self) -> list[dict]:
         return [column.to_json() for column in self.columns]
