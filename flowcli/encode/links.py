@@ -7,9 +7,10 @@ independent, after 60 s or 240 s of training). So at fit, the strongest pairwise
 between category columns are counted exactly: a Chow-Liu tree (Chow & Liu 1968), the spanning
 forest of greatest mutual information, keeps for each linked column one parent and the shares
 of its levels given each of the parent's levels. Where the levels of a column placed before it
-still tell about the child given its parent (CPS1988: living in a city depends on region and
-ethnicity together), the strongest such column joins as a second parent, and the shares are
-counted for each pair of the parents' levels, drawn towards those given the first parent alone.
+still tell about the child given its parent, by more than the shares they add cost by BIC
+(CPS1988: living in a city depends on region and ethnicity together), the strongest such column
+joins as a second parent, and the shares are counted for each pair of the parents' levels,
+drawn towards those given the first parent alone.
 
 `LevelLinks` is then the flow's first step, fixed at fit: it moves a linked column's feature
 from its level's slice of the normal under the column's own shares to the slice under the
@@ -94,8 +95,8 @@ def linked(columns: Sequence, table: pa.Table, source: str) -> tuple:
         parent, shares = first[child], np.asarray(columns[child].probabilities)
         one = given_parent(counts(index[parent], index[child], sizes[parent], sizes[child]), shares)
         candidates = [c for c in placed[:position] if c != parent and sizes[parent] * sizes[c] * sizes[child] <= MAX_CELLS]
-        second = second_parent(index[child][screened], index[parent][screened], {c: index[c][screened] for c in candidates},
-                               sizes[child], sizes[parent], sizes)
+        second = second_parent((index[child][screened], sizes[child]), (index[parent][screened], sizes[parent]),
+                               {c: (index[c][screened], sizes[c]) for c in candidates})
         if second is None:
             columns[child] = replace(columns[child], parent=columns[parent].name, given_parent=one.tolist())
             continue
@@ -106,25 +107,30 @@ def linked(columns: Sequence, table: pa.Table, source: str) -> tuple:
     return tuple(columns)
 
 
-def second_parent(child: np.ndarray, parent: np.ndarray, candidates: dict[int, np.ndarray], size: int, parent_size: int,
-                  sizes: dict[int, int]) -> int | None:
-    """Of the `candidates` (column -> level indices (N,)), the one whose levels tell most about the
-    child's (N,) given its parent's (N,): the largest conditional mutual information less its bias
-    under conditional independence, among those significant by the G-test (2N times it, against
-    χ² with P1 (P2 − 1)(K − 1) degrees of freedom, P1 the parent levels seen); None when none is."""
+def second_parent(child: tuple[np.ndarray, int], parent: tuple[np.ndarray, int],
+                  candidates: dict[int, tuple[np.ndarray, int]]) -> int | None:
+    """Of the `candidates`, the column whose levels tell most about the child's given its parent's:
+    the largest conditional mutual information less BIC's price of the shares it adds (their
+    number, P1 (P2 − 1)(K − 1) with P1 the parent levels seen, times log N / 2N nats), where that
+    is positive and the G-test (2N times the information against χ² with as many degrees of
+    freedom) finds it significant; None when none is. A second parent splits the child's level
+    slices P2 ways more, which the flow must then undo to learn the child's other columns, so it
+    joins only where it pays by BIC, not wherever it is significant. Each column comes as its
+    level indices (N,) and its number of levels."""
     from scipy.stats import chi2
 
+    (k, size), (j, parent_size) = child, parent
     best, best_gain = None, 0.0
-    for candidate, levels in candidates.items():
-        rows = (child >= 0) & (parent >= 0) & (levels >= 0)
+    for candidate, (levels, candidate_size) in candidates.items():
+        rows = (k >= 0) & (j >= 0) & (levels >= 0)
         n = int(rows.sum())
         if not n:
             continue
-        cells = (parent[rows] * sizes[candidate] + levels[rows]) * size + child[rows]
-        joint = np.bincount(cells, minlength=parent_size * sizes[candidate] * size).reshape(parent_size, sizes[candidate], size) / n
+        cells = (j[rows] * candidate_size + levels[rows]) * size + k[rows]
+        joint = np.bincount(cells, minlength=parent_size * candidate_size * size).reshape(parent_size, candidate_size, size) / n
         information = conditional_mutual_information(joint)
-        freedom = int((joint.sum(axis=(1, 2)) > 0).sum()) * (sizes[candidate] - 1) * (size - 1)
-        gain = information - freedom / (2 * n)
+        freedom = int((joint.sum(axis=(1, 2)) > 0).sum()) * (candidate_size - 1) * (size - 1)
+        gain = information - freedom * np.log(n) / (2 * n)
         if freedom and chi2.sf(2 * n * information, freedom) < SIGNIFICANCE and gain > best_gain:
             best, best_gain = candidate, gain
     return best
@@ -133,9 +139,9 @@ def second_parent(child: np.ndarray, parent: np.ndarray, candidates: dict[int, n
 def conditional_mutual_information(joint: np.ndarray) -> float:
     """I(B; C | A) in nats of a joint distribution over (A, B, C) levels (P_A, P_B, P_C)."""
     a, ab, ac = joint.sum(axis=(1, 2), keepdims=True), joint.sum(axis=2, keepdims=True), joint.sum(axis=1, keepdims=True)
-    present = joint > 0
-    ratio = joint * a / (ab * ac)
-    return float(np.sum(joint[present] * np.log(ratio[present])))
+    present = joint > 0  # where the margins are positive too
+    ratio = (joint * a)[present] / np.broadcast_to(ab * ac, joint.shape)[present]
+    return float(np.sum(joint[present] * np.log(ratio)))
 
 
 def counts(a: np.ndarray, b: np.ndarray, size_a: int, size_b: int) -> np.ndarray:
