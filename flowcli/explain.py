@@ -173,7 +173,7 @@ class AnomalyReference:
                 continue
             x = column_numbers(column, train)
             knots.append(tuple(np.quantile(x, np.linspace(0, 1, min(KNOTS, len(x)))).tolist()) if len(x) else (column.low,))
-            sides.append(-1 if len(x) and np.mean((x - x.mean()) ** 3) < 0 else 1)  # the sign of the skewness
+            sides.append(_skewed_side(x))
         tails = cls(tuple(knots), (0.0, 0.0), (1.0, 1.0), sides=tuple(sides)).column_tails(preprocessor, validation)
         finite = [view[np.isfinite(view)] for view in (-log_likelihood, tails)]
         centres = tuple(float(np.median(v)) if len(v) else 0.0 for v in finite)
@@ -189,14 +189,16 @@ class AnomalyReference:
 
     def column_tails(self, preprocessor: Preprocessor, table: pa.Table | pa.RecordBatch) -> np.ndarray:
         """tails(x) per row (N,), in nats (see the module's docstring)."""
-        total, sums = np.zeros(table.num_rows), np.zeros((3, table.num_rows))  # formats 9 to 11: two-sided, left, right
-        for j, (column, knots) in enumerate(zip(preprocessor.columns, self.knots)):
-            left, right, one = self._surprises(column, knots, table.column(column.name))
-            if self.sides is None:
+        each = (self._surprises(column, knots, table.column(column.name)) for column, knots in zip(preprocessor.columns, self.knots))
+        if self.sides is None:  # formats 9 to 11: the largest of the two-sided, left and right sums
+            sums = np.zeros((3, table.num_rows))
+            for left, right, one in each:
                 sums += [np.where(one, left, np.maximum(0.0, np.maximum(left, right) - math.log(2))), left, right]
-            else:
-                total += np.maximum(left if self.sides[j] < 0 else right, (left + right) / 2)
-        return total if self.sides is not None else sums.max(axis=0)
+            return sums.max(axis=0)
+        total = np.zeros(table.num_rows)
+        for (left, right, _), side in zip(each, self.sides):
+            total += np.maximum(left if side < 0 else right, (left + right) / 2)
+        return total
 
     @staticmethod
     def _surprises(column: Any, knots: tuple[float, ...] | None, values: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -240,6 +242,14 @@ class AnomalyReference:
         if not all(map(math.isfinite, centres + scales + points)) or min(scales) <= 0 or any(np.diff(points) < 0):
             raise ValueError("anomaly centres and quantiles must be finite, quantiles ascending, and scales positive")
         return cls(knots, centres, scales, points, sides)
+
+
+def _skewed_side(x: np.ndarray) -> int:
+    """The sign of the skewness of `x` (N,), −1 or +1 (for 0 or no values)."""
+    if not len(x):
+        return 1
+    standard = (x - x.mean()) / (x.std() or 1.0)  # standardized first, so that its cube stays finite
+    return -1 if np.mean(standard ** 3) < 0 else 1
 
 
 def _spread(values: np.ndarray) -> float:

@@ -100,7 +100,7 @@ def linked(columns: Sequence, table: pa.Table, source: str) -> tuple:
         if second is None:
             columns[child] = replace(columns[child], parent=columns[parent].name, given_parent=one.tolist())
             continue
-        pair = np.where((index[parent] >= 0) & (index[second] >= 0), index[parent] * sizes[second] + index[second], -1)
+        pair = pair_levels(index[parent], index[second], sizes[second])
         both = given_parent(counts(pair, index[child], sizes[parent] * sizes[second], sizes[child]), np.repeat(one, sizes[second], axis=0))
         columns[child] = replace(columns[child], parent=columns[parent].name, second_parent=columns[second].name,
                                  given_parent=both.tolist())
@@ -110,13 +110,13 @@ def linked(columns: Sequence, table: pa.Table, source: str) -> tuple:
 def second_parent(child: tuple[np.ndarray, int], parent: tuple[np.ndarray, int],
                   candidates: dict[int, tuple[np.ndarray, int]]) -> int | None:
     """Of the `candidates`, the column whose levels tell most about the child's given its parent's:
-    the largest conditional mutual information less BIC's price of the shares it adds (their
-    number, P1 (P2 − 1)(K − 1) with P1 the parent levels seen, times log N / 2N nats), where that
-    is positive and the G-test (2N times the information against χ² with as many degrees of
-    freedom) finds it significant; None when none is. A second parent splits the child's level
-    slices P2 ways more, which the flow must then undo to learn the child's other columns, so it
-    joins only where it pays by BIC, not wherever it is significant. Each column comes as its
-    level indices (N,) and its number of levels."""
+    the largest conditional mutual information (by the chain rule, what the pair of levels tells
+    less what the parent's alone does) less BIC's price of the shares it adds (their number,
+    P1 (P2 − 1)(K − 1) with P1 the parent levels seen, times log N / 2N nats), where that is
+    positive and the G-test (2N times the information against χ² with as many degrees of
+    freedom) finds it significant; None when none is. BIC rather than significance alone keeps
+    out dependences too weak to pay for splitting the child's level slices P2 ways more. Each
+    column comes as its level indices (N,) and its number of levels."""
     from scipy.stats import chi2
 
     (k, size), (j, parent_size) = child, parent
@@ -126,22 +126,20 @@ def second_parent(child: tuple[np.ndarray, int], parent: tuple[np.ndarray, int],
         n = int(rows.sum())
         if not n:
             continue
-        cells = (j[rows] * candidate_size + levels[rows]) * size + k[rows]
-        joint = np.bincount(cells, minlength=parent_size * candidate_size * size).reshape(parent_size, candidate_size, size) / n
-        information = conditional_mutual_information(joint)
-        freedom = int((joint.sum(axis=(1, 2)) > 0).sum()) * (candidate_size - 1) * (size - 1)
+        alone = counts(j[rows], k[rows], parent_size, size)
+        pair = counts(pair_levels(j[rows], levels[rows], candidate_size), k[rows], parent_size * candidate_size, size)
+        information = mutual_information(pair) - mutual_information(alone)
+        freedom = int((alone.sum(axis=1) > 0).sum()) * (candidate_size - 1) * (size - 1)
         gain = information - freedom * np.log(n) / (2 * n)
         if freedom and chi2.sf(2 * n * information, freedom) < SIGNIFICANCE and gain > best_gain:
             best, best_gain = candidate, gain
     return best
 
 
-def conditional_mutual_information(joint: np.ndarray) -> float:
-    """I(B; C | A) in nats of a joint distribution over (A, B, C) levels (P_A, P_B, P_C)."""
-    a, ab, ac = joint.sum(axis=(1, 2), keepdims=True), joint.sum(axis=2, keepdims=True), joint.sum(axis=1, keepdims=True)
-    present = joint > 0  # where the margins are positive too
-    ratio = (joint * a)[present] / np.broadcast_to(ab * ac, joint.shape)[present]
-    return float(np.sum(joint[present] * np.log(ratio)))
+def pair_levels(a: np.ndarray, b: np.ndarray, size_b: int) -> np.ndarray:
+    """The index of each row's pair of levels, a * size_b + b (N,), from level indices (N,); −1
+    where either has no level."""
+    return np.where((a >= 0) & (b >= 0), a * size_b + b, -1)
 
 
 def counts(a: np.ndarray, b: np.ndarray, size_a: int, size_b: int) -> np.ndarray:
