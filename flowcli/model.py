@@ -148,7 +148,7 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
                               "it is modeled as certain", FlowcliWarning, 2)
         rng = np.random.default_rng(self.seed)
         u, log_weight = self.preprocessor_.encode(table, rng.uniform(size=(table.num_rows, self.preprocessor_.width)), source=source)
-        v, log_weight = self.preprocessor_.link(u, log_weight)  # the flow trains past its fixed first step
+        v, log_weight = self.preprocessor_.past_front(u, log_weight)  # the flow trains past its fixed first step
 
         from flowcli.flow.train import (  # torch, once the data is known to be usable
             TrainSettings,
@@ -162,7 +162,7 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
         if self.preprocessor_.dequantized or not self.preprocessor_.is_exact(table):
             def redraw() -> np.ndarray:  # fresh dequantization and imputation noise for an epoch
                 fresh = self.preprocessor_.encode(train_table, rng.uniform(size=(len(train_rows), self.preprocessor_.width)))
-                return self.preprocessor_.link(*fresh)[0]
+                return self.preprocessor_.past_front(*fresh)[0]
         # A mixture base's components are counted at training, from the mixture fitted there.
         configs = [default_config(total_rows, self.preprocessor_.width, layers=self.layers, hidden=self.hidden, coupling=coupling,
                                   base="normal" if self.base == "mixture" else self.base)
@@ -190,7 +190,7 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
             redraw=redraw, on_epoch=on_epoch, stop_requested=stop_requested, mixture_base=mixture_base, reserve=reserve,
         )
         self.training_ = summary.to_json()
-        self._flow = NumpyRealNVP(self.config_, self.weights_, front=self.preprocessor_.links)
+        self._flow = NumpyRealNVP(self.config_, self.weights_, front=self.preprocessor_.front)
         validation_scores = self.score_samples(validation, source=source)
         self.validation_quantiles_ = quantiles(validation_scores)
         self.anomaly_ = AnomalyReference.fit(self.preprocessor_, train_table, validation, validation_scores)
@@ -358,7 +358,7 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
             raise BundleError(f"{path}: the manifest's columns make {model.preprocessor_.width} features for a flow of {model.config_.features}")
         model.config_.check_weights(weights, path)
         model.weights_ = weights
-        model._flow = NumpyRealNVP(model.config_, weights, front=model.preprocessor_.links)
+        model._flow = NumpyRealNVP(model.config_, weights, front=model.preprocessor_.front)
         return model
 
     def describe(self) -> dict:

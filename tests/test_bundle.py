@@ -86,6 +86,17 @@ def edit_manifest(source: Path, destination: Path, edit: Callable[[dict], object
     return craft(source, destination, {MANIFEST: json.dumps(manifest, indent=2).encode()})
 
 
+def assert_column_edits_refused(path: Path, folder: Path, edits: dict[str, tuple[str, Callable[[dict], object]]]) -> None:
+    """Each edit (name → (column name, edit of that column's manifest record)) makes `path` a
+    bundle that loading refuses as a malformed manifest."""
+    from flowcli import TabularFlow
+
+    for name, (column, edit) in edits.items():
+        def apply(manifest: dict, column=column, edit=edit) -> None:
+            edit(next(entry for entry in manifest["columns"] if entry["name"] == column))
+        assert_refused(TabularFlow.load, edit_manifest(path, folder / f"{name}.flow", apply), "manifest")
+
+
 def edit_weights(source: Path, destination: Path, edit: Callable[[dict], object]) -> Path:
     """Rewrite `source` with `edit` applied to its weights, the checksum recomputed to match."""
     weights = dict(load_tensors(read_members(source)[WEIGHTS]))

@@ -102,6 +102,8 @@ def _preprocessing(column: dict) -> str:
         text += f", {len(column['atoms'])} heaped value{'s' if len(column['atoms']) > 1 else ''} widened"
     if column.get("missing_rate") is not None:
         text += f", {column['missing_rate']:.1%} missing"
+    if column.get("parent") is not None:
+        text += f", standardized at each level of {column['parent']}"
     return text
 
 

@@ -71,6 +71,13 @@ class NumericColumn:
     coarse: bool = False  # a rounded grid wider than COARSE_GRID of the values' spread: scored over its cells
     extrapolates: bool = False  # maps continue linearly past the fit range (format 7); before, −inf there
     atoms: Atoms | None = None  # cells far denser than their surroundings, widened after the map (format 10)
+    parent: str | None = None  # the category column its feature is standardized at (see `encode.scales`; format 13)
+    given_parent: list[list[float]] | None = None  # (parent's levels, 2): the feature's mean and std at each
+
+    @property
+    def parents(self) -> tuple[str, ...]:
+        """The column its feature is standardized at, if any (see `encode.scales`)."""
+        return () if self.parent is None else (self.parent,)
 
     @property
     def discrete(self) -> bool:
@@ -266,6 +273,7 @@ class NumericColumn:
             "origin": self.origin, "span": self.span,
             "decimals": self.decimals, "step": self.step, "seen": None if self.seen is None else list(self.seen),
             "atoms": None if self.atoms is None else self.atoms.to_json(),
+            **({} if self.parent is None else {"parent": self.parent, "given_parent": self.given_parent}),
         }
 
     @classmethod
@@ -280,6 +288,7 @@ class NumericColumn:
             None if data.get("seen") is None else tuple(float(value) for value in data["seen"]),
             bool(data.get("rounded", False)), bool(data.get("coarse", False)), bool(data.get("extrapolates", False)),
             None if data.get("atoms") is None else Atoms.from_json(data["atoms"], str(data["name"])),
+            data.get("parent"), [[float(m) for m in row] for row in data["given_parent"]] if "given_parent" in data else None,
         )
         if not (math.isfinite(column.grid) and column.grid >= 0):
             raise ValueError(f"column {column.name!r} has an invalid grid {column.grid}")
@@ -289,6 +298,11 @@ class NumericColumn:
             raise ValueError(f"column {column.name!r} has an invalid set of values seen at fit")
         if column.transform not in ("identity", "log", "logit") or not (math.isfinite(column.mean) and _MIN_STD <= column.std < math.inf):
             raise ValueError(f"column {column.name!r} has an invalid standardization ({column.transform}, mean {column.mean}, std {column.std})")
+        if (column.parent is None) != (column.given_parent is None) or not isinstance(column.parent, str | None):
+            raise ValueError(f"column {column.name!r} has a parent without its moments given it, or moments without a parent")
+        for row in column.given_parent or []:
+            if len(row) != 2 or not (math.isfinite(row[0]) and _MIN_STD <= row[1] < math.inf):
+                raise ValueError(f"column {column.name!r} has an invalid mean and std given its parent")
         return column
 
 

@@ -16,10 +16,31 @@ import pyarrow as pa
 
 from flowcli.encode.columns import CategoricalColumn, NumericColumn, auxiliary_features, encoder_from_json, fit_encoder
 from flowcli.encode.links import LevelLinks, linked
+from flowcli.encode.scales import LevelScales, scaled
 from flowcli.errors import BundleError
 
 NOISE_POINTS = 8  # noise draws averaged per row when a table has discrete or missing values
 _GOLDEN = (np.sqrt(5) - 1) / 2
+
+
+@dataclass(frozen=True)
+class FixedSteps:
+    """The flow's fixed first steps, each with float64 `forward(u) → (v, log-det)` and `inverse(v)
+    → u`, applied in order. Each reads category levels from features that no step before it moves."""
+
+    steps: tuple
+
+    def forward(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        log_det = np.zeros(len(u))
+        for step in self.steps:
+            u, step_log_det = step.forward(u)
+            log_det += step_log_det
+        return u, log_det
+
+    def inverse(self, v: np.ndarray) -> np.ndarray:
+        for step in reversed(self.steps):
+            v = step.inverse(v)
+        return v
 
 
 @dataclass(frozen=True)
@@ -34,11 +55,12 @@ class Preprocessor:
         """Learn each column's encoder from the rows of `table`; `kinds` maps name → kind, in order.
         A category column of whole numbers whose kind the user has not `declared` scores the
         whole numbers between its levels too (`CategoricalColumn.with_gaps`).
-        Category columns are then linked (`links.linked`)."""
+        Category columns are then linked (`links.linked`), and numeric columns standardized at
+        a category's level (`scales.scaled`)."""
         columns = [fit_encoder(table.column(name), name, kind, source) for name, kind in kinds.items()]
         columns = [column.with_gaps(table.num_rows) if isinstance(column, CategoricalColumn) and column.name not in declared
                    else column for column in columns]
-        return cls(linked(columns, table, source))
+        return cls(scaled(linked(columns, table, source), table, source))
 
     @property
     def auxiliary(self) -> int:
@@ -115,17 +137,18 @@ class Preprocessor:
         return {name: count for name, count in counts.items() if count}
 
     @property
-    def links(self) -> LevelLinks | None:
-        """The flow's fixed first step that links category columns (`encode.links`), or None."""
-        return LevelLinks.of(self.columns)
+    def front(self) -> FixedSteps | None:
+        """The flow's fixed first steps (`encode.scales`, then `encode.links`), or None."""
+        steps = tuple(step for step in (LevelScales.of(self.columns), LevelLinks.of(self.columns)) if step is not None)
+        return FixedSteps(steps) if steps else None
 
-    def link(self, u: np.ndarray, log_weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Features u (N, W) and log-weights (N,) → the features past the flow's fixed first step
-        (`links`) and the log-weights with its log-determinant, which the flow trains on."""
-        links = self.links
-        if links is None:
+    def past_front(self, u: np.ndarray, log_weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Features u (N, W) and log-weights (N,) → the features past the flow's fixed first steps
+        (`front`) and the log-weights with their log-determinant, which the flow trains on."""
+        front = self.front
+        if front is None:
             return u, log_weight
-        v, log_det = links.forward(u)
+        v, log_det = front.forward(u)
         return v, log_weight + log_det
 
     @property
@@ -138,25 +161,25 @@ class Preprocessor:
         return [np.broadcast_to(((i + 0.5) / points + shift) % 1.0, (rows, self.width)) for i in range(points)]
 
     def _check_links(self) -> None:
-        """Raise a ValueError unless every parent is another category column, with a row of shares
-        for each of its levels (each pair of levels, with a second parent), and following parents
-        never comes back to a column."""
+        """Raise a ValueError unless every parent is another category column, with a row (of shares,
+        or of a numeric column's mean and std) for each of its levels (each pair of levels, with a
+        second parent), and following parents never comes back to a column."""
         by_name = {column.name: column for column in self.columns}
         for column in self.columns:
-            parents = [by_name.get(name) for name in getattr(column, "parents", ())]
+            parents = [by_name.get(name) for name in column.parents]
             if not parents:
                 continue
             if not all(isinstance(parent, CategoricalColumn) and parent is not column for parent in parents) or \
                     len(column.given_parent) != math.prod(len(parent.probabilities) for parent in parents):
                 raise ValueError(f"column {column.name!r} is linked to {' and '.join(column.parents)!r}, "
-                                 "which are not category columns of its levels")
+                                 "which are not category columns of as many levels as it has rows given them")
         done: set[str] = set()
 
         def acyclic(name: str, path: tuple[str, ...]) -> None:
             if name in path:
                 raise ValueError(f"column {name!r} is linked in a cycle")
             if name not in done:
-                for parent in getattr(by_name[name], "parents", ()):
+                for parent in by_name[name].parents:
                     acyclic(parent, path + (name,))
                 done.add(name)
 

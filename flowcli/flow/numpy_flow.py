@@ -96,7 +96,7 @@ class NumpyRealNVP:
     """Evaluate a RealNVP given its `FlowConfig` and weights (named as in `weight_shapes`).
 
     `front`, when given, is a fixed first step with float64 `forward(x) → (x', log-det)` and
-    `inverse(x') → x`, whose outputs the weights were trained on (`encode.links.LevelLinks`).
+    `inverse(x') → x`, whose outputs the weights were trained on (`encode.preprocess.FixedSteps`).
     """
 
     def __init__(self, config: FlowConfig, weights: dict[str, np.ndarray], dtype: type = np.float32, front=None):
