@@ -15,6 +15,7 @@ from test_bundle import assert_column_edits_refused
 from test_links import chain
 
 from flowcli import TabularFlow
+from flowcli.cli.report import render_report
 from flowcli.encode.preprocess import FixedSteps, Preprocessor
 from flowcli.encode.scales import LevelScales, Scale, level_moments, numbers_gain
 from flowcli.flow.config import FlowConfig
@@ -128,6 +129,8 @@ def test_scales_survive_the_bundle_and_malformed_ones_are_refused(tmp_path):
         {"size": "kind", "weight": None, "noise": None}
     np.testing.assert_array_equal(loaded.score_samples(table.head(50)), model.score_samples(table.head(50)))
     pd.testing.assert_frame_equal(loaded.sample(20, seed=3), model.sample(20, seed=3))
+    report = " ".join(render_report(loaded.describe(), "m.flow").split())  # rich wraps the long lines
+    assert "standardized at each level of kind" in report
 
     assert_column_edits_refused(path, tmp_path, {
         "unknown": ("size", lambda c: c.update(parent="nowhere")),
