@@ -16,8 +16,9 @@ from test_links import chain
 
 from flowcli import TabularFlow
 from flowcli.cli.report import render_report
+from flowcli.encode.links import SCREEN_ROWS
 from flowcli.encode.preprocess import FixedSteps, Preprocessor
-from flowcli.encode.scales import LevelScales, Scale, level_moments, numbers_gain
+from flowcli.encode.scales import PRIOR_ROWS, LevelScales, Scale, level_moments, numbers_gain
 from flowcli.flow.config import FlowConfig
 from flowcli.flow.numpy_flow import NumpyRealNVP
 from flowcli.likelihood import log_likelihood
@@ -105,6 +106,19 @@ def test_a_number_that_the_other_numbers_tell_more_about_takes_no_parent():
     x = rng.normal(size=10_000)
     assert numbers_gain(x, (0.6 * x + 0.8 * rng.normal(size=10_000))[:, None]) == pytest.approx(-0.5 * np.log(1 - 0.36), abs=0.02)
     assert numbers_gain(x, np.empty((10_000, 0))) == 0.0
+
+
+def test_moments_count_every_row_past_the_rows_that_choose_the_parent():
+    table = level_table(SCREEN_ROWS + 10_000)
+    kind, size = Preprocessor.fit(pa.table(table[["kind", "size"]]), {"kind": "categorical", "size": "continuous"},
+                                  source="t").columns
+    assert size.parent == "kind"
+    real = table.groupby("kind")["size"].agg(["mean", "std", "count"]).loc[kind.levels]
+    shrunk = real["count"] / (real["count"] + PRIOR_ROWS)  # towards the column's own mean, 0 in its feature
+    np.testing.assert_allclose(np.asarray(size.given_parent)[:, 0], shrunk * (real["mean"] - size.mean) / size.std, atol=1e-6)
+    within = (real["count"] - 1) * (real["std"] / size.std) ** 2  # sums of squares about the shrunk means barely differ
+    np.testing.assert_allclose(np.asarray(size.given_parent)[:, 1] ** 2, (within + PRIOR_ROWS) / (real["count"] + PRIOR_ROWS),
+                               rtol=1e-4)
 
 
 def test_sampled_rows_keep_each_levels_mean_and_spread():
