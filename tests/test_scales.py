@@ -46,20 +46,25 @@ def test_level_moments_follow_each_levels_values_and_pay_only_where_they_differ(
     assert gain > 0.3
     assert moments[3] == pytest.approx([u.mean(), u.std()])  # a level without rows: the column's own
     assert level_moments(rng.normal(size=30_000), levels, 3)[1] < 0  # the same normal at every level: no gain
+    assert level_moments(np.zeros(1000), np.repeat([0, 1], 500), 2)[1] == 0  # a constant: nothing to share out
 
 
 def test_the_fixed_steps_invert_with_an_exact_log_det():
     links, width = chain(np.random.default_rng(1))  # features 0 → 1 → 2 linked, 3 free
+    width += 1  # and 4, feature 3's missingness indicator
     rng = np.random.default_rng(3)
     scales = LevelScales([  # feature 3 at the levels of feature 2, a linked child, whose feature the links move
-        Scale(3, 2, links.links[1].child_shares, np.column_stack([rng.normal(size=2), rng.uniform(0.2, 3, 2)]))])
+        Scale(3, 2, links.links[1].child_shares, np.column_stack([rng.normal(size=2), rng.uniform(0.2, 3, 2)]),
+              np.array([0.7, 0.3]))])
     steps = FixedSteps((scales, links))
     u = rng.normal(size=(50, width))
     v, log_det = steps.forward(u)
     np.testing.assert_allclose(steps.inverse(v), u, atol=1e-9)
     level = (np.cumsum(scales.scales[0].parent_shares) < norm.cdf(u[:, 2])[:, None]).sum(axis=1)
     mean, std = scales.scales[0].given_parent[level].T
-    np.testing.assert_allclose(v[:, 3], (u[:, 3] - mean) / std)  # at the level before the links moved it
+    missing = norm.cdf(u[:, 4]) >= 0.7
+    assert 5 < missing.sum() < 45
+    np.testing.assert_allclose(v[:, 3], np.where(missing, u[:, 3], (u[:, 3] - mean) / std))  # at the level before the links
     h = 1e-6
     for row in range(10):  # the full Jacobian by central differences; its log|det| is log_det
         jacobian = np.stack([(steps.forward(u[row] + h * e[None])[0] - steps.forward(u[row] - h * e[None])[0])[0] / (2 * h)
@@ -69,6 +74,7 @@ def test_the_fixed_steps_invert_with_an_exact_log_det():
 
 def test_a_flow_that_leaves_the_features_normal_gives_each_level_its_normal():
     table = level_table(5000)
+    table.loc[table.index % 10 == 0, "size"] = np.nan  # a missing value's feature is integrated out, unscaled
     preprocessor = Preprocessor.fit(pa.table(table), {"kind": "categorical", "size": "continuous", "noise": "continuous"},
                                     source="t")
     kind, size, noise = preprocessor.columns
@@ -79,8 +85,8 @@ def test_a_flow_that_leaves_the_features_normal_gives_each_level_its_normal():
     rows = table.head(200)
     level = np.array([kind.levels.index(k) for k in rows.kind])
     mean, std = np.asarray(size.given_parent)[level].T
-    expected = (np.log(np.asarray(kind.probabilities)[level])
-                + norm.logpdf(size.scaled(rows["size"].to_numpy()), mean, std) - np.log(size.std)
+    value = norm.logpdf(size.scaled(rows["size"].to_numpy()), mean, std) - np.log(size.std) + np.log(1 - size.missing_rate)
+    expected = (np.log(np.asarray(kind.probabilities)[level]) + np.where(rows["size"].isna(), np.log(size.missing_rate), value)
                 + norm.logpdf(noise.scaled(rows.noise.to_numpy())) - np.log(noise.std))
     np.testing.assert_allclose(log_likelihood(preprocessor, identity, pa.table(rows[["kind", "size", "noise"]]), source="t"),
                                expected, atol=1e-4)
@@ -152,5 +158,6 @@ def test_scales_survive_the_bundle_and_malformed_ones_are_refused(tmp_path):
         "shape": ("size", lambda c: c["given_parent"].pop()),
         "std": ("size", lambda c: c["given_parent"][0].__setitem__(1, 0.0)),
         "pair": ("size", lambda c: c["given_parent"][0].append(1.0)),
+        "text": ("size", lambda c: c["given_parent"].__setitem__(0, "12")),
         "half": ("size", lambda c: c.pop("given_parent")),
     })

@@ -288,7 +288,7 @@ class NumericColumn:
             None if data.get("seen") is None else tuple(float(value) for value in data["seen"]),
             bool(data.get("rounded", False)), bool(data.get("coarse", False)), bool(data.get("extrapolates", False)),
             None if data.get("atoms") is None else Atoms.from_json(data["atoms"], str(data["name"])),
-            data.get("parent"), [[float(m) for m in row] for row in data["given_parent"]] if "given_parent" in data else None,
+            data.get("parent"), _moment_rows(data["given_parent"]) if "given_parent" in data else None,
         )
         if not (math.isfinite(column.grid) and column.grid >= 0):
             raise ValueError(f"column {column.name!r} has an invalid grid {column.grid}")
@@ -311,6 +311,13 @@ class NumericColumn:
 def _few_repeated(distinct: np.ndarray, observed: np.ndarray) -> bool:
     """Whether a column has few values, each seen many times on average: a measuring grid."""
     return 0 < len(distinct) <= MAX_SEEN and len(observed) >= MIN_REPEATS * len(distinct)
+
+
+def _moment_rows(rows) -> list[list[float]]:
+    """A manifest's `given_parent` of a numeric column: one [mean, std] list per parent level."""
+    if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
+        raise ValueError("a numeric column's moments given its parent are not a list of [mean, std] rows")
+    return [[float(m) for m in row] for row in rows]
 
 
 def _json_float(value: float) -> float | None:

@@ -31,6 +31,7 @@ class FixedSteps:
     steps: tuple
 
     def forward(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Features u (N, W) → the features past every step (N, W) and their log-determinant (N,)."""
         log_det = np.zeros(len(u))
         for step in self.steps:
             u, step_log_det = step.forward(u)
@@ -38,6 +39,7 @@ class FixedSteps:
         return u, log_det
 
     def inverse(self, v: np.ndarray) -> np.ndarray:
+        """Features past every step (N, W) → features u (N, W), the last step undone first."""
         for step in reversed(self.steps):
             v = step.inverse(v)
         return v
@@ -160,7 +162,7 @@ class Preprocessor:
         shift = (np.arange(self.width) * _GOLDEN) % 1.0
         return [np.broadcast_to(((i + 0.5) / points + shift) % 1.0, (rows, self.width)) for i in range(points)]
 
-    def _check_links(self) -> None:
+    def _check_parents(self) -> None:
         """Raise a ValueError unless every parent is another category column, with a row (of shares,
         or of a numeric column's mean and std) for each of its levels (each pair of levels, with a
         second parent), and following parents never comes back to a column."""
@@ -195,7 +197,7 @@ class Preprocessor:
             raise BundleError("the manifest is malformed: its columns are not a list of column records")
         try:
             preprocessor = cls(tuple(encoder_from_json(entry) for entry in data))
-            preprocessor._check_links()
+            preprocessor._check_parents()
             return preprocessor
         except (KeyError, TypeError, ValueError, OverflowError) as error:
             raise BundleError(f"the manifest is malformed: its columns are invalid ({type(error).__name__}: {error})") from None

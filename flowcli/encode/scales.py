@@ -40,7 +40,8 @@ def scaled(columns: Sequence, table: pa.Table, source: str) -> tuple:
     """`columns` (encoders fitted on `table`), with a parent category column and the mean and
     standard deviation of the feature at each of its levels set on the numeric columns that
     gain by one (see the module). Parents are chosen on up to SCREEN_ROWS rows of `table` (a
-    million rows took 24 s on 2 cores), and the moments counted on all its rows with a value."""
+    million rows took 24 s on 2 cores), the linear fit on those where every number is present,
+    and the moments counted on all its rows with a value."""
     categories = [i for i, column in enumerate(columns)
                   if isinstance(column, CategoricalColumn) and 1 < len(column.probabilities) <= MAX_PARENT_LEVELS]
     numeric = [j for j, column in enumerate(columns) if isinstance(column, NumericColumn)]
@@ -49,20 +50,23 @@ def scaled(columns: Sequence, table: pa.Table, source: str) -> tuple:
     rng, columns = np.random.default_rng(0), list(columns)
     screen = table if table.num_rows <= SCREEN_ROWS else table.take(rng.permutation(table.num_rows)[:SCREEN_ROWS])
     features = {j: _feature(columns[j], screen, source, rng) for j in numeric}  # (u, present) per column
+    levels = {i: columns[i].level_index(screen.column(columns[i].name), source) for i in categories}
+    complete = np.all([present for _, present in features.values()], axis=0)  # the linear fit's rows
     for j in numeric:
         (u, present), column = features[j], columns[j]
-        others = [features[i][0][present] for i in numeric if i != j]
-        best, best_gain = None, numbers_gain(u[present], np.stack(others, axis=1) if others else np.empty((present.sum(), 0)))
+        others = [features[i][0][complete] for i in numeric if i != j]
+        others = np.stack(others, axis=1) if others else np.empty((int(complete.sum()), 0))
+        best, best_gain = None, numbers_gain(u[complete], others)
         for i in categories:
-            levels = columns[i].level_index(screen.column(columns[i].name), source)[present]
-            gain = level_moments(u[present], levels, len(columns[i].probabilities))[1]
+            _, gain = level_moments(u[present], levels[i][present], len(columns[i].probabilities))
             if gain > best_gain:
                 best, best_gain = i, gain
         if best is not None:
             u, present = features[j] if screen is table else _feature(column, table, source, rng)
-            levels = columns[best].level_index(table.column(columns[best].name), source)[present]
-            moments = level_moments(u[present], levels, len(columns[best].probabilities))[0]
-            columns[j] = replace(column, parent=columns[best].name, given_parent=moments.tolist())
+            parent = columns[best]
+            moments, _ = level_moments(u[present], parent.level_index(table.column(parent.name), source)[present],
+                                       len(parent.probabilities))
+            columns[j] = replace(column, parent=parent.name, given_parent=moments.tolist())
     return tuple(columns)
 
 
@@ -91,9 +95,9 @@ def level_moments(u: np.ndarray, levels: np.ndarray, size: int) -> tuple[np.ndar
     the 2(P − 1) numbers they add, P the levels seen. Rows without a level are left out."""
     u, levels = u[levels >= 0], levels[levels >= 0]
     n = len(u)
-    if n < 2:
-        return np.tile([0.0, 1.0], (size, 1)), 0.0
-    mean, variance = float(u.mean()), max(float(u.var()), 1e-12)
+    if n < 2 or not u.var():  # a constant has no spread to share out
+        return np.tile([float(u.mean()) if n else 0.0, 1.0], (size, 1)), 0.0
+    mean, variance = float(u.mean()), float(u.var())
     rows = np.bincount(levels, minlength=size)
     means = (np.bincount(levels, u, size) + PRIOR_ROWS * mean) / (rows + PRIOR_ROWS)
     variances = (np.bincount(levels, (u - means[levels]) ** 2, size) + PRIOR_ROWS * variance) / (rows + PRIOR_ROWS)
@@ -106,12 +110,14 @@ def level_moments(u: np.ndarray, levels: np.ndarray, size: int) -> tuple[np.ndar
 @dataclass(frozen=True)
 class Scale:
     """One scaled column: its value `feature`, its parent's `parent` feature and level shares
-    (P,), and the feature's mean and standard deviation at each parent level (P, 2)."""
+    (P,), the feature's mean and standard deviation at each parent level (P, 2), and the shares
+    of its missingness indicator (the next feature), if it has one."""
 
     feature: int
     parent: int
     parent_shares: np.ndarray
     given_parent: np.ndarray
+    missing_shares: np.ndarray | None
 
 
 class LevelScales:
@@ -128,7 +134,8 @@ class LevelScales:
         position = {column.name: i for i, column in enumerate(columns)}
         scales = [Scale(int(feature[j]), int(feature[position[column.parent]]),
                         np.asarray(columns[position[column.parent]].probabilities, np.float64),
-                        np.asarray(column.given_parent, np.float64))
+                        np.asarray(column.given_parent, np.float64),
+                        None if column.missing_rate is None else np.array([1 - column.missing_rate, column.missing_rate]))
                   for j, column in enumerate(columns) if isinstance(column, NumericColumn) and column.parent is not None]
         return cls(scales) if scales else None
 
@@ -148,9 +155,13 @@ class LevelScales:
         return u
 
     def _moments(self, features: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per scale, the mean and standard deviation (N,) at each row's parent level."""
+        """Per scale, the mean and standard deviation (N,) at each row's parent level; 0 and 1
+        where the value is missing, whose feature is a standard normal draw integrated out."""
         moments = []
         for scale in self.scales:
-            level = Levels(scale.parent_shares).decode(features[:, scale.parent])
-            moments.append((scale.given_parent[level, 0], scale.given_parent[level, 1]))
+            mean, std = scale.given_parent[Levels(scale.parent_shares).decode(features[:, scale.parent])].T
+            if scale.missing_shares is not None:
+                missing = Levels(scale.missing_shares).decode(features[:, scale.feature + 1]) == 1
+                mean, std = np.where(missing, 0.0, mean), np.where(missing, 1.0, std)
+            moments.append((mean, std))
         return moments

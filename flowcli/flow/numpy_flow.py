@@ -132,11 +132,12 @@ class NumpyRealNVP:
         return z, log_det
 
     def inverse(self, z: np.ndarray) -> np.ndarray:
-        """Latent (N, D) → data (N, D)."""
+        """Latent (N, D) → data (N, D), in float64 with a front step, else the flow's dtype."""
         x = np.array(z, dtype=self.dtype)
         for step in reversed(self.steps):
             x = step.inverse(x)
-        return x if self.front is None else self.front.inverse(x).astype(self.dtype)
+        # float64 past a front step: the levels its inverse read are the ones decoding reads
+        return x if self.front is None else self.front.inverse(x)
 
     def log_prob(self, x: np.ndarray) -> np.ndarray:
         """log p(x) per row (N,) as float64, in the units of x."""
