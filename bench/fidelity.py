@@ -256,11 +256,11 @@ def main() -> None:
         write_table("fidelity", "bench/fidelity.py, flowcli against TabDDPM,", head_to_head(results, "TabDDPM"))
 
 
-def merged(previous: list[dict], fresh: list[dict]) -> list[dict]:
-    """The previous run's rows, with those of `fresh` in place of the same table and method
-    (however many splits either took)."""
-    new = {(r["name"], r["method"]): r for r in fresh}
-    return [new.pop((r["name"], r["method"]), r) for r in previous] + list(new.values())
+def merged(previous: list[dict], fresh: list[dict], key: tuple[str, ...] = ("name", "method")) -> list[dict]:
+    """The previous run's rows, with those of `fresh` in place of the rows of the same `key`
+    (here a table and method, however many splits either took)."""
+    new = {tuple(r[k] for k in key): r for r in fresh}
+    return [new.pop(tuple(r[k] for k in key), r) for r in previous] + list(new.values())
 
 
 def head_to_head(results: list[dict], peer: str) -> str:
