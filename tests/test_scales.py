@@ -16,6 +16,7 @@ from test_links import chain
 
 from flowcli import TabularFlow
 from flowcli.cli.report import render_report
+from flowcli.encode.dequantize import Levels
 from flowcli.encode.links import SCREEN_ROWS
 from flowcli.encode.preprocess import FixedSteps, Preprocessor
 from flowcli.encode.scales import PRIOR_ROWS, LevelScales, Scale, level_moments, numbers_gain
@@ -55,7 +56,7 @@ def test_the_fixed_steps_invert_with_an_exact_log_det():
     rng = np.random.default_rng(3)
     scales = LevelScales([  # feature 3 at the levels of feature 2, a linked child, whose feature the links move
         Scale(3, 2, links.links[1].child_shares, np.column_stack([rng.normal(size=2), rng.uniform(0.2, 3, 2)]),
-              np.array([0.7, 0.3]))])
+              Levels(np.array([0.7, 0.3])))])
     steps = FixedSteps((scales, links))
     u = rng.normal(size=(50, width))
     v, log_det = steps.forward(u)

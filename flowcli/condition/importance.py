@@ -137,7 +137,7 @@ class Conditioner:
                 fix(self.features[condition.index], block)
                 log_w += weight
             elif column.missing_rate is not None:  # a ranged value is present
-                g, weight = Levels(np.array([1 - column.missing_rate, column.missing_rate])).encode(
+                g, weight = column.indicator.encode(
                     np.zeros(n, np.int64), rng.uniform(size=n))
                 fix([self.features[condition.index][1]], g[:, None])
                 log_w += weight

@@ -100,6 +100,11 @@ class NumericColumn:
         return 1 if self.missing_rate is None else 2
 
     @property
+    def indicator(self) -> Levels | None:
+        """The missingness indicator's levels (present, missing), the second feature; None without one."""
+        return None if self.missing_rate is None else Levels(np.array([1 - self.missing_rate, self.missing_rate]))
+
+    @property
     def output_type(self) -> pa.DataType:
         """The type of sampled values: the type at fit where it can hold them."""
         target = arrow_type(self.dtype)
@@ -189,7 +194,7 @@ class NumericColumn:
             u[missing], log_weight[missing] = integrated_out(w[missing])
         if self.missing_rate is None:
             return u[:, None], log_weight
-        g, indicator_weight = Levels(np.array([1 - self.missing_rate, self.missing_rate])).encode(
+        g, indicator_weight = self.indicator.encode(
             missing.astype(np.int64), noise[:, 1]
         )
         return np.column_stack([u, g]), log_weight + indicator_weight
@@ -247,7 +252,7 @@ class NumericColumn:
         """Per row (N,), whether the value is missing; None without a missingness indicator."""
         if self.missing_rate is None:
             return None
-        return Levels(np.array([1 - self.missing_rate, self.missing_rate])).decode(u[:, 1]) == 1
+        return self.indicator.decode(u[:, 1]) == 1
 
     def decode(self, u: np.ndarray, rng: np.random.Generator) -> pa.Array:
         # A latent draw deep in the base's tail can map far past anything seen (1e300 through a

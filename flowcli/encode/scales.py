@@ -110,14 +110,14 @@ def level_moments(u: np.ndarray, levels: np.ndarray, size: int) -> tuple[np.ndar
 @dataclass(frozen=True)
 class Scale:
     """One scaled column: its value `feature`, its parent's `parent` feature and level shares
-    (P,), the feature's mean and standard deviation at each parent level (P, 2), and the shares
-    of its missingness indicator (the next feature), if it has one."""
+    (P,), the feature's mean and standard deviation at each parent level (P, 2), and its
+    missingness indicator's levels (the next feature), if it has one."""
 
     feature: int
     parent: int
     parent_shares: np.ndarray
     given_parent: np.ndarray
-    missing_shares: np.ndarray | None
+    indicator: Levels | None
 
 
 class LevelScales:
@@ -135,7 +135,7 @@ class LevelScales:
         scales = [Scale(int(feature[j]), int(feature[position[column.parent]]),
                         np.asarray(columns[position[column.parent]].probabilities, np.float64),
                         np.asarray(column.given_parent, np.float64),
-                        None if column.missing_rate is None else np.array([1 - column.missing_rate, column.missing_rate]))
+                        column.indicator)
                   for j, column in enumerate(columns) if isinstance(column, NumericColumn) and column.parent is not None]
         return cls(scales) if scales else None
 
@@ -160,8 +160,8 @@ class LevelScales:
         moments = []
         for scale in self.scales:
             mean, std = scale.given_parent[Levels(scale.parent_shares).decode(features[:, scale.parent])].T
-            if scale.missing_shares is not None:
-                missing = Levels(scale.missing_shares).decode(features[:, scale.feature + 1]) == 1
+            if scale.indicator is not None:
+                missing = scale.indicator.decode(features[:, scale.feature + 1]) == 1
                 mean, std = np.where(missing, 0.0, mean), np.where(missing, 1.0, std)
             moments.append((mean, std))
         return moments
