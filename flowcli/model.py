@@ -303,7 +303,11 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
             yield from self._conditional_batches(n, given, rng)
             return
         for start in range(0, n, batch_rows):
-            yield self.preprocessor_.decode(draw_features(self._flow, self.preprocessor_, rng, min(batch_rows, n - start)), rng)
+            yield self.preprocessor_.decode(self._draw_features(rng, min(batch_rows, n - start)), rng)
+
+    def _draw_features(self, rng: np.random.Generator, rows: int) -> np.ndarray:
+        """`rows` flow features (rows, W) drawn from the model, to decode (`sampling.draw_features`)."""
+        return draw_features(self._flow, self.preprocessor_, rng, rows)
 
     def sample(
         self, n: int | None = None, seed: int | None = None, *,

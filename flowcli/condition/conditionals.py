@@ -1,7 +1,8 @@
 """The conditional half of `TabularFlow`: sample or score some columns given the others.
 
-A mixin over the fitted model's flow (`_flow`), encoders (`preprocessor_`) and the columns
-left out at fit (`left_out_`); `model` keeps the joint half.
+A mixin over the fitted model's flow (`_flow`), encoders (`preprocessor_`), the columns left
+out at fit (`left_out_`) and its draws of flow features (`_draw_features`); `model` keeps the
+joint half.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from flowcli.table.inputs import as_table
 REJECTION_TRIAL = 20_000  # rows first drawn to measure how often the model meets a condition
 MIN_ACCEPTANCE = 0.002  # below this share, importance resampling: rejection would draw 500+ rows per row
 MAX_DRAW = 2_000_000  # rows drawn at once for rejection
+DECODE_ROWS = 65_536  # of those, rows whose features are held at once
 
 
 class Conditionals:
@@ -58,9 +60,16 @@ class Conditionals:
         yield from sample_rows(self._conditioner(), fixed, rest, n, rng, self.effort_)
 
     def _kept_rows(self, conditions: list, rows: int, rng: np.random.Generator) -> pa.Table:
-        """Those of `rows` rows the model samples that meet `conditions`, in the order drawn."""
-        drawn = pa.Table.from_batches(list(self.sample_batches(rows, int(rng.integers(2**63)))), schema=self.sample_schema)
-        return drawn.filter(pa.array(admitted(drawn, conditions, self.preprocessor_)))
+        """Those of `rows` rows the model samples that meet `conditions`, in the order drawn. Only
+        the columns the conditions name are decoded before the rows are chosen, and the rest of
+        the rows kept after: decoding every row drawn cost as much as drawing it."""
+        preprocessor, spans, batches = self.preprocessor_, self.preprocessor_.spans, []
+        for start in range(0, rows, DECODE_ROWS):
+            u = self._draw_features(rng, min(DECODE_ROWS, rows - start))
+            decoded = {c.index: preprocessor.columns[c.index].decode(u[:, spans[c.index]], rng) for c in conditions}
+            keep = admitted(decoded, conditions, preprocessor, len(u))
+            batches.append(preprocessor.decode(u[keep], rng, {k: values.filter(keep) for k, values in decoded.items()}))
+        return pa.Table.from_batches(batches, schema=self.sample_schema)
 
     def _rejection_batches(self, conditions: list, n: int, kept: pa.Table, rate: float,
                            rng: np.random.Generator) -> Iterator[pa.RecordBatch]:

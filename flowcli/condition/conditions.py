@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -237,12 +238,12 @@ def _require_column(name: str, preprocessor: Preprocessor, left_out: dict[str, s
         raise DataError(f"--given: no column {name!r} in the model; {why}")
 
 
-def admitted(batch: pa.RecordBatch | pa.Table, conditions: list[Condition], preprocessor: Preprocessor) -> np.ndarray:
-    """Which rows (N,) of decoded rows meet every condition (sets of categories and ranges)."""
-    keep = np.ones(batch.num_rows, bool)
+def admitted(decoded: Mapping[int, pa.Array], conditions: list[Condition], preprocessor: Preprocessor, rows: int) -> np.ndarray:
+    """Which of `rows` rows (N,) meet every condition (sets of categories and ranges), from the
+    decoded values of the columns the conditions name, by position."""
+    keep = np.ones(rows, bool)
     for condition in conditions:
-        column = preprocessor.columns[condition.index]
-        values = batch.column(column.name)
+        column, values = preprocessor.columns[condition.index], decoded[condition.index]
         if isinstance(column, CategoricalColumn):
             keep &= np.isin(column.level_index(values, "sample"), condition.levels)
         else:

@@ -84,8 +84,7 @@ class Conditioner:
 
     def __init__(self, flow: NumpyRealNVP, preprocessor: Preprocessor, seed: int = 0):
         self.flow, self.preprocessor = flow, preprocessor
-        starts = np.cumsum([0] + [column.width for column in preprocessor.columns])
-        self.features = [list(range(starts[k], starts[k + 1])) for k in range(len(preprocessor.columns))]
+        self.features = [list(range(span.start, span.stop)) for span in preprocessor.spans]
         self.missable = [(self.features[k][0], self.features[k][1], Levels(np.array([1 - c.missing_rate, c.missing_rate])))
                          for k, c in enumerate(preprocessor.columns) if isinstance(c, NumericColumn) and c.missing_rate is not None]
         rng = np.random.default_rng(seed)

@@ -8,7 +8,7 @@ names and types. `noise_points` gives the deterministic noise that scoring avera
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,12 +114,18 @@ class Preprocessor:
             log_weight += weight
         return np.concatenate(features, axis=1), log_weight
 
-    def decode(self, u: np.ndarray, rng: np.random.Generator) -> pa.RecordBatch:
-        """Features u (N, W) → a record batch with the original column names and types."""
-        arrays, start = [], 0
-        for column in self.columns:
-            arrays.append(column.decode(u[:, start:start + column.width], rng))
-            start += column.width
+    @property
+    def spans(self) -> list[slice]:
+        """Each column's features, as a slice of the W features."""
+        stops = np.cumsum([column.width for column in self.columns])
+        return [slice(int(stop) - column.width, int(stop)) for stop, column in zip(stops, self.columns)]
+
+    def decode(self, u: np.ndarray, rng: np.random.Generator, decoded: Mapping[int, pa.Array] | None = None) -> pa.RecordBatch:
+        """Features u (N, W) → a record batch with the original column names and types. `decoded`
+        holds columns (by position) already decoded from these features, kept as they are."""
+        decoded = decoded or {}
+        arrays = [decoded[k] if k in decoded else column.decode(u[:, span], rng)
+                  for k, (column, span) in enumerate(zip(self.columns, self.spans))]
         return pa.RecordBatch.from_arrays(arrays, names=self.names)
 
     def near_range(self, u: np.ndarray) -> np.ndarray:
