@@ -1,23 +1,30 @@
 """Conditional synthetic rows: flowcli's `sample --given` against SDV's `sample_from_conditions`.
 
-Run: .venv-bench/bin/python bench/conditional.py [--budget 60]; it needs sdv and sdmetrics beside flowcli.
+Run: .venv-bench/bin/python bench/conditional.py [--budget 60] [--seeds 3]; it needs sdv and
+sdmetrics beside flowcli.
 
-Each synthesizer (flowcli, SDV's GaussianCopula and CTGAN) learns ROWS rows of a public table
-within the same wall-clock budget (CTGAN's epochs sized from a one-epoch timing), then draws
-N rows under three conditions: a common one, a rare one (at most 1 % of the rows) and a range,
-and on diamonds a rarer one.
+For each seed, each synthesizer (flowcli, SDV's GaussianCopula and CTGAN) learns ROWS rows of a
+public table (drawn with that seed) within the same wall-clock budget (CTGAN's epochs sized from
+a one-epoch timing), then draws N rows under three conditions: a common one, a rare one (at
+most 1 % of the rows) and a range, and on diamonds a rarer one. The table gives the medians
+over the seeds: one 60-second fit differs from the next by the epoch it stops at, and a rare
+condition's figures with it.
 Each set of rows is judged against every real row of the table that meets the condition:
 SDMetrics' quality score and a detection AUC (bench/fidelity.py's; 0.5 is perfect), with the
 time it took to draw them, and the largest gap over the columns left free between the real and
 the synthetic means (in standard deviations of the real rows) and category shares. SDV conditions on exact values only, so a range is "not supported"
-there; where SDV raises, the table says so. The last column gives flowcli's time for the
-conditional rows over its time for as many unconditional ones, in Python and as the `flowcli
-sample` command (start-up and loading included) takes them.
+there; where SDV raises, the table says so. The time column gives flowcli's time for the
+conditional rows over its time for as many unconditional ones (the median of 5 timings), in
+Python and as the `flowcli sample` command (start-up and loading included) takes them; the last
+says how flowcli drew them: exactly, keeping the model's own rows that meet the condition (with
+the share of its rows that do), or by importance resampling (with the median effective sample
+size per row).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,14 +56,14 @@ CONDITIONS = {  # table: (name, flowcli's given, the real rows' mask)
 }
 
 
-def fit_all(train: pd.DataFrame, budget: float) -> dict:
+def fit_all(train: pd.DataFrame, budget: float, seed: int) -> dict:
     from sdv.single_table import CTGANSynthesizer, GaussianCopulaSynthesizer
 
     from flowcli import TabularFlow
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        models = {"flowcli": TabularFlow(max_time=budget, seed=0).fit(train)}
+        models = {"flowcli": TabularFlow(max_time=budget, seed=seed).fit(train)}
         copula = GaussianCopulaSynthesizer(sdv_metadata(train))
         copula.fit({"table": train})
         models["SDV GaussianCopula"] = copula
@@ -69,9 +76,9 @@ def fit_all(train: pd.DataFrame, budget: float) -> dict:
     return models
 
 
-def draw(method: str, model, given: dict) -> pd.DataFrame:
+def draw(method: str, model, given: dict, seed: int) -> pd.DataFrame:
     if method == "flowcli":
-        return model.sample(N, seed=0, given=given)
+        return model.sample(N, seed=seed, given=given)
     if any(isinstance(value, dict) for value in given.values()):
         raise NotImplementedError("not supported (exact values only)")
     from sdv.sampling import Condition
@@ -91,12 +98,16 @@ def command_seconds(bundle: Path, given: dict | None) -> float:
     return time.perf_counter() - start
 
 
-def run_table(name: str, table: pd.DataFrame, budget: float) -> list[dict]:
-    train = table.sample(min(len(table), ROWS), random_state=0).reset_index(drop=True)
-    models = fit_all(train, budget)
-    start = time.perf_counter()
-    models["flowcli"].sample(N, seed=0)
-    unconditional = time.perf_counter() - start
+def run_table(name: str, table: pd.DataFrame, budget: float, seeds: int) -> list[dict]:
+    """Each condition's entry per method: the medians over `seeds` fits (`run_seed`)."""
+    runs = [run_seed(name, table, budget, seed) for seed in range(seeds)]
+    return [median_entry(list(entries)) for entries in zip(*runs)]
+
+
+def run_seed(name: str, table: pd.DataFrame, budget: float, seed: int) -> list[dict]:
+    train = table.sample(min(len(table), ROWS), random_state=seed).reset_index(drop=True)
+    models = fit_all(train, budget, seed)
+    unconditional = statistics.median(seconds(lambda: models["flowcli"].sample(N, seed=seed)) for _ in range(5))
     folder = tempfile.TemporaryDirectory()
     bundle = models["flowcli"].save(Path(folder.name) / "model.flow")
     unconditional_command = command_seconds(bundle, None)
@@ -104,28 +115,57 @@ def run_table(name: str, table: pd.DataFrame, budget: float) -> list[dict]:
     for label, given, mask in CONDITIONS[name]:
         real = table[mask(table)].reset_index(drop=True)
         for method, model in models.items():
-            entry = {"table": name, "condition": label, "real rows": len(real), "method": method}
+            entry = {"table": name, "condition": label, "real rows": len(real), "method": method, "seed": seed}
+            effort = model.effort_ if method == "flowcli" else None
+            before = (effort.drawn, effort.accepted, len(effort.effective)) if effort else None
             start = time.perf_counter()
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    synthetic = draw(method, model, given)
+                    synthetic = draw(method, model, given, seed)
             except Exception as error:  # noqa: BLE001 - whatever SDV raises is a result here
                 entry["result"] = f"fails: {type(error).__name__}: {str(error).splitlines()[0][:80]}"
                 rows.append(entry)
                 continue
-            seconds = time.perf_counter() - start
+            took = time.perf_counter() - start
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 entry.update(rows_drawn=len(synthetic), quality=quality(real, synthetic)["overall"],
-                             detection=detection_auc(real, synthetic[real.columns]), seconds=seconds,
+                             detection=detection_auc(real, synthetic[real.columns]), seconds=took,
                              **gaps(real, synthetic, given))
             if method == "flowcli":
-                entry["× unconditional"] = seconds / unconditional
+                entry["× unconditional"] = took / unconditional
                 entry["command × unconditional"] = command_seconds(bundle, given) / unconditional_command
+                entry.update(how_drawn(effort, *before))
             rows.append(entry)
             print(entry, flush=True)
     return rows
+
+
+def seconds(call) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def how_drawn(effort, drawn: int, accepted: int, rows: int) -> dict:
+    """How flowcli drew one set of rows, from its `effort_` (an `Effort`) and the figures it held
+    before: the share of the model's rows that met the condition (exact draws), or the median
+    effective sample size of the rows drawn by importance resampling."""
+    if effort.drawn > drawn:
+        return {"model share": (effort.accepted - accepted) / (effort.drawn - drawn)}
+    return {"effective size": statistics.median(effort.effective[rows:])}
+
+
+def median_entry(entries: list[dict]) -> dict:
+    """One condition and method over the seeds: the median of each figure; a failure if any seed failed."""
+    failed = [entry for entry in entries if "result" in entry]
+    first = {key: entries[0][key] for key in ("table", "condition", "real rows", "method")}
+    if failed:
+        return {**first, "result": failed[0]["result"] + (f" ({len(failed)} of {len(entries)} seeds)" if len(failed) < len(entries) else "")}
+    figures = {key for entry in entries for key in entry if key not in first and key != "seed"}
+    return {**first, "seeds": len(entries), **{key: statistics.median(entry[key] for entry in entries if key in entry)
+                                               for key in figures}}
 
 
 def gaps(real: pd.DataFrame, synthetic: pd.DataFrame, given: dict) -> dict:
@@ -145,16 +185,18 @@ def gaps(real: pd.DataFrame, synthetic: pd.DataFrame, given: dict) -> dict:
 
 def markdown(results: list[dict]) -> str:
     header = ("| table | condition | real rows | method | quality | detection AUC | largest mean gap (sd) "
-              "| largest share gap | seconds for 2,000 rows |")
-    lines = [header, "|---|---|---|---|---|---|---|---|---|"]
+              "| largest share gap | seconds for 2,000 rows | how flowcli drew them |")
+    lines = [header, "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         if "result" in r:
-            figures = f"{r['result']} | — | — | — | —"
+            figures = f"{r['result']} | — | — | — | — | —"
         else:
             ratio = (f" ({r['× unconditional']:.0f}× unconditional; the command {r['command × unconditional']:.1f}×)"
                      if "× unconditional" in r else "")
+            how = (f"exact: {r['model share']:.2%} of the model's rows" if "model share" in r else
+                   f"importance: effective size {r['effective size']:.0f}" if "effective size" in r else "—")
             figures = (f"{r['quality']:.3f} | {r['detection']:.3f} | {r['mean_gap']:.3f} | {r['share_gap']:.3f} | "
-                       f"{r['seconds']:.2f}{ratio}")
+                       f"{r['seconds']:.2f}{ratio} | {how}")
         lines.append(f"| {r['table']} | {r['condition']} | {r['real rows']:,} | {r['method']} | {figures} |")
     return "\n".join(lines)
 
@@ -162,9 +204,10 @@ def markdown(results: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=60, help="seconds of training per synthesizer and table")
+    parser.add_argument("--seeds", type=int, default=3, help="fits per synthesizer and table, each on its own rows")
     args = parser.parse_args()
     tables = load_tables()
-    results = [row for name in CONDITIONS for row in run_table(name, tables[name], args.budget)]
+    results = [row for name in CONDITIONS for row in run_table(name, tables[name], args.budget, args.seeds)]
     table = markdown(results)
     print(table)
     write_table("conditional", "bench/conditional.py", table)

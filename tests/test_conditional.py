@@ -116,6 +116,22 @@ def test_a_rare_category_draws_the_models_conditional(mixed_model, own_rows, met
     assert rows["y"].isna().mean() == pytest.approx(own["y"].isna().mean(), abs=0.03)
 
 
+def test_exact_draws_decode_a_condition_column_once(mixed_model):
+    """Rows kept for meeting a condition are decoded with the condition's column as it was read:
+    `decode` keeps a column already decoded, and decodes the others as it always does."""
+    preprocessor, rng = mixed_model.preprocessor_, np.random.default_rng(0)
+    u = mixed_model._draw_features(rng, 500)
+    k = preprocessor.names.index("group")
+    assert [(span.start, span.stop) for span in preprocessor.spans] == \
+        [(sum(c.width for c in preprocessor.columns[:j]), sum(c.width for c in preprocessor.columns[:j + 1]))
+         for j in range(len(preprocessor.columns))]
+    read = preprocessor.columns[k].decode(u[:, preprocessor.spans[k]], rng)[::-1]  # any array of the column's type
+    rows = preprocessor.decode(u, np.random.default_rng(1), {k: read})
+    plain = preprocessor.decode(u, np.random.default_rng(1))
+    assert rows.column("group").equals(read)
+    assert all(rows.column(name).equals(plain.column(name)) for name in preprocessor.names if name != "group")
+
+
 def test_a_range_on_a_number_weighs_the_categories(mixed_model, own_rows):
     rows = mixed_model.sample(2000, seed=0, given={"x": {">": 6}})
     own = own_rows[own_rows["x"] > 6]
