@@ -14,6 +14,7 @@ from scipy.stats import multivariate_normal, norm, truncnorm
 from test_cli import assert_ok, assert_usage_error, assert_user_error, read_csv_output, run, snapshot
 
 from flowcli import TabularFlow
+from flowcli.condition.conditionals import FIRST_TRIAL, REJECTION_TRIAL
 
 COV = np.array([[1.0, 0.8, 0.3], [0.8, 1.0, 0.5], [0.3, 0.5, 1.0]])
 SCALE, LOC = np.array([1000.0, 0.01, 5.0]), np.array([50_000.0, 3.0, -20.0])  # odd units
@@ -114,6 +115,23 @@ def test_a_rare_category_draws_the_models_conditional(mixed_model, own_rows, met
     assert rows["x"].mean() == pytest.approx(own["x"].mean(), abs=0.15 * own["x"].std())
     assert rows["x"].std() == pytest.approx(own["x"].std(), rel=0.1)
     assert rows["y"].isna().mean() == pytest.approx(own["y"].isna().mean(), abs=0.03)
+
+
+@pytest.mark.parametrize("n", [10, 3000])
+def test_a_few_rows_under_a_common_condition_cost_a_few_draws(mixed_model, n):
+    before = mixed_model.effort_.drawn
+    rows = mixed_model.sample(n, seed=0, given={"group": "A"})  # half the rows
+    assert len(rows) == n and (rows["group"] == "A").all()
+    assert mixed_model.effort_.drawn - before <= 2 * max(FIRST_TRIAL, 2 * n) < REJECTION_TRIAL
+
+
+def test_a_condition_too_rare_to_draw_exactly_is_measured_on_the_whole_trial(mixed_model, monkeypatch):
+    drawn, keep = [], TabularFlow._kept_rows
+    monkeypatch.setattr(TabularFlow, "_kept_rows", lambda self, conditions, rows, rng: drawn.append(rows) or keep(self, conditions, rows, rng))
+    candidates = len(mixed_model.effort_.candidates)
+    rows = mixed_model.sample(100, seed=0, given={"x": {">": 10}})  # a tail of group R: about 0.1 % of the model's rows
+    assert len(rows) == 100 and (rows["x"] > 10).all()
+    assert sum(drawn) == REJECTION_TRIAL and len(mixed_model.effort_.candidates) - candidates == 100  # importance resampling
 
 
 def test_exact_draws_decode_a_condition_column_once(mixed_model):

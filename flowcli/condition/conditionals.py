@@ -19,7 +19,8 @@ from flowcli.condition.importance import Conditioner
 from flowcli.errors import DataError
 from flowcli.table.inputs import as_table
 
-REJECTION_TRIAL = 20_000  # rows first drawn to measure how often the model meets a condition
+REJECTION_TRIAL = 20_000  # rows drawn at most to measure how often the model meets a condition
+FIRST_TRIAL = 1_000  # rows drawn at least in the first round of that
 MIN_ACCEPTANCE = 0.002  # below this share, importance resampling: rejection would draw 500+ rows per row
 MAX_DRAW = 2_000_000  # rows drawn at once for rejection
 DECODE_ROWS = 65_536  # of those, rows whose features are held at once
@@ -51,13 +52,25 @@ class Conditionals:
         column, or a rarer condition, by importance resampling."""
         fixed, rest = fixed_values(resolve(given, self.preprocessor_, self.left_out_), self.preprocessor_)
         if fixed is None:
-            trial = self._kept_rows(rest, REJECTION_TRIAL, rng)
-            rate = trial.num_rows / REJECTION_TRIAL
-            if rate >= MIN_ACCEPTANCE:
-                self.effort_.rejection(REJECTION_TRIAL, trial.num_rows)
+            trial, drawn = self._trial(rest, n, rng)
+            rate = trial.num_rows / drawn
+            if trial.num_rows >= n or rate >= MIN_ACCEPTANCE:
+                self.effort_.rejection(drawn, trial.num_rows)
                 yield from self._rejection_batches(rest, n, trial, rate, rng)
                 return
         yield from sample_rows(self._conditioner(), fixed, rest, n, rng, self.effort_)
+
+    def _trial(self, conditions: list, n: int, rng: np.random.Generator) -> tuple[pa.Table, int]:
+        """The model's own rows that meet `conditions`, and how many rows were drawn for them: in
+        rounds that double the rows drawn (the first max(2n, FIRST_TRIAL)), until n rows meet
+        them or REJECTION_TRIAL rows are drawn. A few rows under a common condition cost a few
+        draws, and a rare condition's rate is still measured on REJECTION_TRIAL rows."""
+        parts, drawn = [], 0
+        while not parts or (drawn < REJECTION_TRIAL and sum(part.num_rows for part in parts) < n):
+            rows = min(REJECTION_TRIAL - drawn, max(FIRST_TRIAL, 2 * n, drawn))
+            parts.append(self._kept_rows(conditions, rows, rng))
+            drawn += rows
+        return pa.concat_tables(parts), drawn
 
     def _kept_rows(self, conditions: list, rows: int, rng: np.random.Generator) -> pa.Table:
         """Those of `rows` rows the model samples that meet `conditions`, in the order drawn. Only
