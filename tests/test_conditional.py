@@ -15,6 +15,8 @@ from test_cli import assert_ok, assert_usage_error, assert_user_error, read_csv_
 
 from flowcli import TabularFlow
 from flowcli.condition.conditionals import FIRST_TRIAL, REJECTION_TRIAL
+from flowcli.condition.conditions import resolve
+from flowcli.errors import DataError
 
 COV = np.array([[1.0, 0.8, 0.3], [0.8, 1.0, 0.5], [0.3, 0.5, 1.0]])
 SCALE, LOC = np.array([1000.0, 0.01, 5.0]), np.array([50_000.0, 3.0, -20.0])  # odd units
@@ -106,15 +108,24 @@ def own_rows(mixed_model):
 def test_a_rare_category_draws_the_models_conditional(mixed_model, own_rows, method, monkeypatch):
     """Group R is 1 % of the rows: every conditional row meets it and the rows follow the model's
     conditional (what the model has learned of R's 200 rows), whether drawn exactly (the model's
-    own rows that meet it) or by importance resampling (what conditions rarer than 0.2 % get)."""
+    own rows that meet it) or by importance resampling (what a condition gets when the model meets
+    it in under 0.2 % of 20,000 rows, drawn in doubling rounds, and they hold fewer rows than asked)."""
+    rounds, keep = [], TabularFlow._kept_rows
+    monkeypatch.setattr(TabularFlow, "_kept_rows", lambda self, conditions, rows, rng: rounds.append(rows) or keep(self, conditions, rows, rng))
     if method == "importance":
         monkeypatch.setattr("flowcli.condition.conditionals.MIN_ACCEPTANCE", 1.0)
+    drawn, candidates = mixed_model.effort_.drawn, len(mixed_model.effort_.candidates)
     rows = mixed_model.sample(2000, seed=0, given={"group": "R"})
     own = own_rows[own_rows["group"] == "R"]
     assert (rows["group"] == "R").all() and len(own) > 2000
     assert rows["x"].mean() == pytest.approx(own["x"].mean(), abs=0.15 * own["x"].std())
     assert rows["x"].std() == pytest.approx(own["x"].std(), rel=0.1)
     assert rows["y"].isna().mean() == pytest.approx(own["y"].isna().mean(), abs=0.03)
+    assert rounds[:4] == [4000, 4000, 8000, 4000]  # the trial: 2n, then doubling, to REJECTION_TRIAL in all
+    if method == "importance":
+        assert mixed_model.effort_.drawn == drawn and len(mixed_model.effort_.candidates) - candidates == 2000
+    else:
+        assert mixed_model.effort_.drawn > drawn + REJECTION_TRIAL and len(mixed_model.effort_.candidates) == candidates
 
 
 @pytest.mark.parametrize("n", [10, 3000])
@@ -125,24 +136,40 @@ def test_a_few_rows_under_a_common_condition_cost_a_few_draws(mixed_model, n):
     assert mixed_model.effort_.drawn - before <= 2 * max(FIRST_TRIAL, 2 * n) < REJECTION_TRIAL
 
 
-def test_a_condition_too_rare_to_draw_exactly_is_measured_on_the_whole_trial(mixed_model, monkeypatch):
-    drawn, keep = [], TabularFlow._kept_rows
-    monkeypatch.setattr(TabularFlow, "_kept_rows", lambda self, conditions, rows, rng: drawn.append(rows) or keep(self, conditions, rows, rng))
-    candidates = len(mixed_model.effort_.candidates)
-    rows = mixed_model.sample(100, seed=0, given={"x": {">": 10}})  # a tail of group R: about 0.1 % of the model's rows
-    assert len(rows) == 100 and (rows["x"] > 10).all()
-    assert sum(drawn) == REJECTION_TRIAL and len(mixed_model.effort_.candidates) - candidates == 100  # importance resampling
+def test_a_few_rows_under_any_condition_the_trial_meets_are_drawn_exactly(mixed_model, monkeypatch):
+    """Even under 0.2 %, rows the trial's draws already hold are exact draws: they are used."""
+    monkeypatch.setattr("flowcli.condition.conditionals.MIN_ACCEPTANCE", 1.0)
+    drawn, candidates = mixed_model.effort_.drawn, len(mixed_model.effort_.candidates)
+    rows = mixed_model.sample(5, seed=0, given={"group": "R"})
+    assert (rows["group"] == "R").all() and len(rows) == 5
+    assert mixed_model.effort_.drawn > drawn and len(mixed_model.effort_.candidates) == candidates
 
 
-def test_exact_draws_decode_a_condition_column_once(mixed_model):
-    """Rows kept for meeting a condition are decoded with the condition's column as it was read:
-    `decode` keeps a column already decoded, and decodes the others as it always does."""
+def test_no_rows_asked_draws_none(mixed_model):
+    drawn = mixed_model.effort_.drawn
+    assert len(mixed_model.sample(0, seed=0, given={"group": "A"})) == 0
+    assert mixed_model.effort_.drawn == drawn
+    with pytest.raises(DataError, match="'nope'"):
+        mixed_model.sample(0, seed=0, given={"nope": 1})
+
+
+def test_kept_rows_are_the_decoded_rows_that_meet_the_conditions(mixed_model, monkeypatch):
+    """Only the condition columns are decoded before rows are chosen: the rows kept are those a
+    whole decoding of the same draws keeps, with the same values."""
+    u = mixed_model._draw_features(np.random.default_rng(0), 3000)
+    monkeypatch.setattr(mixed_model, "_draw_features", lambda rng, rows: u[:rows])
+    conditions = resolve({"group": ["B", "R"], "x": {">": 3}}, mixed_model.preprocessor_, mixed_model.left_out_)
+    kept = mixed_model._kept_rows(conditions, 3000, np.random.default_rng(1)).to_pandas()
+    whole = mixed_model.preprocessor_.decode(u, np.random.default_rng(1)).to_pandas()
+    expected = whole[whole["group"].isin(["B", "R"]) & (whole["x"] > 3)].reset_index(drop=True)
+    assert 0 < len(kept) < 3000
+    pd.testing.assert_frame_equal(kept, expected)
+
+
+def test_decode_keeps_columns_already_decoded(mixed_model):
     preprocessor, rng = mixed_model.preprocessor_, np.random.default_rng(0)
     u = mixed_model._draw_features(rng, 500)
     k = preprocessor.names.index("group")
-    assert [(span.start, span.stop) for span in preprocessor.spans] == \
-        [(sum(c.width for c in preprocessor.columns[:j]), sum(c.width for c in preprocessor.columns[:j + 1]))
-         for j in range(len(preprocessor.columns))]
     read = preprocessor.columns[k].decode(u[:, preprocessor.spans[k]], rng)[::-1]  # any array of the column's type
     rows = preprocessor.decode(u, np.random.default_rng(1), {k: read})
     plain = preprocessor.decode(u, np.random.default_rng(1))

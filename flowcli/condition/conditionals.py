@@ -21,9 +21,9 @@ from flowcli.table.inputs import as_table
 
 REJECTION_TRIAL = 20_000  # rows drawn at most to measure how often the model meets a condition
 FIRST_TRIAL = 1_000  # rows drawn at least in the first round of that
-MIN_ACCEPTANCE = 0.002  # below this share, importance resampling: rejection would draw 500+ rows per row
+MIN_ACCEPTANCE = 0.002  # below this share, importance resampling (unless the trial holds the rows): rejection would draw 500+ rows per row
 MAX_DRAW = 2_000_000  # rows drawn at once for rejection
-DECODE_ROWS = 65_536  # of those, rows whose features are held at once
+DECODE_ROWS = 65_536  # of those, rows whose features are held at once (model.SAMPLE_BATCH_ROWS, which lies above)
 
 
 class Conditionals:
@@ -47,10 +47,13 @@ class Conditionals:
 
     def _conditional_batches(self, n: int, given: dict, rng: np.random.Generator) -> Iterator[pa.RecordBatch]:
         """`n` rows under the conditions of a `given` dict (`conditions.resolve`). Conditions of
-        positive probability (categories, ranges) that the model meets often enough are drawn
-        exactly, by keeping the model's own rows that meet them; a value fixed on a continuous
-        column, or a rarer condition, by importance resampling."""
+        positive probability (categories, ranges) are drawn exactly, by keeping the model's own
+        rows that meet them, when the trial's draws (`_trial`) hold the n rows or the model meets
+        them often enough; a value fixed on a continuous column, or a rarer condition, by
+        importance resampling."""
         fixed, rest = fixed_values(resolve(given, self.preprocessor_, self.left_out_), self.preprocessor_)
+        if n == 0:
+            return
         if fixed is None:
             trial, drawn = self._trial(rest, n, rng)
             rate = trial.num_rows / drawn
@@ -65,11 +68,12 @@ class Conditionals:
         rounds that double the rows drawn (the first max(2n, FIRST_TRIAL)), until n rows meet
         them or REJECTION_TRIAL rows are drawn. A few rows under a common condition cost a few
         draws, and a rare condition's rate is still measured on REJECTION_TRIAL rows."""
-        parts, drawn = [], 0
-        while not parts or (drawn < REJECTION_TRIAL and sum(part.num_rows for part in parts) < n):
-            rows = min(REJECTION_TRIAL - drawn, max(FIRST_TRIAL, 2 * n, drawn))
+        parts = [self._kept_rows(conditions, min(REJECTION_TRIAL, max(FIRST_TRIAL, 2 * n)), rng)]
+        drawn, met = min(REJECTION_TRIAL, max(FIRST_TRIAL, 2 * n)), parts[0].num_rows
+        while drawn < REJECTION_TRIAL and met < n:
+            rows = min(REJECTION_TRIAL - drawn, drawn)
             parts.append(self._kept_rows(conditions, rows, rng))
-            drawn += rows
+            drawn, met = drawn + rows, met + parts[-1].num_rows
         return pa.concat_tables(parts), drawn
 
     def _kept_rows(self, conditions: list, rows: int, rng: np.random.Generator) -> pa.Table:
@@ -79,9 +83,10 @@ class Conditionals:
         preprocessor, spans, batches = self.preprocessor_, self.preprocessor_.spans, []
         for start in range(0, rows, DECODE_ROWS):
             u = self._draw_features(rng, min(DECODE_ROWS, rows - start))
-            decoded = {c.index: preprocessor.columns[c.index].decode(u[:, spans[c.index]], rng) for c in conditions}
+            decoded = {k: preprocessor.columns[k].decode(u[:, spans[k]], rng) for k in {c.index for c in conditions}}
             keep = admitted(decoded, conditions, preprocessor, len(u))
-            batches.append(preprocessor.decode(u[keep], rng, {k: values.filter(keep) for k, values in decoded.items()}))
+            if keep.any():
+                batches.append(preprocessor.decode(u[keep], rng, {k: values.filter(keep) for k, values in decoded.items()}))
         return pa.Table.from_batches(batches, schema=self.sample_schema)
 
     def _rejection_batches(self, conditions: list, n: int, kept: pa.Table, rate: float,

@@ -34,7 +34,7 @@ class Effort:
     candidates: list[int] = field(default_factory=list)
     effective: list[float] = field(default_factory=list)
     pilot: int = 0  # candidates drawn to place the proposal
-    drawn: int = 0  # rows the model sampled whole, for conditions met by keeping those that meet them
+    drawn: int = 0  # rows the model drew, for conditions met by keeping those that meet them
     accepted: int = 0
     warned: bool = False  # the warning on rows that rest on few candidates is given once
 

@@ -102,14 +102,13 @@ class Preprocessor:
         self, table: pa.Table | pa.RecordBatch, noise: np.ndarray, *, source: str = "data", first_row: int = 0
     ) -> tuple[np.ndarray, np.ndarray]:
         """Columns of `table` → features u (N, W) and log-weights (N,), given noise (N, W) in (0, 1)."""
-        features, log_weight, start = [], np.zeros(table.num_rows), 0
-        for column in self.columns:
-            u, weight = column.encode(table.column(column.name), noise[:, start:start + column.width], source, first_row)
+        features, log_weight = [], np.zeros(table.num_rows)
+        for column, span in zip(self.columns, self.spans):
+            u, weight = column.encode(table.column(column.name), noise[:, span], source, first_row)
             features.append(u)
             log_weight += weight
-            start += column.width
         if self.auxiliary:
-            a, weight = auxiliary_features(noise[:, start:])
+            a, weight = auxiliary_features(noise[:, self.width - self.auxiliary:])
             features.append(a)
             log_weight += weight
         return np.concatenate(features, axis=1), log_weight
@@ -122,7 +121,8 @@ class Preprocessor:
 
     def decode(self, u: np.ndarray, rng: np.random.Generator, decoded: Mapping[int, pa.Array] | None = None) -> pa.RecordBatch:
         """Features u (N, W) → a record batch with the original column names and types. `decoded`
-        holds columns (by position) already decoded from these features, kept as they are."""
+        holds columns (by position) already decoded from these features, kept as they are (and
+        drawing nothing from `rng`)."""
         decoded = decoded or {}
         arrays = [decoded[k] if k in decoded else column.decode(u[:, span], rng)
                   for k, (column, span) in enumerate(zip(self.columns, self.spans))]
@@ -131,11 +131,10 @@ class Preprocessor:
     def near_range(self, u: np.ndarray) -> np.ndarray:
         """Per row of features u (N, W): whether every numeric column decodes near the range seen
         at fit (`NumericColumn.near_range`)."""
-        inside, start = np.ones(len(u), dtype=bool), 0
-        for column in self.columns:
+        inside = np.ones(len(u), dtype=bool)
+        for column, span in zip(self.columns, self.spans):
             if isinstance(column, NumericColumn):
-                inside &= column.near_range(u[:, start:start + column.width])
-            start += column.width
+                inside &= column.near_range(u[:, span])
         return inside
 
     def unseen(self, table: pa.Table | pa.RecordBatch, *, source: str = "data") -> dict[str, int]:
