@@ -21,9 +21,10 @@ from flowcli.table.inputs import as_table
 
 REJECTION_TRIAL = 20_000  # rows drawn at most to measure how often the model meets a condition
 FIRST_TRIAL = 1_000  # rows drawn at least in the first round of that
-MIN_ACCEPTANCE = 0.002  # below this share, importance resampling (unless the trial holds the rows): rejection would draw 500+ rows per row
+# Below this share, importance resampling (unless the trial holds the rows): rejection would draw 500+ rows per row.
+MIN_ACCEPTANCE = 0.002
 MAX_DRAW = 2_000_000  # rows drawn at once for rejection
-DECODE_ROWS = 65_536  # of those, rows whose features are held at once (model.SAMPLE_BATCH_ROWS, which lies above)
+DECODE_ROWS = 65_536  # of those, rows whose features are held at once (as model.SAMPLE_BATCH_ROWS)
 
 
 class Conditionals:
@@ -68,12 +69,12 @@ class Conditionals:
         rounds that double the rows drawn (the first max(2n, FIRST_TRIAL)), until n rows meet
         them or REJECTION_TRIAL rows are drawn. A few rows under a common condition cost a few
         draws, and a rare condition's rate is still measured on REJECTION_TRIAL rows."""
-        parts = [self._kept_rows(conditions, min(REJECTION_TRIAL, max(FIRST_TRIAL, 2 * n)), rng)]
-        drawn, met = min(REJECTION_TRIAL, max(FIRST_TRIAL, 2 * n)), parts[0].num_rows
-        while drawn < REJECTION_TRIAL and met < n:
-            rows = min(REJECTION_TRIAL - drawn, drawn)
+        parts, drawn, met = [], 0, 0
+        rows = min(REJECTION_TRIAL, max(FIRST_TRIAL, 2 * n))
+        while rows:
             parts.append(self._kept_rows(conditions, rows, rng))
             drawn, met = drawn + rows, met + parts[-1].num_rows
+            rows = 0 if met >= n else min(REJECTION_TRIAL - drawn, drawn)
         return pa.concat_tables(parts), drawn
 
     def _kept_rows(self, conditions: list, rows: int, rng: np.random.Generator) -> pa.Table:
