@@ -12,8 +12,9 @@ the ranking score adds to the joint view a marginal one, the column tails:
 where, for a number, left_j and right_j are the shares of the fitted rows at or below and at
 or above x_j, and side_j is the one of the two on the side the column is skewed to (right for
 a skewness of 0): a value far out on the long side counts in full, one far out on the short
-side half. For a category (and for a missing value) both shares are the probability of a
-value no more common than x_j. This is COPOD's score (Li et al., 2020) as PyOD computes it,
+side half. A category of numbers (a 1-10 scale) counts as a number: its 10 is far out even
+when as common as a 7. For another category (and for a missing value) both shares are the
+probability of a value no more common than x_j. This is COPOD's score (Li et al., 2020) as PyOD computes it,
 the largest surprise per column, summed. Then
 
     anomaly_score(x) = z(−log p(x)) + z(tails(x)),   z(v) = (v − median) / IQR,
@@ -152,11 +153,12 @@ class Anomalies:
 
 @dataclass(frozen=True)
 class AnomalyReference:
-    """What `anomaly_scores` compares a row with: each numeric column's quantiles at fit (None
-    for a category, whose probabilities the preprocessor holds) and the side it is skewed to, and
+    """What `anomaly_scores` compares a row with: each ordered column's quantiles at fit (a number,
+    or a category of numbers; None for another category, whose probabilities the preprocessor
+    holds) and the side it is skewed to, and
     the medians and IQRs of −log-likelihood and of the column tails over the validation rows."""
 
-    knots: tuple[tuple[float, ...] | None, ...]  # one per model column, ascending
+    knots: tuple[tuple[float, ...] | None, ...]  # one per model column, ascending; None: an unordered category
     centres: tuple[float, float]  # medians of (−log p, tails)
     scales: tuple[float, float]  # their interquartile ranges, > 0
     quantiles: tuple[float, ...] = ()  # of the validation rows' anomaly scores, for percentiles
@@ -167,12 +169,12 @@ class AnomalyReference:
         """From the training rows' values and the validation rows' log-likelihoods (N_val,)."""
         knots, sides = [], []
         for column in preprocessor.columns:
-            if isinstance(column, CategoricalColumn):
+            if not _ordered(column):
                 knots.append(None)
                 sides.append(1)  # unused: a category's tail has one side
                 continue
             x = column_numbers(column, train)
-            knots.append(tuple(np.quantile(x, np.linspace(0, 1, min(KNOTS, len(x)))).tolist()) if len(x) else (column.low,))
+            knots.append(tuple(np.quantile(x, np.linspace(0, 1, min(KNOTS, len(x)))).tolist()) if len(x) else (getattr(column, "low", 0.0),))
             sides.append(_skewed_side(x))
         tails = cls(tuple(knots), (0.0, 0.0), (1.0, 1.0), sides=tuple(sides)).column_tails(preprocessor, validation)
         finite = [view[np.isfinite(view)] for view in (-log_likelihood, tails)]
@@ -242,6 +244,12 @@ class AnomalyReference:
         if not all(map(math.isfinite, centres + scales + points)) or min(scales) <= 0 or any(np.diff(points) < 0):
             raise ValueError("anomaly centres and quantiles must be finite, quantiles ascending, and scales positive")
         return cls(knots, centres, scales, points, sides)
+
+
+def _ordered(column: Any) -> bool:
+    """Whether a column's tails are counted along its values' order: a number, or a category of
+    numbers (a 1-10 scale), whose 10 is far out even when as common as a 7."""
+    return not isinstance(column, CategoricalColumn) or column.ordered
 
 
 def _skewed_side(x: np.ndarray) -> int:

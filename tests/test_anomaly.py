@@ -156,6 +156,32 @@ def test_column_tails_sum_each_columns_largest_surprise_on_its_long_side():
     assert np.maximum(up_right, (up_left + up_right) / 2)[1] == pytest.approx(up_left[1] / 2, abs=0.01)
 
 
+def test_a_category_of_numbers_counts_its_tails_along_their_order():
+    """A 10 on a 1-10 scale is far out even when as common as a 5 (breastw's columns), as COPOD
+    counts it; the same levels as strings have no order, and no tails beyond how rare they are."""
+    rng = np.random.default_rng(2)
+    scale = rng.integers(1, 11, 3000)
+    table = pd.DataFrame({"scale": pd.array(np.where(rng.uniform(size=3000) < 0.05, None, scale), dtype="Int64"),
+                          "label": [f"level {v}" for v in scale]})
+    model = TabularFlow(epochs=2, seed=0, val_fraction=0.01).fit(table)
+    scale_column, label_column = model.preprocessor_.columns
+    assert isinstance(scale_column, CategoricalColumn) and scale_column.ordered and not label_column.ordered
+    assert model.anomaly_.knots[0] is not None and model.anomaly_.knots[1] is None
+    rows = pa.table({"scale": pa.array([5, 10, 1, None], pa.int64()), "label": ["level 5", "level 10", "level 1", "level 5"]})
+    ordered, unordered = (model.anomaly_._surprises(column, knots, rows.column(column.name))
+                          for column, knots in zip(model.preprocessor_.columns, model.anomaly_.knots))
+    left, right, missing = ordered
+    assert missing.tolist() == [False, False, False, True]
+    # About a tenth of the rows lie at or above 10, and at or below 1; half at or below 5
+    assert right[1] == pytest.approx(np.log(10), abs=0.15) and left[2] == pytest.approx(np.log(10), abs=0.15)
+    assert left[0] == pytest.approx(np.log(2), abs=0.15) and left[1] == right[2] == 0
+    assert left[3] == right[3] == pytest.approx(-np.log(scale_column.missing_rate))  # its indicator's tail
+    # The strings' tails do not see the order: only how common each value is
+    np.testing.assert_allclose(unordered[0], -np.log(_category_tails(label_column, rows.column("label"))))
+    tails = model.anomaly_.column_tails(model.preprocessor_, rows)
+    assert tails[1] > tails[0] + 0.7 and tails[2] > tails[0] + 0.7
+
+
 def test_predict_flags_the_contamination_share_of_fresh_rows_from_the_fitted_distribution():
     rng = np.random.default_rng(3)
 

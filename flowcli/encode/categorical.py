@@ -84,12 +84,27 @@ class CategoricalColumn:
             return self
         return replace(self, gaps=gaps, gap_share=gaps / (rows + gaps))
 
+    @property
+    def ordered(self) -> bool:
+        """Whether its levels are numbers (a 1-10 scale, say), whose order means something."""
+        level_type = arrow_type(self.dtype)
+        return self.kind == "categorical" and (pa.types.is_integer(level_type) or pa.types.is_floating(level_type))
+
+    @property
+    def missing_rate(self) -> float | None:
+        """P(missing) at fit, None where no value was missing (as `NumericColumn.missing_rate`)."""
+        return self.probabilities[self.levels.index(None)] if None in self.levels else None
+
+    def numbers(self, values: pa.ChunkedArray | pa.Array, source: str) -> np.ndarray:
+        """An `ordered` column's values as float64 (N,), NaN where missing (as `NumericColumn.numbers`)."""
+        return as_numpy(pc.cast(plain_values(values), pa.float64(), safe=False), missing=np.nan)
+
     def gap_rows(self, values: pa.ChunkedArray | pa.Array, source: str) -> np.ndarray:
         """Which rows (N,) hold a whole number in one of the column's gaps."""
         if not self.gaps:
             return np.zeros(len(values), bool)
         numbers = [level for level in self.levels if level is not None]
-        x = as_numpy(pc.cast(plain_values(values), pa.float64(), safe=False), missing=np.nan)
+        x = self.numbers(values, source)
         with np.errstate(invalid="ignore"):
             inside = (x == np.round(x)) & (x >= min(numbers)) & (x <= max(numbers))
         return inside & (self.level_index(values, source) == -1)
