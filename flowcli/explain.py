@@ -226,18 +226,21 @@ class AnomalyReference:
                 "centres": list(self.centres), "scales": list(self.scales), "quantiles": list(self.quantiles)}
 
     @classmethod
-    def from_json(cls, data: dict, columns: int) -> AnomalyReference:
-        """A manifest's reference, checked: one entry per model column, finite ascending knots,
-        a side of −1 or +1 per column (from format 12), finite centres and positive scales."""
+    def from_json(cls, data: dict, columns: list) -> AnomalyReference:
+        """A manifest's reference for the model's `columns`, checked: knots, finite and ascending,
+        for each ordered column and none for another, a side of −1 or +1 per column (from format
+        12), finite centres and positive scales."""
         knots = tuple(None if k is None else tuple(float(v) for v in k) for k in data["knots"])
         centres = tuple(float(v) for v in data["centres"])
         scales = tuple(float(v) for v in data["scales"])
         points = tuple(float(v) for v in data["quantiles"])
         sides = None if "sides" not in data else tuple(data["sides"])
-        if len(knots) != columns or len(centres) != 2 or len(scales) != 2:
-            raise ValueError(f"anomaly needs knots for {columns} columns and two centres and scales")
-        if sides is not None and (len(sides) != columns or not all(type(v) is int and v in (-1, 1) for v in sides)):
-            raise ValueError(f"anomaly needs a side of -1 or 1 for each of {columns} columns")
+        if len(knots) != len(columns) or len(centres) != 2 or len(scales) != 2:
+            raise ValueError(f"anomaly needs knots for {len(columns)} columns and two centres and scales")
+        if any((k is None) == _ordered(column) for k, column in zip(knots, columns)):
+            raise ValueError("anomaly needs knots for each number and category of numbers, and none for another category")
+        if sides is not None and (len(sides) != len(columns) or not all(type(v) is int and v in (-1, 1) for v in sides)):
+            raise ValueError(f"anomaly needs a side of -1 or 1 for each of {len(columns)} columns")
         for k in knots:
             if k is not None and (not k or not all(map(math.isfinite, k)) or any(np.diff(k) < 0)):
                 raise ValueError("anomaly knots must be finite and ascending")

@@ -27,7 +27,7 @@ def log_likelihood(
 ) -> np.ndarray:
     """log p per row (N,), in nats, computed in chunks of rows on every core; `first_row`
     offsets the row numbers in error messages. A whole number in the gaps of a column of integer
-    levels (`CategoricalColumn.with_gaps`) scores its share of them times the other columns'
+    levels (`CategoricalColumn.inferred`) scores its share of them times the other columns'
     likelihood, the column summed out over its levels; other rows keep the levels' 1 − share.
     `without_gaps` names columns scored as the flow has them, without that mixture."""
     scores = _flow_log_likelihood(preprocessor, flow, table, source=source, first_row=first_row)

@@ -353,7 +353,7 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
             model.typical_surprises_ = typical_from_json(manifest.get("typical_surprises"), model.columns_)
             model.reference_ = dict(manifest.get("reference", {}))
             anomaly = manifest.get("anomaly")
-            model.anomaly_ = None if anomaly is None else AnomalyReference.from_json(anomaly, len(model.columns_))
+            model.anomaly_ = None if anomaly is None else AnomalyReference.from_json(anomaly, model.preprocessor_.columns)
         except BundleError as error:
             raise BundleError(f"{path}: {error}") from None
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as error:

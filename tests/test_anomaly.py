@@ -180,6 +180,18 @@ def test_a_category_of_numbers_counts_its_tails_along_their_order():
     np.testing.assert_allclose(unordered[0], -np.log(_category_tails(label_column, rows.column("label"))))
     tails = model.anomaly_.column_tails(model.preprocessor_, rows)
     assert tails[1] > tails[0] + 0.7 and tails[2] > tails[0] + 0.7
+    # Numbers declared categorical (store ids, say) keep no order
+    declared = TabularFlow(epochs=2, seed=0, val_fraction=0.01).fit(table, kinds={"scale": "categorical"})
+    assert not declared.preprocessor_.columns[0].ordered and declared.anomaly_.knots[0] is None
+
+
+def test_a_bundle_cannot_order_levels_that_are_not_numbers():
+    data = {"name": "c", "kind": "categorical", "dtype": "string", "levels": ["a", "b"], "probabilities": [0.5, 0.5]}
+    assert not CategoricalColumn.from_json(data).ordered
+    assert CategoricalColumn.from_json({**data, "dtype": "int64", "levels": [1, 2], "ordered": True}).ordered
+    for wrong in ({"ordered": True}, {"dtype": "int64", "levels": [1, 2], "ordered": "yes"}):
+        with pytest.raises(ValueError, match="ordered"):
+            CategoricalColumn.from_json({**data, **wrong})
 
 
 def test_predict_flags_the_contamination_share_of_fresh_rows_from_the_fitted_distribution():

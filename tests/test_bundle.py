@@ -607,6 +607,7 @@ MANIFEST_EDITS = {
     "anomaly-side-zero": (lambda m: m["anomaly"]["sides"].__setitem__(0, 0), ["malformed", "a side of -1 or 1"]),
     "anomaly-sides-fewer": (lambda m: m["anomaly"]["sides"].pop(), ["malformed", "a side of -1 or 1 for each of 3 columns"]),
     "anomaly-knots-fewer": (lambda m: m["anomaly"]["knots"].pop(), ["malformed", "anomaly needs knots for 3 columns"]),
+    "anomaly-knots-none-for-a-number": (lambda m: m["anomaly"]["knots"].__setitem__(0, None), ["malformed", "knots for each number"]),
     "anomaly-knots-unsorted": (lambda m: m["anomaly"]["knots"][0].reverse(), ["malformed", "knots must be finite and ascending"]),
     "anomaly-scale-zero": (lambda m: m["anomaly"]["scales"].__setitem__(0, 0.0), ["malformed", "scales positive"]),
     "training-string": (lambda m: m.update(training="ab"), ["malformed"]),

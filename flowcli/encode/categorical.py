@@ -27,7 +27,7 @@ class CategoricalColumn:
     the number of rare values and sampled from up to MAX_RARE_KEPT of them; then any value
     outside the kept levels scores as "other". Otherwise an unseen value has probability zero,
     a log-likelihood of −inf; except in a column of whole-number levels that was not declared
-    categorical (`with_gaps`), where a whole number inside their range scores as one of `gaps`
+    categorical (`inferred`), where a whole number inside their range scores as one of `gaps`
     such numbers sharing `gap_share`, add-one smoothing's share, the other columns as they are.
     """
 
@@ -45,6 +45,7 @@ class CategoricalColumn:
     # pair of levels, row j * P2 + j2, when a second parent joins (format 12)
     given_parent: list[list[float]] | None = None
     second_parent: str | None = None
+    ordered: bool = False  # its levels are numbers whose order means something: its kind was inferred (format 14)
 
     @property
     def parents(self) -> tuple[str, ...]:
@@ -72,23 +73,20 @@ class CategoricalColumn:
         return cls(name, kind, type_name(values), [levels[i] for i in kept], shares.tolist(),
                    [levels[i] for i in folded[:MAX_RARE_KEPT]], len(folded))
 
-    def with_gaps(self, rows: int) -> CategoricalColumn:
-        """This column, giving the whole numbers inside the range of its levels that were never
-        seen at fit a share of 1 / (rows + gaps) each (a 7 on a 1-10 scale that no row had);
-        unchanged unless its levels are whole numbers with gaps."""
-        numbers = [level for level in self.levels if level is not None]
-        if self.rare or self.kind != "categorical" or not all(isinstance(level, int) for level in numbers) or len(numbers) < 2:
+    def inferred(self, rows: int) -> CategoricalColumn:
+        """This column when its kind was inferred, not declared: a category of numbers (a 1-10
+        scale) is `ordered`, and one of whole numbers gives those inside the range of its levels
+        that were never seen at fit a share of 1 / (rows + gaps) each (a 7 that no row had)."""
+        if self.kind != "categorical" or not _holds_numbers(self.dtype):
             return self
+        column = replace(self, ordered=True)
+        numbers = [level for level in self.levels if level is not None]
+        if self.rare or not all(isinstance(level, int) for level in numbers) or len(numbers) < 2:
+            return column
         gaps = max(numbers) - min(numbers) + 1 - len(numbers)
         if not 0 < gaps <= MAX_GAPS:
-            return self
-        return replace(self, gaps=gaps, gap_share=gaps / (rows + gaps))
-
-    @property
-    def ordered(self) -> bool:
-        """Whether its levels are numbers (a 1-10 scale, say), whose order means something."""
-        level_type = arrow_type(self.dtype)
-        return self.kind == "categorical" and (pa.types.is_integer(level_type) or pa.types.is_floating(level_type))
+            return column
+        return replace(column, gaps=gaps, gap_share=gaps / (rows + gaps))
 
     @property
     def missing_rate(self) -> float | None:
@@ -96,7 +94,7 @@ class CategoricalColumn:
         return self.probabilities[self.levels.index(None)] if None in self.levels else None
 
     def numbers(self, values: pa.ChunkedArray | pa.Array, source: str) -> np.ndarray:
-        """An `ordered` column's values as float64 (N,), NaN where missing (as `NumericColumn.numbers`)."""
+        """The values of a column of numbers as float64 (N,), NaN where missing (as `NumericColumn.numbers`)."""
         return as_numpy(pc.cast(plain_values(values), pa.float64(), safe=False), missing=np.nan)
 
     def gap_rows(self, values: pa.ChunkedArray | pa.Array, source: str) -> np.ndarray:
@@ -168,6 +166,8 @@ class CategoricalColumn:
             data.update(parent=self.parent, given_parent=self.given_parent)
         if self.second_parent is not None:
             data.update(second_parent=self.second_parent)
+        if self.ordered:
+            data.update(ordered=True)
         return data
 
     @classmethod
@@ -176,7 +176,7 @@ class CategoricalColumn:
                      [float(p) for p in data["probabilities"]], list(data.get("rare", [])), int(data.get("rare_count", 0)),
                      int(data.get("gaps", 0)), float(data.get("gap_share", 0.0)), data.get("parent"),
                      [[float(p) for p in row] for row in data["given_parent"]] if "given_parent" in data else None,
-                     data.get("second_parent"))
+                     data.get("second_parent"), data.get("ordered", False))
         if (column.parent is None) != (column.given_parent is None) or not isinstance(column.parent, str | None):
             raise ValueError(f"column {column.name!r} has a parent without shares given it, or shares without a parent")
         if not isinstance(column.second_parent, str | None) or (column.second_parent is not None and column.parent is None):
@@ -184,6 +184,8 @@ class CategoricalColumn:
         for row in column.given_parent or []:
             if len(row) != len(column.probabilities) or min(row) <= 0 or abs(sum(row) - 1) > 1e-6:
                 raise ValueError(f"column {column.name!r} has invalid level shares given its parent")
+        if type(column.ordered) is not bool or (column.ordered and (column.kind != "categorical" or not _holds_numbers(column.dtype))):
+            raise ValueError(f"column {column.name!r} is marked ordered, but its levels are not numbers")
         if column.gaps < 0 or not 0 <= column.gap_share < 1 or bool(column.gaps) != bool(column.gap_share):
             raise ValueError(f"column {column.name!r} has an invalid share for its gaps")
         p = np.asarray(column.probabilities)
@@ -191,8 +193,13 @@ class CategoricalColumn:
             raise ValueError(f"column {column.name!r} has invalid level probabilities")
         if column.rare and column.rare_count < len(column.rare):
             raise ValueError(f"column {column.name!r} has an invalid rare-level count")
-        arrow_type(column.dtype)
         return column
+
+
+def _holds_numbers(dtype: str) -> bool:
+    """Whether a column of arrow type `dtype` (str(type)) holds numbers."""
+    level_type = arrow_type(dtype)
+    return pa.types.is_integer(level_type) or pa.types.is_floating(level_type)
 
 
 def _sort_key(value) -> tuple:

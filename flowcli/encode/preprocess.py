@@ -55,12 +55,12 @@ class Preprocessor:
     @classmethod
     def fit(cls, table: pa.Table, kinds: dict[str, str], *, source: str, declared: Collection[str] = ()) -> Preprocessor:
         """Learn each column's encoder from the rows of `table`; `kinds` maps name → kind, in order.
-        A category column of whole numbers whose kind the user has not `declared` scores the
-        whole numbers between its levels too (`CategoricalColumn.with_gaps`).
+        A category column of numbers whose kind the user has not `declared` is ordered, and one
+        of whole numbers scores the whole numbers between its levels too (`CategoricalColumn.inferred`).
         Category columns are then linked (`links.linked`), and numeric columns standardized at
         a category's level (`scales.scaled`)."""
         columns = [fit_encoder(table.column(name), name, kind, source) for name, kind in kinds.items()]
-        columns = [column.with_gaps(table.num_rows) if isinstance(column, CategoricalColumn) and column.name not in declared
+        columns = [column.inferred(table.num_rows) if isinstance(column, CategoricalColumn) and column.name not in declared
                    else column for column in columns]
         return cls(scaled(linked(columns, table, source), table, source))
 
