@@ -14,8 +14,8 @@ or above x_j, and side_j is the one of the two on the side the column is skewed 
 a skewness of 0): a value far out on the long side counts in full, one far out on the short
 side half. A category of numbers (a 1-10 scale) counts as a number: its 10 is far out even
 when as common as a 7. For another category (and for a missing value) both shares are the
-probability of a value no more common than x_j. This is COPOD's score (Li et al., 2020) as PyOD computes it,
-the largest surprise per column, summed. Then
+probability of a value no more common than x_j. This is COPOD's score (Li et al., 2020) as
+PyOD computes it, the largest surprise per column, summed. Then
 
     anomaly_score(x) = z(−log p(x)) + z(tails(x)),   z(v) = (v − median) / IQR,
 
@@ -155,8 +155,8 @@ class Anomalies:
 class AnomalyReference:
     """What `anomaly_scores` compares a row with: each ordered column's quantiles at fit (a number,
     or a category of numbers; None for another category, whose probabilities the preprocessor
-    holds) and the side it is skewed to, and
-    the medians and IQRs of −log-likelihood and of the column tails over the validation rows."""
+    holds) and the side it is skewed to, and the medians and IQRs of −log-likelihood and of the
+    column tails over the validation rows."""
 
     knots: tuple[tuple[float, ...] | None, ...]  # one per model column, ascending; None: an unordered category
     centres: tuple[float, float]  # medians of (−log p, tails)
@@ -174,6 +174,7 @@ class AnomalyReference:
                 sides.append(1)  # unused: a category's tail has one side
                 continue
             x = column_numbers(column, train)
+            # A column with no value at fit gets one knot: its low end (a category's is 0).
             knots.append(tuple(np.quantile(x, np.linspace(0, 1, min(KNOTS, len(x)))).tolist()) if len(x) else (getattr(column, "low", 0.0),))
             sides.append(_skewed_side(x))
         tails = cls(tuple(knots), (0.0, 0.0), (1.0, 1.0), sides=tuple(sides)).column_tails(preprocessor, validation)
