@@ -11,7 +11,7 @@ import hashlib
 import numpy as np
 import pyarrow as pa
 
-from flowcli.encode.columns import NumericColumn
+from flowcli.encode.columns import CategoricalColumn, NumericColumn
 from flowcli.encode.preprocess import Preprocessor
 from flowcli.parallel import torchrun
 from flowcli.table.io import to_ipc
@@ -31,8 +31,9 @@ def reference_summary(preprocessor: Preprocessor, table: pa.Table, u: np.ndarray
     return {"histograms": histograms, "correlation": correlation(preprocessor, u).tolist()}
 
 
-def column_numbers(column: NumericColumn, table: pa.Table) -> np.ndarray:
-    """A numeric column's finite values (N,), datetimes in days from the column's origin."""
+def column_numbers(column: NumericColumn | CategoricalColumn, table: pa.Table) -> np.ndarray:
+    """A numeric or `ordered` category column's finite values (N,), datetimes in days from the
+    column's origin."""
     x = column.numbers(table.column(column.name), "data")
     return x[np.isfinite(x)]
 
