@@ -20,7 +20,14 @@ PyOD computes it, the largest surprise per column, summed. Then
     anomaly_score(x) = z(−log p(x)) + z(tails(x)),   z(v) = (v − median) / IQR,
 
 each median and interquartile range taken over the validation rows at fit: the sum of two
-robust z-scores, without units, higher = more anomalous. A row of log-likelihood −inf (a
+robust z-scores, without units, higher = more anomalous.
+
+Its p is not the fitted density but a smoother one: the kept flow's (averaged) weights after
+its first epoch, stored in the bundle beside the fitted ones (from format 15). The flow starts
+near the preprocessing's own density (couplings at the identity); its first epoch learns the
+table's broad shape, and the epochs after it the fine structure, clusters of anomalies among
+it: later weights rank worse on most tables of bench/anomaly.py (docs/benchmarks/anomaly.md).
+`log_likelihood` stays the fitted density's. A row of log-likelihood −inf (a
 category never seen) scores +inf. Bundles of formats 9 to 11 hold no skewed sides and keep
 the tails they were calibrated with: the largest of the three sums over the columns of
 −log left_j, of −log right_j and of the two-sided −log min(1, 2 min(left_j, right_j)).
@@ -52,6 +59,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from flowcli import likelihood
 from flowcli.encode.columns import CategoricalColumn
 from flowcli.encode.preprocess import Preprocessor
 from flowcli.errors import DataError, FlowcliWarning
@@ -118,14 +126,26 @@ KNOTS = 1001  # quantiles kept per numeric column: tails resolved to 1 in 1000 r
 
 class Anomalies:
     """The ranking half of `TabularFlow`, with PyOD's names: a mixin over its `score_samples`,
-    `preprocessor_`, `validation_quantiles_`, `anomaly_` (an `AnomalyReference`, None for bundles
-    before format 9, whose anomaly score is −log-likelihood) and `contamination`."""
+    `preprocessor_`, `_ranking_flow` (None for bundles before format 15), `validation_quantiles_`,
+    `anomaly_` (an `AnomalyReference`, None for bundles before format 9, whose anomaly score is
+    −log-likelihood) and `contamination`."""
 
     def anomaly_scores(self, data: Any, log_likelihood: np.ndarray | None = None, **options: Any) -> np.ndarray:
         """anomaly_score per row of `data` (N,), higher = more anomalous (see `flowcli.explain`),
         given the rows' log-likelihoods or scoring them with `options` (`score_samples`')."""
         ll = self.score_samples(data, **options) if log_likelihood is None else log_likelihood  # checks `data` first
-        return -ll if self.anomaly_ is None else self.anomaly_.scores(self.preprocessor_, as_table(data), ll)
+        if self.anomaly_ is None:
+            return -ll
+        table = as_table(data)
+        return self.anomaly_.scores(self.preprocessor_, table, self.ranking_log_likelihood(table, ll))
+
+    def ranking_log_likelihood(self, data: Any, log_likelihood: np.ndarray) -> np.ndarray:
+        """The rows' log-likelihoods (N,) under the density the anomaly score ranks by, given their
+        `score_samples` (N,), which checked `data`: the fitted flow's weights after its first epoch
+        (see the module's docstring), or for bundles before format 15 the fit itself."""
+        if self._ranking_flow is None:
+            return log_likelihood
+        return likelihood.log_likelihood(self.preprocessor_, self._ranking_flow, as_table(data), source="data")  # checked: no errors
 
     def anomaly_percentile(self, scores: np.ndarray) -> np.ndarray:
         """For anomaly scores (N,), the share of validation rows at fit that were more anomalous, in %:

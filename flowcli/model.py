@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 MIN_ROWS = 10
 PROBE_ROWS = 1_000  # validation rows scored before training, to time the work after it
 SAMPLE_BATCH_ROWS = 65_536
+RANKING = "ranking."  # the prefix of the ranking weights' names in a bundle (format 15)
 
 
 class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
@@ -172,9 +173,10 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
         validation = table.take(val_rows)
         training_time, reserve = None, lambda config: 0.0
         if self.max_time is not None:
-            # After training: the validation rows scored, then the typical surprises (a pass per column over some
-            # of them), with a margin of a half; set aside for the first flow (a slower later one leaves its extra).
-            passes = len(val_rows) + (len(self.preprocessor_.columns) + 1) * min(explain.TYPICAL_ROWS, len(val_rows))
+            # After training: the validation rows scored twice (the fit, the ranking weights), then the typical surprises
+            # (a pass per column over some of them), with a margin of a half; set aside for the first flow (a slower
+            # later one leaves its extra).
+            passes = 2 * len(val_rows) + (len(self.preprocessor_.columns) + 1) * min(explain.TYPICAL_ROWS, len(val_rows))
             probe = validation.slice(0, PROBE_ROWS)
             finishing = {config.coupling: 1.5 * passes * seconds_per_row(self.preprocessor_, config, probe) for config in configs}
             first = finishing[configs[0].coupling]
@@ -184,16 +186,18 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
             epochs=self.epochs, max_time=training_time, batch_size=self.batch_size, lr=self.lr,
             patience=self.patience, seed=self.seed, device=self.device,
         )
-        self.config_, self.weights_, summary = train_candidates(
+        trained = train_candidates(
             v[train_rows], v[val_rows], configs, settings,
             train_offset=-torchrun.mean(log_weight[train_rows]), val_offset=-torchrun.mean(log_weight[val_rows]),
             redraw=redraw, on_epoch=on_epoch, stop_requested=stop_requested, mixture_base=mixture_base, reserve=reserve,
         )
-        self.training_ = summary.to_json()
-        self._flow = NumpyRealNVP(self.config_, self.weights_, front=self.preprocessor_.front)
+        self.config_, self.weights_, self.ranking_weights_ = trained.config, trained.weights, trained.first_epoch_weights
+        self.training_ = trained.summary.to_json()
+        self._set_flows()
         validation_scores = self.score_samples(validation, source=source)
         self.validation_quantiles_ = quantiles(validation_scores)
-        self.anomaly_ = AnomalyReference.fit(self.preprocessor_, train_table, validation, validation_scores)
+        ranking_scores = self.ranking_log_likelihood(validation, validation_scores)
+        self.anomaly_ = AnomalyReference.fit(self.preprocessor_, train_table, validation, ranking_scores)
         self.typical_surprises_ = typical_surprises(self.score_samples, validation, self.columns_)
         self.reference_ = reference_summary(self.preprocessor_, table, u)
         self.left_out_ = selection.left_out
@@ -332,13 +336,15 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
     def save(self, path: str | Path, *, force: bool = False, inputs: tuple[str, ...] = ()) -> Path:
         """Write the model as a .flow bundle, atomically; refuses to replace a file without `force`."""
         path = Path(path)
-        write_bundle(path, self._manifest(), self.weights_, force=force, inputs=inputs)
+        ranking = {RANKING + name: value for name, value in (self.ranking_weights_ or {}).items()}
+        write_bundle(path, self._manifest(), {**self.weights_, **ranking}, force=force, inputs=inputs)
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> TabularFlow:
         """Read a .flow bundle; never executes code from it, and checks its contents."""
-        manifest, weights = read_bundle(Path(path), lambda manifest: FlowConfig.from_json(manifest["architecture"]).weights_bytes())
+        # Room for two sets of weights: the fitted ones and the ranking ones.
+        manifest, weights = read_bundle(Path(path), lambda manifest: 2 * FlowConfig.from_json(manifest["architecture"]).weights_bytes())
         try:
             model = cls(**manifest["hyperparameters"])
             model.config_ = FlowConfig.from_json(manifest["architecture"])
@@ -360,10 +366,21 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
             raise BundleError(f"{path}: the manifest is malformed ({type(error).__name__}: {error})") from None
         if model.preprocessor_.width != model.config_.features:
             raise BundleError(f"{path}: the manifest's columns make {model.preprocessor_.width} features for a flow of {model.config_.features}")
-        model.config_.check_weights(weights, path)
-        model.weights_ = weights
-        model._flow = NumpyRealNVP(model.config_, weights, front=model.preprocessor_.front)
+        ranking = {name.removeprefix(RANKING): value for name, value in weights.items() if name.startswith(RANKING)}
+        model.weights_ = {name: value for name, value in weights.items() if not name.startswith(RANKING)}
+        model.ranking_weights_ = ranking or None  # none before format 15: the anomaly score ranks by the fit
+        for each in (model.weights_, ranking) if ranking else (model.weights_,):
+            model.config_.check_weights(each, path)
+        model._set_flows()
         return model
+
+    def _set_flows(self) -> None:
+        """The numpy flows of the fitted weights and of the ranking ones (None without them), the
+        latter in float64: a ranking must not depend on how the rows were batched, which moves
+        float32 sums in their last digits."""
+        self._flow = NumpyRealNVP(self.config_, self.weights_, front=self.preprocessor_.front)
+        self._ranking_flow = None if self.ranking_weights_ is None else NumpyRealNVP(
+            self.config_, self.ranking_weights_, np.float64, front=self.preprocessor_.front)
 
     def describe(self) -> dict:
         """Everything `inspect` reports, as one JSON-able dict."""

@@ -207,6 +207,28 @@ def test_predict_flags_the_contamination_share_of_fresh_rows_from_the_fitted_dis
         assert abs(model.predict(fresh, contamination=share).mean() - share) < 3 * np.sqrt(share * (1 - share) / 400), share
 
 
+def test_the_anomaly_score_ranks_by_the_first_epoch_density_that_has_not_learned_a_cluster_of_anomalies():
+    """40 rows in a tight cluster off a correlated Gaussian's ridge: the fit learns them as a mode of
+    their own (a fair share of them among its 40 least likely rows at most), the weights after its
+    first epoch have not (most of them); `log_likelihood` stays the fit's, the anomaly score ranks
+    by the first epoch's."""
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((4000, 2))
+    cluster = rng.normal([1.2, -1.2], 0.02, (40, 2))
+    table = pd.DataFrame(np.r_[np.c_[z[:, 0], 0.9 * z[:, 0] + 0.44 * z[:, 1]], cluster], columns=["a", "b"])
+    model = TabularFlow(epochs=15, seed=0, coupling="affine").fit(table)
+    log_p = model.score_samples(table)
+    ranking = model.ranking_log_likelihood(table, log_p)
+
+    def caught(log_likelihood: np.ndarray) -> float:
+        return float(np.mean(np.argsort(log_likelihood)[:40] >= 4000))
+
+    assert caught(log_p) < 0.35 and caught(ranking) > 0.5, (caught(log_p), caught(ranking))
+    tails = model.anomaly_.column_tails(model.preprocessor_, pa.Table.from_pandas(table))
+    expected = (-ranking - model.anomaly_.centres[0]) / model.anomaly_.scales[0] + (tails - model.anomaly_.centres[1]) / model.anomaly_.scales[1]
+    np.testing.assert_allclose(model.anomaly_scores(table), expected)
+
+
 def test_bundles_before_format_9_rank_by_the_log_likelihood():
     folder = Path(__file__).parent / "fixtures" / "format_v8"
     model = TabularFlow.load(folder / "model.flow")

@@ -30,6 +30,7 @@ from flowcli import TabularFlow
 from flowcli.bundle import FORMAT_VERSION, MANIFEST, WEIGHTS, read_bundle, write_bundle
 from flowcli.errors import BundleError, FlowcliError, OutputError
 from flowcli.flow.config import FlowConfig
+from flowcli.model import RANKING
 
 COLUMNS = ["small", "large", "plain"]
 MANIFEST_LIMIT = 16 << 20
@@ -233,10 +234,12 @@ def test_round_trip_scores_samples_and_state_are_identical(fitted, table, tmp_pa
     assert loaded.config_ == fitted.config_
     assert loaded.get_params() == fitted.get_params()
     assert loaded.describe() == fitted.describe()
-    assert set(loaded.weights_) == set(fitted.weights_)
-    for name, value in fitted.weights_.items():
-        assert loaded.weights_[name].dtype == value.dtype
-        np.testing.assert_array_equal(loaded.weights_[name], value)
+    np.testing.assert_array_equal(loaded.anomaly_scores(table), fitted.anomaly_scores(table))
+    for kept, saved in ((loaded.weights_, fitted.weights_), (loaded.ranking_weights_, fitted.ranking_weights_)):
+        assert set(kept) == set(saved)
+        for name, value in saved.items():
+            assert kept[name].dtype == value.dtype
+            np.testing.assert_array_equal(kept[name], value)
 
 
 def test_round_trip_accepts_str_paths_and_reorders_columns(fitted, table, tmp_path):
@@ -256,8 +259,8 @@ def test_read_bundle_returns_manifest_and_float32_weights(bundle_path):
     assert manifest["format"] == "flowcli-bundle"
     assert manifest["format_version"] == FORMAT_VERSION
     assert manifest["checksums"][WEIGHTS] == sha256(read_members(bundle_path)[WEIGHTS])
-    config = FlowConfig.from_json(manifest["architecture"])
-    assert {name: value.shape for name, value in weights.items()} == config.weight_shapes()
+    shapes = FlowConfig.from_json(manifest["architecture"]).weight_shapes()
+    assert {name: value.shape for name, value in weights.items()} == {**shapes, **{RANKING + name: shape for name, shape in shapes.items()}}
     assert all(value.dtype == np.float32 for value in weights.values())
     assert list(read_members(bundle_path)) == [MANIFEST, WEIGHTS]
 
@@ -683,6 +686,15 @@ def _scalar(weights: dict) -> None:
     weights["couplings.0.linears.0.bias"] = np.zeros((), np.float32)
 
 
+def _ranking(edit: Callable[[dict], None]) -> Callable[[dict], None]:
+    """`edit` applied to the ranking weights alone."""
+    def edited(weights: dict) -> None:
+        ranking = {name.removeprefix(RANKING): weights.pop(name) for name in [name for name in weights if name.startswith(RANKING)]}
+        edit(ranking)
+        weights.update({RANKING + name: value for name, value in ranking.items()})
+    return edited
+
+
 WEIGHT_EDITS = {
     "transposed": (_transpose_first, "has shape"),
     "wider-bias": (_widen_a_bias, "has shape"),
@@ -693,6 +705,9 @@ WEIGHT_EDITS = {
     "float16": (_to_float16, "float16"),
     "nan": (_nan, "expected finite float32"),
     "empty": (lambda weights: weights.clear(), "do not match the architecture"),
+    "ranking-missing-tensor": (_ranking(_drop_one), "do not match the architecture"),
+    "ranking-transposed": (_ranking(_transpose_first), "has shape"),
+    "ranking-nan": (_ranking(_nan), "expected finite float32"),
 }
 
 

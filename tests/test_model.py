@@ -210,7 +210,7 @@ def test_a_slower_flow_tried_later_trains_only_on_what_its_extra_scoring_leaves(
     settings = TrainSettings(epochs=3, max_time=60, seed=0, device="cpu")
 
     def tried(reserve) -> list[str]:
-        summary = train_candidates(u[:500], u[500:], configs, settings, reserve=reserve)[2]
+        summary = train_candidates(u[:500], u[500:], configs, settings, reserve=reserve).summary
         return list(summary.couplings or {"affine": 0.0})
 
     assert tried(lambda config: 0.0) == ["affine", "spline"]
@@ -333,10 +333,27 @@ def test_a_non_finite_loss_reloads_the_best_weights_at_a_lower_learning_rate():
         calls += 1
         return np.full_like(u, np.nan) if calls == 1 else u
 
-    weights, summary = train_flow(u, u[:50], FlowConfig(features=3, layers=2, hidden=8), TrainSettings(epochs=5), redraw=redraw)
+    trained = train_flow(u, u[:50], FlowConfig(features=3, layers=2, hidden=8), TrainSettings(epochs=5), redraw=redraw)
+    summary = trained.summary
     assert summary.recoveries == 1
     assert summary.epochs == 5 and len(summary.history) == 4  # the poisoned epoch is not counted
-    assert all(np.isfinite(value).all() for value in weights.values())
+    assert all(np.isfinite(value).all() for weights in (trained.weights, trained.first_epoch_weights) for value in weights.values())
+
+
+def test_training_keeps_the_average_after_the_first_epoch_whatever_follows():
+    """The ranking weights are the average at the end of epoch 1: a one-epoch fit's, whose best
+    weights they are, and a longer fit's alike."""
+    from flowcli.flow.config import FlowConfig
+    from flowcli.flow.train import TrainSettings, train_flow
+
+    u = np.random.default_rng(0).standard_normal((400, 3)) ** 3
+    config = FlowConfig(features=3, layers=2, hidden=8)
+    one, five = (train_flow(u[:350], u[350:], config, TrainSettings(epochs=epochs)) for epochs in (1, 5))
+    assert one.summary.best_epoch == 1 and five.summary.best_epoch > 1
+    for name, value in one.weights.items():
+        np.testing.assert_array_equal(one.first_epoch_weights[name], value)
+        np.testing.assert_array_equal(five.first_epoch_weights[name], value)
+    assert any(not np.array_equal(five.weights[name], value) for name, value in one.weights.items())
 
 
 def test_a_single_column_can_be_bimodal():

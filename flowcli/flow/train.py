@@ -2,7 +2,8 @@
 
 The loop reports each epoch through a callback and never prints: the CLI draws the progress.
 Validation and the weights it keeps use an average of the weights over recent steps
-(`optim.WeightAverage`). It keeps the best-validation average, stops on patience, epochs or
+(`optim.WeightAverage`). It keeps the best-validation average, and the average after the first
+epoch (a smoother density, which the anomaly score ranks by), stops on patience, epochs or
 wall-clock time, and recovers from a non-finite loss by reloading the best weights at a lower
 learning rate.
 The learning rate follows `LearningRate`: a cosine over the time budget, halved on plateaus, warmed
@@ -82,6 +83,18 @@ class TrainingSummary:
 
     def to_json(self) -> dict:
         return {name: value for name, value in asdict(self).items() if value is not None}
+
+
+@dataclass
+class TrainedFlow:
+    """A trained flow: its config, its best-validation weights, its weights after its first epoch
+    (their average then: a smoother density, nearer its start, that the anomaly score ranks by) and
+    how training went."""
+
+    config: FlowConfig
+    weights: dict[str, np.ndarray]
+    first_epoch_weights: dict[str, np.ndarray]
+    summary: TrainingSummary
 
 
 class LearningRate:
@@ -179,7 +192,7 @@ def default_batch_size(rows: int) -> int:
 def train_candidates(
     u_train: np.ndarray, u_val: np.ndarray, configs: list[FlowConfig], settings: TrainSettings, *,
     mixture_base: str = "never", reserve: Callable[[FlowConfig], float] = lambda config: 0.0, **options
-) -> tuple[FlowConfig, dict[str, np.ndarray], TrainingSummary]:
+) -> TrainedFlow:
     """`train_flow` for each config in turn within one `settings.max_time`, keeping the flow with the
     best validation NLL. A later config trains only on the time an earlier one left unused: when
     there is a time budget, a tenth of it or more is left, the flows so far stopped on their own
@@ -193,7 +206,7 @@ def train_candidates(
     `reserve(config)` is the seconds a flow of `config` leaves unused at the end of the budget:
     the work after training that it would cost beyond what the budget already leaves (a spline
     scores slower than the affine flow the budget was sized for).
-    The summary is the kept flow's, with the wall time of all and each tried flow's best
+    Returns the kept flow; its summary has the wall time of all and each tried flow's best
     validation NLL under "couplings" when there was more than one. `options` go to `train_flow`.
     """
     if mixture_base not in ("never", "always", "challenge"):
@@ -232,22 +245,22 @@ def train_candidates(
         if last is not None and left is None:
             break
         elapsed = time.perf_counter() - start
-        best = math.inf if kept is None else kept[2].best_val_nll
+        best = math.inf if kept is None else kept.summary.best_val_nll
         report = None if on_epoch is None else _whole_fit(on_epoch, elapsed, best, settings.max_time)
-        weights, last = train_flow(u_train, u_val, config, replace(settings, max_time=left), on_epoch=report,
-                                   base_weights=base_weights, **options)
+        trained = train_flow(u_train, u_val, config, replace(settings, max_time=left), on_epoch=report,
+                             base_weights=base_weights, **options)
+        last = trained.summary
         tried[flow_name(config)] = last.best_val_nll
         if kept is None or last.best_val_nll < best:
-            kept = (config, weights, last)
+            kept = trained
         if mixture_base == "challenge" and len(tried) == 1 and time_left() is not None:
             challenger = on_mixture(config)
             if fitted[1] + options.get("val_offset", 0.0) < last.best_val_nll:
                 queue.insert(0, challenger)
-    config, weights, summary = kept
-    summary.wall_seconds = time.perf_counter() - start
+    kept.summary.wall_seconds = time.perf_counter() - start
     if len(tried) > 1:
-        summary.couplings = tried
-    return config, weights, summary
+        kept.summary.couplings = tried
+    return kept
 
 
 def flow_name(config: FlowConfig) -> str:
@@ -276,8 +289,9 @@ def train_flow(
     on_epoch: Callable[[EpochReport], None] | None = None,
     stop_requested: Callable[[], bool] = lambda: False,
     base_weights: dict[str, np.ndarray] | None = None,
-) -> tuple[dict[str, np.ndarray], TrainingSummary]:
-    """Fit a RealNVP to encoded training rows (N, W), validating on u_val; returns the best weights.
+) -> TrainedFlow:
+    """Fit a RealNVP to encoded training rows (N, W), validating on u_val; returns the best weights,
+    and those after the first epoch that ended finite.
 
     `base_weights` (a fitted mixture's, say) replace the base's initial ones; the couplings and
     mixings start as the identity, so the flow starts as that base, and the learning rate warms up.
@@ -317,6 +331,7 @@ def train_flow(
     steps = 0
     shuffle = torch.Generator().manual_seed(settings.seed + torchrun.rank())
     best_state = copy.deepcopy(flow.state_dict())
+    first_state = None
     summary.best_val_nll = _mean_nll(flow, x_val) + val_offset
 
     def interruption(broken: bool = False) -> tuple[bool, str | None]:
@@ -352,7 +367,7 @@ def train_flow(
         train_nll = total / max(seen, 1) + train_offset
         with average.applied():
             val_nll = _mean_nll(flow, x_val) + val_offset
-            averaged = copy.deepcopy(flow.state_dict()) if val_nll < summary.best_val_nll else None
+            averaged = copy.deepcopy(flow.state_dict()) if val_nll < summary.best_val_nll or first_state is None else None
         if not (math.isfinite(train_nll) and math.isfinite(val_nll)):
             # Go back to the best weights and try again more gently.
             summary.recoveries += 1
@@ -366,6 +381,8 @@ def train_flow(
             continue
         summary.epochs = epoch
         summary.history.append([train_nll, val_nll])
+        if first_state is None:
+            first_state = averaged
         improved = val_nll < summary.best_val_nll
         if improved:
             summary.best_val_nll, summary.best_epoch = val_nll, epoch
@@ -382,9 +399,11 @@ def train_flow(
             break
 
     summary.wall_seconds = time.perf_counter() - start
+    flow.load_state_dict(first_state or best_state)
+    first_epoch_weights = flow.export_weights()
     flow.load_state_dict(best_state)
     torchrun.stop()
-    return flow.export_weights(), summary
+    return TrainedFlow(config, flow.export_weights(), first_epoch_weights, summary)
 
 
 @torch.no_grad()
