@@ -52,7 +52,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,11 +63,13 @@ from flowcli import likelihood
 from flowcli.encode.columns import CategoricalColumn
 from flowcli.encode.preprocess import Preprocessor
 from flowcli.errors import DataError, FlowcliWarning
+from flowcli.flow.numpy_flow import NumpyRealNVP
 from flowcli.likelihood import percentiles, quantiles
 from flowcli.summary import column_numbers
 from flowcli.table.inputs import as_table
 
 TYPICAL_ROWS = 2_000  # validation rows the typical surprises are the medians of
+RANKING = "ranking."  # the prefix of the ranking weights' names in a bundle (format 15)
 
 
 def surprises(score: Callable[[pa.Table], np.ndarray], table: pa.Table, columns: list[str], base: np.ndarray) -> np.ndarray:
@@ -109,6 +111,17 @@ def explanations(each: np.ndarray, columns: list[str], typical: dict[str, float]
     return np.asarray(columns, dtype=object)[best], excess[best, np.arange(excess.shape[1])]
 
 
+def with_ranking(weights: dict[str, np.ndarray], ranking: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """One bundle's tensors: the fitted weights, and the ranking ones under names prefixed RANKING."""
+    return {**weights, **{RANKING + name: value for name, value in (ranking or {}).items()}}
+
+
+def without_ranking(tensors: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+    """A bundle's tensors split into the fitted weights and the ranking ones (None before format 15)."""
+    ranking = {name.removeprefix(RANKING): value for name, value in tensors.items() if name.startswith(RANKING)}
+    return {name: value for name, value in tensors.items() if not name.startswith(RANKING)}, ranking or None
+
+
 def typical_from_json(data: object, columns: list[str]) -> dict[str, float] | None:
     """A manifest's typical surprises (format 7), checked: a finite number for each of `columns`
     (extra names are ignored); None for bundles before them."""
@@ -125,10 +138,37 @@ KNOTS = 1001  # quantiles kept per numeric column: tails resolved to 1 in 1000 r
 
 
 class Anomalies:
-    """The ranking half of `TabularFlow`, with PyOD's names: a mixin over its `score_samples`,
-    `preprocessor_`, `_ranking_flow` (None for bundles before format 15), `validation_quantiles_`,
-    `anomaly_` (an `AnomalyReference`, None for bundles before format 9, whose anomaly score is
-    −log-likelihood) and `contamination`."""
+    """The triage half of `TabularFlow`, ranking with PyOD's names and explaining: a mixin over its
+    `score_samples`, `columns_`, `preprocessor_`, `config_`, `ranking_weights_` (None for bundles
+    before format 15), `validation_quantiles_`, `anomaly_` (an `AnomalyReference`, None for bundles
+    before format 9, whose anomaly score is −log-likelihood), `typical_surprises_` and
+    `contamination`."""
+
+    def explain(
+        self, data: Any, *, scores: np.ndarray | None = None, source: str = "data", first_row: int = 0
+    ) -> np.ndarray:
+        """For every row (N,), the column whose value the rest of the row makes most surprising,
+        beyond that column's typical surprise at fit (see `flowcli.explain`): the same whatever
+        the columns' units or kinds. Costs one scoring pass per column, plus one for the rows' own
+        `scores` unless they are given. `explanations` also gives the excess in nats."""
+        return self.explanations(data, scores=scores, source=source, first_row=first_row)[0]
+
+    def explanations(
+        self, data: Any, *, scores: np.ndarray | None = None, source: str = "data", first_row: int = 0,
+        among: Sequence[str] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`explain`'s columns (N,), named among `among` (default: all), and by how many nats each value is
+        more surprising, given the rest of its row, than its column's values typically were at fit (N,)."""
+        table, columns = as_table(data), self.columns_ if among is None else list(among)
+        base = self.score_samples(table, source=source, first_row=first_row) if scores is None else scores
+        each = surprises(lambda rows: self.score_samples(rows, source=source, first_row=first_row), table, columns, base)
+        return explanations(each, columns, self.typical_surprises_)
+
+    def _set_ranking_flow(self) -> None:
+        """The numpy flow of `ranking_weights_` (None without them), in float64: a ranking must not
+        depend on how the rows were batched, which moves float32 sums in their last digits."""
+        self._ranking_flow = None if self.ranking_weights_ is None else NumpyRealNVP(
+            self.config_, self.ranking_weights_, np.float64, front=self.preprocessor_.front)
 
     def anomaly_scores(self, data: Any, log_likelihood: np.ndarray | None = None, **options: Any) -> np.ndarray:
         """anomaly_score per row of `data` (N,), higher = more anomalous (see `flowcli.explain`),
@@ -143,7 +183,7 @@ class Anomalies:
         """The rows' log-likelihoods (N,) under the density the anomaly score ranks by, given their
         `score_samples` (N,), which checked `data`: the fitted flow's weights after its first epoch
         (see the module's docstring), or for bundles before format 15 the fit itself."""
-        if self._ranking_flow is None:
+        if self.ranking_weights_ is None:
             return log_likelihood
         return likelihood.log_likelihood(self.preprocessor_, self._ranking_flow, as_table(data), source="data")  # checked: no errors
 

@@ -24,7 +24,14 @@ from flowcli.encode.columns import CategoricalColumn
 from flowcli.encode.preprocess import Preprocessor
 from flowcli.errors import BundleError, DataError, FlowcliError, FlowcliWarning
 from flowcli.estimator import EstimatorConventions, one_of
-from flowcli.explain import Anomalies, AnomalyReference, explanations, surprises, typical_from_json, typical_surprises
+from flowcli.explain import (
+    Anomalies,
+    AnomalyReference,
+    typical_from_json,
+    typical_surprises,
+    with_ranking,
+    without_ranking,
+)
 from flowcli.flow.config import FlowConfig, default_config
 from flowcli.flow.numpy_flow import NumpyRealNVP
 from flowcli.likelihood import log_likelihood, quantiles, seconds_per_row, unseen_message
@@ -44,7 +51,6 @@ if TYPE_CHECKING:
 MIN_ROWS = 10
 PROBE_ROWS = 1_000  # validation rows scored before training, to time the work after it
 SAMPLE_BATCH_ROWS = 65_536
-RANKING = "ranking."  # the prefix of the ranking weights' names in a bundle (format 15)
 
 
 class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
@@ -59,7 +65,9 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
     mixture fitted to the rows validates better than the affine flow, an affine flow on that
     mixture as its base trains first in that time. `base` "mixture" always gives the flows such
     a base (not under torchrun), "multivariate-t" a multivariate Student-t base, and "student"
-    one per feature, with degrees of freedom learned, for heavy tails.
+    one per feature, with degrees of freedom learned, for heavy tails. Beside the kept flow's
+    weights (`weights_`), `ranking_weights_` are its averaged weights after its first epoch: the
+    smoother density the anomaly score ranks by (`flowcli.explain`).
     """
 
     def __init__(
@@ -174,8 +182,7 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
         training_time, reserve = None, lambda config: 0.0
         if self.max_time is not None:
             # After training: the validation rows scored twice (the fit, the ranking weights), then the typical surprises
-            # (a pass per column over some of them), with a margin of a half; set aside for the first flow (a slower
-            # later one leaves its extra).
+            # (a pass per column over some), with a margin of a half; set aside for the first flow (a later one, its extra).
             passes = 2 * len(val_rows) + (len(self.preprocessor_.columns) + 1) * min(explain.TYPICAL_ROWS, len(val_rows))
             probe = validation.slice(0, PROBE_ROWS)
             finishing = {config.coupling: 1.5 * passes * seconds_per_row(self.preprocessor_, config, probe) for config in configs}
@@ -193,7 +200,8 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
         )
         self.config_, self.weights_, self.ranking_weights_ = trained.config, trained.weights, trained.first_epoch_weights
         self.training_ = trained.summary.to_json()
-        self._set_flows()
+        self._flow = NumpyRealNVP(self.config_, self.weights_, front=self.preprocessor_.front)
+        self._set_ranking_flow()
         validation_scores = self.score_samples(validation, source=source)
         self.validation_quantiles_ = quantiles(validation_scores)
         ranking_scores = self.ranking_log_likelihood(validation, validation_scores)
@@ -268,26 +276,6 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
             return scores
         return self.conditional_scores(scores, table, given, first_row=first_row)
 
-    def explain(
-        self, data: Any, *, scores: np.ndarray | None = None, source: str = "data", first_row: int = 0
-    ) -> np.ndarray:
-        """For every row (N,), the column whose value the rest of the row makes most surprising,
-        beyond that column's typical surprise at fit (see `flowcli.explain`): the same whatever
-        the columns' units or kinds. Costs one scoring pass per column, plus one for the rows' own
-        `scores` unless they are given. `explanations` also gives the excess in nats."""
-        return self.explanations(data, scores=scores, source=source, first_row=first_row)[0]
-
-    def explanations(
-        self, data: Any, *, scores: np.ndarray | None = None, source: str = "data", first_row: int = 0,
-        among: Sequence[str] | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """`explain`'s columns (N,), named among `among` (default: all), and by how many nats each value is
-        more surprising, given the rest of its row, than its column's values typically were at fit (N,)."""
-        table, columns = as_table(data), self.columns_ if among is None else list(among)
-        base = self.score_samples(table, source=source, first_row=first_row) if scores is None else scores
-        each = surprises(lambda rows: self.score_samples(rows, source=source, first_row=first_row), table, columns, base)
-        return explanations(each, columns, self.typical_surprises_)
-
     def mean_log_likelihood(self, data: Any) -> float:
         """The average of `score_samples` over the rows of `data`, in nats per row."""
         return float(np.mean(self.score_samples(data)))
@@ -336,8 +324,7 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
     def save(self, path: str | Path, *, force: bool = False, inputs: tuple[str, ...] = ()) -> Path:
         """Write the model as a .flow bundle, atomically; refuses to replace a file without `force`."""
         path = Path(path)
-        ranking = {RANKING + name: value for name, value in (self.ranking_weights_ or {}).items()}
-        write_bundle(path, self._manifest(), {**self.weights_, **ranking}, force=force, inputs=inputs)
+        write_bundle(path, self._manifest(), with_ranking(self.weights_, self.ranking_weights_), force=force, inputs=inputs)
         return path
 
     @classmethod
@@ -366,21 +353,13 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
             raise BundleError(f"{path}: the manifest is malformed ({type(error).__name__}: {error})") from None
         if model.preprocessor_.width != model.config_.features:
             raise BundleError(f"{path}: the manifest's columns make {model.preprocessor_.width} features for a flow of {model.config_.features}")
-        ranking = {name.removeprefix(RANKING): value for name, value in weights.items() if name.startswith(RANKING)}
-        model.weights_ = {name: value for name, value in weights.items() if not name.startswith(RANKING)}
-        model.ranking_weights_ = ranking or None  # none before format 15: the anomaly score ranks by the fit
-        for each in (model.weights_, ranking) if ranking else (model.weights_,):
-            model.config_.check_weights(each, path)
-        model._set_flows()
+        model.weights_, model.ranking_weights_ = without_ranking(weights)
+        model.config_.check_weights(model.weights_, path)
+        if model.ranking_weights_ is not None:
+            model.config_.check_weights(model.ranking_weights_, path)
+        model._flow = NumpyRealNVP(model.config_, model.weights_, front=model.preprocessor_.front)
+        model._set_ranking_flow()
         return model
-
-    def _set_flows(self) -> None:
-        """The numpy flows of the fitted weights and of the ranking ones (None without them), the
-        latter in float64: a ranking must not depend on how the rows were batched, which moves
-        float32 sums in their last digits."""
-        self._flow = NumpyRealNVP(self.config_, self.weights_, front=self.preprocessor_.front)
-        self._ranking_flow = None if self.ranking_weights_ is None else NumpyRealNVP(
-            self.config_, self.ranking_weights_, np.float64, front=self.preprocessor_.front)
 
     def describe(self) -> dict:
         """Everything `inspect` reports, as one JSON-able dict."""

@@ -29,8 +29,8 @@ from safetensors.numpy import save as save_tensors
 from flowcli import TabularFlow
 from flowcli.bundle import FORMAT_VERSION, MANIFEST, WEIGHTS, read_bundle, write_bundle
 from flowcli.errors import BundleError, FlowcliError, OutputError
+from flowcli.explain import RANKING
 from flowcli.flow.config import FlowConfig
-from flowcli.model import RANKING
 
 COLUMNS = ["small", "large", "plain"]
 MANIFEST_LIMIT = 16 << 20
