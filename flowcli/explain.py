@@ -139,7 +139,7 @@ KNOTS = 1001  # quantiles kept per numeric column: tails resolved to 1 in 1000 r
 
 class Anomalies:
     """The triage half of `TabularFlow`, ranking with PyOD's names and explaining: a mixin over its
-    `score_samples`, `columns_`, `preprocessor_`, `config_`, `ranking_weights_` (None for bundles
+    `score_samples` and `_checked`, `columns_`, `preprocessor_`, `config_`, `ranking_weights_` (None for bundles
     before format 15), `validation_quantiles_`, `anomaly_` (an `AnomalyReference`, None for bundles
     before format 9, whose anomaly score is −log-likelihood), `typical_surprises_` and
     `contamination`."""
@@ -172,20 +172,27 @@ class Anomalies:
 
     def anomaly_scores(self, data: Any, log_likelihood: np.ndarray | None = None, **options: Any) -> np.ndarray:
         """anomaly_score per row of `data` (N,), higher = more anomalous (see `flowcli.explain`),
-        given the rows' log-likelihoods or scoring them with `options` (`score_samples`')."""
-        ll = self.score_samples(data, **options) if log_likelihood is None else log_likelihood  # checks `data` first
+        given the rows' `score_samples` when already scored, or checking `data` with `options`
+        (`score_samples`' `strict`, `source`, `first_row`, `unseen`)."""
+        self._require_fitted()
         if self.anomaly_ is None:
-            return -ll
-        table = as_table(data)
-        return self.anomaly_.scores(self.preprocessor_, table, self.ranking_log_likelihood(table, ll))
+            return -(self.score_samples(data, **options) if log_likelihood is None else log_likelihood)
+        return self.anomaly_.scores(self.preprocessor_, as_table(data), self.ranking_log_likelihood(data, log_likelihood, **options))
 
-    def ranking_log_likelihood(self, data: Any, log_likelihood: np.ndarray) -> np.ndarray:
-        """The rows' log-likelihoods (N,) under the density the anomaly score ranks by, given their
-        `score_samples` (N,), which checked `data`: the fitted flow's weights after its first epoch
-        (see the module's docstring), or for bundles before format 15 the fit itself."""
+    def ranking_log_likelihood(
+        self, data: Any, log_likelihood: np.ndarray | None = None, *, strict: bool = False, source: str = "data",
+        first_row: int = 0, unseen: Any = None,
+    ) -> np.ndarray:
+        """The rows' log-likelihoods (N,) under the density the anomaly score ranks by: the fitted
+        flow's weights after its first epoch (see the module's docstring), or for bundles before
+        format 15 the fit itself. Given the rows' `score_samples` (N,), `data` was checked when they
+        were scored; otherwise it is checked here as `score_samples` checks it, and scored once."""
+        self._require_fitted()
+        options = {"strict": strict, "source": source, "unseen": unseen}
         if self.ranking_weights_ is None:
-            return log_likelihood
-        return likelihood.log_likelihood(self.preprocessor_, self._ranking_flow, as_table(data), source="data")  # checked: no errors
+            return self.score_samples(data, first_row=first_row, **options) if log_likelihood is None else log_likelihood
+        table = as_table(data) if log_likelihood is not None else self._checked(data, **options)
+        return likelihood.log_likelihood(self.preprocessor_, self._ranking_flow, table, source=source, first_row=first_row)
 
     def anomaly_percentile(self, scores: np.ndarray) -> np.ndarray:
         """For anomaly scores (N,), the share of validation rows at fit that were more anomalous, in %:

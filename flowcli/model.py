@@ -257,6 +257,14 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
         columns, a row's score is log p(other columns | given ones): the log-likelihood less the
         given columns' own, estimated by importance sampling over the others (`flowcli.condition`).
         """
+        table = self._checked(data, strict=strict, source=source, unseen=unseen)
+        scores = log_likelihood(self.preprocessor_, self._flow, table, source=source, first_row=first_row)
+        if not given:
+            return scores
+        return self.conditional_scores(scores, table, given, first_row=first_row)
+
+    def _checked(self, data: Any, *, strict: bool, source: str, unseen: collections.Counter | None) -> pa.Table:
+        """`data` as a table, its width and columns checked; values unseen at fit refused, tallied or warned of."""
         self._require_fitted()
         width = getattr(self, "n_features_in_", None)  # unknown for a loaded bundle
         if isinstance(data, np.ndarray) and data.ndim == 2 and width is not None and data.shape[1] != width:
@@ -268,13 +276,10 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
         if counts and strict:
             raise DataError(unseen_message(source, counts, self.preprocessor_, strict=True))
         if counts and unseen is None:
-            warnings.warn(unseen_message(source, counts, self.preprocessor_), FlowcliWarning, 2)
+            warnings.warn(unseen_message(source, counts, self.preprocessor_), FlowcliWarning, 3)
         elif counts:
             unseen.update(counts)
-        scores = log_likelihood(self.preprocessor_, self._flow, table, source=source, first_row=first_row)
-        if not given:
-            return scores
-        return self.conditional_scores(scores, table, given, first_row=first_row)
+        return table
 
     def mean_log_likelihood(self, data: Any) -> float:
         """The average of `score_samples` over the rows of `data`, in nats per row."""
@@ -329,8 +334,7 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
 
     @classmethod
     def load(cls, path: str | Path) -> TabularFlow:
-        """Read a .flow bundle; never executes code from it, and checks its contents."""
-        # Room for two sets of weights: the fitted ones and the ranking ones.
+        """Read a .flow bundle (from format 15 with ranking weights); runs no code from it, checks its contents."""
         manifest, weights = read_bundle(Path(path), lambda manifest: 2 * FlowConfig.from_json(manifest["architecture"]).weights_bytes())
         try:
             model = cls(**manifest["hyperparameters"])

@@ -14,6 +14,7 @@ import pytest
 
 from flowcli import TabularFlow
 from flowcli.encode.categorical import CategoricalColumn
+from flowcli.errors import DataError
 from flowcli.explain import KNOTS, _category_tails
 from flowcli.files import most_anomalous
 
@@ -224,6 +225,9 @@ def test_the_anomaly_score_ranks_by_the_first_epoch_density_that_has_not_learned
         return float(np.mean(np.argsort(log_likelihood)[:40] >= 4000))
 
     assert caught(log_p) < 0.35 and caught(ranking) > 0.5, (caught(log_p), caught(ranking))
+    np.testing.assert_array_equal(model.ranking_log_likelihood(table), ranking)  # checked and scored in one pass
+    with pytest.raises(DataError, match="outside the range"):
+        model.ranking_log_likelihood(table.assign(a=table.a + 100), strict=True)
     tails = model.anomaly_.column_tails(model.preprocessor_, pa.Table.from_pandas(table))
     expected = (-ranking - model.anomaly_.centres[0]) / model.anomaly_.scales[0] + (tails - model.anomaly_.centres[1]) / model.anomaly_.scales[1]
     np.testing.assert_allclose(model.anomaly_scores(table), expected)
