@@ -95,7 +95,7 @@ class RationalQuadraticSpline(ElementwiseMap):
         return rational_quadratic_numpy(x, out.reshape(len(x), x.shape[1], -1), config.tail_bound)
 
     def inverse_numpy(self, z, out, config):
-        return rational_quadratic_numpy(z, out.reshape(len(z), z.shape[1], -1), config.tail_bound, inverse=True)[0]
+        return rational_quadratic_numpy(z, out.reshape(len(z), z.shape[1], -1), config.tail_bound, inverse=True, log_slopes=False)[0]
 
 
 def rational_quadratic_torch(x, params, bound: float, inverse: bool = False):
@@ -146,34 +146,41 @@ def _inner_knots_torch(raw, bound: float):
     return 2 * bound * torch.cumsum(share[..., :-1], dim=-1) - bound
 
 
-def rational_quadratic_numpy(x: np.ndarray, params: np.ndarray, bound: float, inverse: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def rational_quadratic_numpy(x: np.ndarray, params: np.ndarray, bound: float, inverse: bool = False,
+                             log_slopes: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """`rational_quadratic_torch` in numpy: the spline (or its inverse) at x (N, T) with params
-    (N, T, 3K−1), and log|dτ/dx| (N, T) of the forward map."""
+    (N, T, 3K−1), and log|dτ/dx| (N, T) of the forward map, or None without `log_slopes` (sampling
+    needs none).
+
+    Only the knots are built whole; each value's bin ends and the softplus of its two slopes are
+    gathered per value, not computed for every bin: sampling a spline flow spent most of its
+    time on tables of K slopes and widths it then read two of."""
     bins = (params.shape[-1] + 1) // 3
     x_knots, y_knots = _knots_numpy(params[..., :bins], bound), _knots_numpy(params[..., bins : 2 * bins], bound)
-    ones = np.ones_like(params[..., :1])
-    raw = params[..., 2 * bins :] + SLOPE_OFFSET
-    slopes = np.concatenate([ones, MIN_SLOPE + np.logaddexp(0, raw), ones], axis=-1)  # softplus
     inside = (x > -bound) & (x < bound)
     x_in = np.clip(x, -bound, bound)
     interior = (y_knots if inverse else x_knots)[..., 1:-1]
     k = (interior < x_in[..., None]).sum(axis=-1, keepdims=True)  # each value's bin, as torch.searchsorted finds it
+    ends = np.concatenate([k, k + 1], axis=-1)  # (N, T, 2): the knots at both ends of the bin
 
-    def at_bin(table: np.ndarray) -> np.ndarray:
-        return np.take_along_axis(table, k, axis=-1)[..., 0]
+    def at_ends(table: np.ndarray) -> np.ndarray:
+        return np.moveaxis(np.take_along_axis(table, ends, axis=-1), -1, 0)  # (2, N, T)
 
-    x0, width = at_bin(x_knots[..., :-1]), at_bin(np.diff(x_knots, axis=-1))
-    y0, height = at_bin(y_knots[..., :-1]), at_bin(np.diff(y_knots, axis=-1))
-    d0, d1 = at_bin(slopes[..., :-1]), at_bin(slopes[..., 1:])
+    (x0, x1), (y0, y1) = at_ends(x_knots), at_ends(y_knots)
+    # Interior knot j (1 to K−1) has raw slope params[..., 2K − 1 + j]; the end knots have slope 1.
+    raw = np.take_along_axis(params[..., 2 * bins - 1 :], np.minimum(ends, bins - 1), axis=-1)
+    slopes = np.where((ends == 0) | (ends == bins), 1, MIN_SLOPE + np.logaddexp(0, raw + SLOPE_OFFSET))
+    d0, d1 = slopes[..., 0], slopes[..., 1]
     with np.errstate(divide="ignore", invalid="ignore"):
-        value, log_slope = _within_bin(np, x_in, x0, width, y0, height, d0, d1, inverse)
-    return np.where(inside, value, x), np.where(inside, log_slope, 0).astype(x.dtype)
+        value, log_slope = _within_bin(np, x_in, x0, x1 - x0, y0, y1 - y0, d0, d1, inverse, log_slopes)
+    return np.where(inside, value, x), (np.where(inside, log_slope, 0).astype(x.dtype) if log_slopes else None)
 
 
-def _within_bin(xp, x_in, x0, width, y0, height, d0, d1, inverse: bool):
+def _within_bin(xp, x_in, x0, width, y0, height, d0, d1, inverse: bool, log_slopes: bool = True):
     """The spline's value and log-slope (N, T) inside each value's bin, for both forms: `xp` is
     torch or numpy, and the arrays are the bin's left knot x0, its width and height, its left
-    y0, and the slopes d0, d1 at its ends. The inverse solves the quadratic for the position θ."""
+    y0, and the slopes d0, d1 at its ends. The inverse solves the quadratic for the position θ.
+    Without `log_slopes`, the log-slope is None."""
     delta = height / width
     if inverse:
         dy = x_in - y0
@@ -186,6 +193,8 @@ def _within_bin(xp, x_in, x0, width, y0, height, d0, d1, inverse: bool):
     spread = theta * (1 - theta)
     denominator = delta + (d0 + d1 - 2 * delta) * spread
     value = x0 + theta * width if inverse else y0 + height * (delta * theta**2 + d0 * spread) / denominator
+    if not log_slopes:
+        return value, None
     log_slope = (2 * xp.log(delta) + xp.log(d1 * theta**2 + 2 * delta * spread + d0 * (1 - theta) ** 2)
                  - 2 * xp.log(denominator))
     return value, log_slope
