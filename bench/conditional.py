@@ -3,9 +3,10 @@
 Run: .venv-bench/bin/python bench/conditional.py [--budget 60] [--seeds 3]; it needs sdv and
 sdmetrics beside flowcli.
 
-For each seed, each synthesizer (flowcli, SDV's GaussianCopula and CTGAN) learns ROWS rows of a
-public table (drawn with that seed) within the same wall-clock budget (CTGAN's epochs sized from
-a one-epoch timing), then draws N rows under three conditions: a common one, a rare one (at
+For each seed, each synthesizer (flowcli; flowcli fitted to condition on the columns of the
+table's category conditions, `fit --condition`; SDV's GaussianCopula and CTGAN) learns ROWS rows
+of a public table (drawn with that seed) within the same wall-clock budget (CTGAN's epochs sized
+from a one-epoch timing), then draws N rows under three conditions: a common one, a rare one (at
 most 1 % of the rows) and a range, and on diamonds a rarer one. The table gives the medians
 over the seeds: one 60-second fit differs from the next by the epoch it stops at, and a rare
 condition's figures with it.
@@ -14,11 +15,12 @@ SDMetrics' quality score and a detection AUC (bench/fidelity.py's; 0.5 is perfec
 time it took to draw them, and the largest gap over the columns left free between the real and
 the synthetic means (in standard deviations of the real rows) and category shares. SDV conditions on exact values only, so a range is "not supported"
 there; where SDV raises, the table says so. The time column gives flowcli's time for the
-conditional rows over its time for as many unconditional ones (the median of 5 timings), in
-Python and as the `flowcli sample` command (start-up and loading included) takes them; the last
-says how flowcli drew them: exactly, keeping the model's own rows that meet the condition (with
-the share of its rows that do), or by importance resampling (with the median effective sample
-size per row).
+conditional rows over the same model's time for as many unconditional ones (the median of 5
+timings), in Python and as the `flowcli sample` command (start-up and loading included) takes
+them; the last says how flowcli drew them: exactly, keeping the model's own rows that meet the
+condition (with the share of its rows that do), exactly in the latent, for a condition on the
+columns a model was fitted to condition on (with the share of draws of their levels that met
+it), or by importance resampling (with the median effective sample size per row).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from docs_page import write_table
 from fidelity import _one_table, detection_auc, level_shares, load_tables, quality, sdv_metadata
 
 ROWS, N = 20_000, 2_000
+DECLARED = {"CPS1988": ("ethnicity", "region"), "diamonds": ("cut", "color")}  # the columns of each table's category conditions
 # Each rare condition is the pair of levels of its two columns nearest 1 % of the rows at or below
 # it (the issue's figure); diamonds' rarer one, 0.3 %, goes further.
 CONDITIONS = {  # table: (name, flowcli's given, the real rows' mask)
@@ -56,14 +59,15 @@ CONDITIONS = {  # table: (name, flowcli's given, the real rows' mask)
 }
 
 
-def fit_all(train: pd.DataFrame, budget: float, seed: int) -> dict:
+def fit_all(train: pd.DataFrame, budget: float, seed: int, declared: tuple[str, ...]) -> dict:
     from sdv.single_table import CTGANSynthesizer, GaussianCopulaSynthesizer
 
     from flowcli import TabularFlow
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        models = {"flowcli": TabularFlow(max_time=budget, seed=seed).fit(train)}
+        models = {"flowcli": TabularFlow(max_time=budget, seed=seed).fit(train),
+                  f"flowcli, fit --condition {','.join(declared)}": TabularFlow(max_time=budget, seed=seed, condition=declared).fit(train)}
         copula = GaussianCopulaSynthesizer(sdv_metadata(train))
         copula.fit({"table": train})
         models["SDV GaussianCopula"] = copula
@@ -77,7 +81,7 @@ def fit_all(train: pd.DataFrame, budget: float, seed: int) -> dict:
 
 
 def draw(method: str, model, given: dict, seed: int) -> pd.DataFrame:
-    if method == "flowcli":
+    if method.startswith("flowcli"):
         return model.sample(N, seed=seed, given=given)
     if any(isinstance(value, dict) for value in given.values()):
         raise NotImplementedError("not supported (exact values only)")
@@ -106,18 +110,21 @@ def run_table(name: str, table: pd.DataFrame, budget: float, seeds: int) -> list
 
 def run_seed(name: str, table: pd.DataFrame, budget: float, seed: int) -> list[dict]:
     train = table.sample(min(len(table), ROWS), random_state=seed).reset_index(drop=True)
-    models = fit_all(train, budget, seed)
-    unconditional = statistics.median(seconds(lambda: models["flowcli"].sample(N, seed=seed)) for _ in range(5))
+    models = fit_all(train, budget, seed, DECLARED[name])
     folder = tempfile.TemporaryDirectory()
-    bundle = models["flowcli"].save(Path(folder.name) / "model.flow")
-    unconditional_command = command_seconds(bundle, None)
+    bundles, unconditional, unconditional_command = {}, {}, {}
+    for method, model in models.items():
+        if method.startswith("flowcli"):
+            unconditional[method] = statistics.median(seconds(lambda: model.sample(N, seed=seed)) for _ in range(5))
+            bundles[method] = model.save(Path(folder.name) / f"{len(bundles)}.flow")
+            unconditional_command[method] = command_seconds(bundles[method], None)
     rows = []
     for label, given, mask in CONDITIONS[name]:
         real = table[mask(table)].reset_index(drop=True)
         for method, model in models.items():
             entry = {"table": name, "condition": label, "real rows": len(real), "method": method, "seed": seed}
-            effort = model.effort_ if method == "flowcli" else None
-            before = (effort.drawn, effort.accepted, len(effort.effective)) if effort else None
+            effort = model.effort_ if method in bundles else None
+            before = (effort.drawn, effort.accepted, effort.held_drawn, effort.held_met, len(effort.effective)) if effort else None
             start = time.perf_counter()
             try:
                 with warnings.catch_warnings():
@@ -133,9 +140,9 @@ def run_seed(name: str, table: pd.DataFrame, budget: float, seed: int) -> list[d
                 entry.update(rows_drawn=len(synthetic), quality=quality(real, synthetic)["overall"],
                              detection=detection_auc(real, synthetic[real.columns]), seconds=took,
                              **gaps(real, synthetic, given))
-            if method == "flowcli":
-                entry["× unconditional"] = took / unconditional
-                entry["command × unconditional"] = command_seconds(bundle, given) / unconditional_command
+            if method in bundles:
+                entry["× unconditional"] = took / unconditional[method]
+                entry["command × unconditional"] = command_seconds(bundles[method], given) / unconditional_command[method]
                 entry.update(how_drawn(effort, *before))
             rows.append(entry)
             print(entry, flush=True)
@@ -148,10 +155,13 @@ def seconds(call) -> float:
     return time.perf_counter() - start
 
 
-def how_drawn(effort, drawn: int, accepted: int, rows: int) -> dict:
+def how_drawn(effort, drawn: int, accepted: int, held_drawn: int, held_met: int, rows: int) -> dict:
     """How flowcli drew one set of rows, from its `effort_` (an `Effort`) and the figures it held
-    before: the share of the model's rows that met the condition (exact draws), or the median
+    before: the share of the model's rows that met the condition (exact draws), the share of
+    draws of the declared columns' levels that did (exact draws in the latent), or the median
     effective sample size of the rows drawn by importance resampling."""
+    if effort.held_drawn > held_drawn:
+        return {"declared share": (effort.held_met - held_met) / (effort.held_drawn - held_drawn)}
     if effort.drawn > drawn:
         return {"model share": (effort.accepted - accepted) / (effort.drawn - drawn)}
     return {"effective size": statistics.median(effort.effective[rows:])}
@@ -194,6 +204,7 @@ def markdown(results: list[dict]) -> str:
             ratio = (f" ({r['× unconditional']:.0f}× unconditional; the command {r['command × unconditional']:.1f}×)"
                      if "× unconditional" in r else "")
             how = (f"exact: {r['model share']:.2%} of the model's rows" if "model share" in r else
+                   f"exact, in the latent: {r['declared share']:.2%} of draws of the declared columns" if "declared share" in r else
                    f"importance: effective size {r['effective size']:.0f}" if "effective size" in r else "—")
             figures = (f"{r['quality']:.3f} | {r['detection']:.3f} | {r['mean_gap']:.3f} | {r['share_gap']:.3f} | "
                        f"{r['seconds']:.2f}{ratio} | {how}")

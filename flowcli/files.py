@@ -157,7 +157,7 @@ def score_file(
     `data` without one too.
     """
     model = TabularFlow.load(bundle)
-    schema, batches = iter_batches(data, format, batch_rows=batch_rows, column_types=model.read_types,
+    schema, batches = iter_batches(data, format, batch_rows=batch_rows, column_types=model.preprocessor_.read_types,
                                    csv=model_csv_options(model, csv))
     scorer = RowScorer(model, schema, data, with_input=with_input, percentile=percentile, threshold=threshold,
                        explain=explain, strict=strict, given=given, ranked=top is not None)
@@ -304,7 +304,7 @@ def sample_file(
     what conditioning cost."""
     model = TabularFlow.load(bundle)
     if given_file is not None:
-        _, conditions = iter_batches(given_file, format, batch_rows=batch_rows, column_types=model.read_types,
+        _, conditions = iter_batches(given_file, format, batch_rows=batch_rows, column_types=model.preprocessor_.read_types,
                                      csv=model_csv_options(model, csv))
         rows = model.sample_given(conditions, seed, source=given_file)
     else:

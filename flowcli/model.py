@@ -20,6 +20,7 @@ import pyarrow as pa
 from flowcli import __version__, explain
 from flowcli.bundle import FORMAT_VERSION, read_bundle, write_bundle
 from flowcli.condition.conditionals import Conditionals
+from flowcli.condition.declared import check_held, declared_columns, held_features
 from flowcli.encode.columns import CategoricalColumn
 from flowcli.encode.preprocess import Preprocessor
 from flowcli.errors import BundleError, DataError, FlowcliError, FlowcliWarning
@@ -67,7 +68,9 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
     a base (not under torchrun), "multivariate-t" a multivariate Student-t base, and "student"
     one per feature, with degrees of freedom learned, for heavy tails. Beside the kept flow's
     weights (`weights_`), `ranking_weights_` are its averaged weights after its first epoch: the
-    smoother density the anomaly score ranks by (`flowcli.explain`).
+    smoother density the anomaly score ranks by (`flowcli.explain`). `condition` names category
+    columns the flow is fitted to condition on: given them, rows cost what unconditional ones do
+    (`flowcli.condition.declared`).
     """
 
     def __init__(
@@ -86,6 +89,7 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
         seed: int = 0,
         device: str = "auto",
         contamination: float = 0.1,
+        condition: Sequence[str] = (),
     ):
         self.layers = layers
         self.hidden = hidden
@@ -100,6 +104,7 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
         self.seed = seed
         self.device = device
         self.contamination = contamination
+        self.condition = condition
 
     # ----------------------------------------------------------------------------- fitting
     def fit(
@@ -150,7 +155,9 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
             raise DataError(f"{source}: {min(counts)} rows are too few to train; give at least {MIN_ROWS}")
         table = table.select(selection.columns)
         fingerprint = training_fingerprint(table)
-        self.preprocessor_ = Preprocessor.fit(shared.select(selection.columns), selection.kinds, source=source, declared=kinds or {})
+        condition = declared_columns(self.condition, selection.kinds, selection.left_out, self.base)
+        self.preprocessor_ = Preprocessor.fit(shared.select(selection.columns), selection.kinds, source=source,
+                                              declared=kinds or {}, held=condition)
         for column in self.preprocessor_.columns:
             if isinstance(column, CategoricalColumn) and column.levels == [column.levels[0]] and not column.rare:
                 warnings.warn(f"{source}: column {column.name!r} is constant ({column.levels[0]!r} in every row); "
@@ -162,6 +169,7 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
         from flowcli.flow.train import (  # torch, once the data is known to be usable
             TrainSettings,
             split_rows,
+            torch_version,
             train_candidates,
         )
 
@@ -173,11 +181,12 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
                 fresh = self.preprocessor_.encode(train_table, rng.uniform(size=(len(train_rows), self.preprocessor_.width)))
                 return self.preprocessor_.past_front(*fresh)[0]
         # A mixture base's components are counted at training, from the mixture fitted there.
+        held = held_features(self.preprocessor_, condition)  # a mixture base would mix them: no challenge then
         configs = [default_config(total_rows, self.preprocessor_.width, layers=self.layers, hidden=self.hidden, coupling=coupling,
-                                  base="normal" if self.base == "mixture" else self.base)
+                                  base="normal" if self.base == "mixture" else self.base, held=held)
                    for coupling in (("affine", "spline") if self.coupling == "auto" else (self.coupling,))]
         mixture_base = ("always" if self.base == "mixture" else
-                        "challenge" if self.base == "normal" and self.coupling == "auto" else "never")
+                        "challenge" if self.base == "normal" and self.coupling == "auto" and not held else "never")
         validation = table.take(val_rows)
         training_time, reserve = None, lambda config: 0.0
         if self.max_time is not None:
@@ -210,7 +219,7 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
         self.reference_ = reference_summary(self.preprocessor_, table, u)
         self.left_out_ = selection.left_out
         self.data_ = {"rows": total_rows, "fingerprint": fingerprint, **({"csv_dialect": dialect.to_json()} if dialect else {})}
-        self.versions_ = {"flowcli": __version__, "torch": _torch_version()}
+        self.versions_ = {"flowcli": __version__, "torch": torch_version()}
         self.created_ = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         self.format_version_ = FORMAT_VERSION
         self.n_features_in_ = len(input_names)
@@ -227,15 +236,6 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
         return self.preprocessor_.names
 
     @property
-    def read_types(self) -> dict[str, pa.DataType]:
-        """How to read the model's columns from CSV: numbers as float64, the other kinds as
-        their type at fit."""
-        return {
-            column.name: pa.float64() if column.kind in ("continuous", "integer") else column.output_type
-            for column in self.preprocessor_.columns
-        }
-
-    @property
     def sample_schema(self) -> pa.Schema:
         """The schema of sampled rows: the model's columns with their types at fit."""
         return pa.schema([(column.name, column.output_type) for column in self.preprocessor_.columns])
@@ -246,16 +246,15 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
     ) -> np.ndarray:
         """log-likelihood of every row of `data`, shape (N,), in nats, in the columns' units.
 
-        For continuous columns it is a log-density; discrete columns contribute a log-probability
-        and so does the pattern of missing values, whose values are integrated out (see
-        `encode.columns`). A category never seen at fit has probability zero: −inf, with a warning, or
-        a DataError when `strict`; a number or date outside the range seen at fit scores finite (the
-        maps continue past it), with a warning or, when `strict`, a DataError; a caller scoring many batches passes an `unseen` Counter,
-        which tallies them per column in place of the warning, and warns once with
-        `unseen_message`. Columns may come in any order and extra ones are ignored; `first_row`
-        offsets the row numbers in error messages when `data` is one batch of many. With `given`
-        columns, a row's score is log p(other columns | given ones): the log-likelihood less the
-        given columns' own, estimated by importance sampling over the others (`flowcli.condition`).
+        Continuous columns contribute a log-density; discrete ones, and the pattern of missing
+        values (whose values are integrated out, see `encode.columns`), a log-probability. A category
+        never seen at fit has probability zero: −inf, with a warning, or a DataError when `strict`; a
+        number or date outside the range seen at fit scores finite (the maps continue past it), with a
+        warning or, when `strict`, a DataError; an `unseen` Counter tallies them per column instead of
+        the warning (a caller scoring many batches warns once, with `unseen_message`). Columns may come
+        in any order, extra ones ignored; `first_row` offsets row numbers in errors for one batch of
+        many. With `given` columns, the score is log p(other columns | given ones): the log-likelihood
+        less the given columns' own, estimated by importance sampling over the others.
         """
         table = self._checked(data, strict=strict, source=source, unseen=unseen)
         scores = log_likelihood(self.preprocessor_, self._flow, table, source=source, first_row=first_row)
@@ -337,7 +336,7 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
         """Read a .flow bundle (from format 15 with ranking weights); runs no code from it, checks its contents."""
         manifest, weights = read_bundle(Path(path), lambda manifest: 2 * FlowConfig.from_json(manifest["architecture"]).weights_bytes())
         try:
-            model = cls(**manifest["hyperparameters"])
+            model = cls(**{**manifest["hyperparameters"], "condition": tuple(manifest["hyperparameters"].get("condition", ()))})
             model.config_ = FlowConfig.from_json(manifest["architecture"])
             model.preprocessor_ = Preprocessor.from_json(manifest["columns"])
             model.training_ = dict(manifest["training"])
@@ -359,6 +358,7 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
             raise BundleError(f"{path}: the manifest's columns make {model.preprocessor_.width} features for a flow of {model.config_.features}")
         model.weights_, model.ranking_weights_ = without_ranking(weights)
         model.config_.check_weights(model.weights_, path)
+        check_held(model.preprocessor_, model.config_.held, path)
         if model.ranking_weights_ is not None:
             model.config_.check_weights(model.ranking_weights_, path)
         model._flow = NumpyRealNVP(model.config_, model.weights_, front=model.preprocessor_.front)
@@ -392,9 +392,3 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
 
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "_flow")  # set by fit and by load
-
-
-def _torch_version() -> str:
-    import torch
-
-    return torch.__version__

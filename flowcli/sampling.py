@@ -7,7 +7,6 @@ import numpy as np
 
 from flowcli.encode.preprocess import Preprocessor
 from flowcli.flow.numpy_flow import NumpyRealNVP
-from flowcli.parallel.threads import map_rows
 
 MAX_REDRAWS = 10  # draws of the sampled rows that fall far outside the range seen at fit, the first included
 
@@ -23,10 +22,10 @@ def draw_features(flow: NumpyRealNVP, preprocessor: Preprocessor, rng: np.random
     bundles before format 4 had, so that a seed gives what it gave).
     """
     if flow.base.light_tailed:
-        return latent_to_features(flow, flow.sample_latent(rng, rows))
+        return flow.features(flow.sample_latent(rng, rows))
     parts, needed = [], rows
     for _ in range(MAX_REDRAWS):
-        x = latent_to_features(flow, flow.sample_latent(rng, needed))
+        x = flow.features(flow.sample_latent(rng, needed))
         near = preprocessor.near_range(x)
         parts.append(x[near])
         needed -= int(near.sum())
@@ -36,7 +35,3 @@ def draw_features(flow: NumpyRealNVP, preprocessor: Preprocessor, rng: np.random
         parts.append(x[~near])
     return np.concatenate(parts)
 
-
-def latent_to_features(flow: NumpyRealNVP, z: np.ndarray) -> np.ndarray:
-    """Latent (N, D) → flow features (N, D) in float64, in row chunks over threads."""
-    return np.concatenate(map_rows(lambda first, stop: flow.inverse(z[first:stop]), len(z))).astype(np.float64)

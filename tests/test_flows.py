@@ -30,6 +30,9 @@ CONFIGS = [
     FlowConfig(features=1, layers=1, hidden=8, coupling="spline", bins=4, base="multivariate-t"),
     FlowConfig(features=3, layers=3, hidden=8, base="mixture", components=3),
     FlowConfig(features=1, layers=1, hidden=8, coupling="spline", bins=4, base="mixture", components=2),
+    FlowConfig(features=4, layers=4, hidden=8, held=(1,)),  # format 16: features a model conditions on
+    FlowConfig(features=5, layers=3, hidden=8, coupling="spline", bins=4, held=(0, 3)),
+    FlowConfig(features=3, layers=2, hidden=8, held=(0, 2)),  # one feature free
 ]
 
 
@@ -56,6 +59,9 @@ def random_flow(config: FlowConfig, seed: int = 0) -> RealNVP:
     with torch.no_grad():
         for parameter in flow.parameters():
             parameter.normal_(0, 0.2)
+        for mixing in flow.mixings if config.mixing and config.held else ():  # held features' entries: zero, as training leaves them
+            for name, mask in (("lower", flow.free_pairs), ("upper", flow.free_pairs), ("log_scale", flow.free), ("bias", flow.free)):
+                getattr(mixing, name).mul_(mask)
     return flow
 
 

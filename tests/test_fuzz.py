@@ -515,7 +515,7 @@ def lone_column_with_missing(table: pa.Table) -> bool:
     return table.num_columns == 1 and table.column(0).null_count > 0
 
 
-# The types score reads a model's columns as (TabularFlow.read_types), on any column.
+# The types score reads a model's columns as (Preprocessor.read_types), on any column.
 READ_TYPES = st.sampled_from([pa.string(), pa.float64(), pa.int64(), pa.bool_(), pa.timestamp("us"), pa.date32()])
 _TABLE_FILE = {"batch_rows": st.integers(1, 20), "types": st.lists(st.tuples(st.integers(0, 10), READ_TYPES), max_size=3)}
 

@@ -122,6 +122,7 @@ def fit(
     device: Annotated[Device, typer.Option(envvar="FLOWCLI_DEVICE", help="Where to train; auto takes CUDA when available.")] = Device.auto,
     log_json: Annotated[Optional[Path], typer.Option("--log-json", help="Append one JSON object per epoch to this file.")] = None,
     max_rows: Annotated[Optional[int], typer.Option("--max-rows", min=1, help="Train on a uniform sample of at most N rows, drawn in one streaming pass (for tables larger than memory).", show_default=False)] = None,
+    condition: Annotated[Optional[str], typer.Option(help="Comma-separated category or boolean columns to fit the flow conditioning on: sample --given on them then draws exactly at the cost of unconditional rows, however rare the levels (normal base only).")] = None,
     delimiter: Delimiter = None,
     no_header: NoHeader = False,
     decimal: Decimal = None,
@@ -148,7 +149,7 @@ def fit(
         quiet, log_json = True, None
     hyperparameters = dict(
         epochs=epochs, max_time=max_time, batch_size=batch_size, lr=lr, layers=layers, hidden=hidden, coupling=coupling.value, base=base.value,
-        val_fraction=val_fraction, patience=patience, seed=seed, device=device.value,
+        val_fraction=val_fraction, patience=patience, seed=seed, device=device.value, condition=tuple(_names(condition)),
     )
     kinds = {name: kind for kind, names in (("categorical", categorical), ("integer", integer),
              ("continuous", continuous), ("datetime", datetime)) for name in _names(names)}

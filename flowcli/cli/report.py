@@ -45,6 +45,8 @@ def render_report(description: dict, bundle: str) -> str:
         "conditioners": f"MLP {architecture['depth']} × {architecture['hidden']} ReLU, "
                         + registry.coupling(architecture.get("coupling", "affine")).describe(architecture),
         "parameters": f"{architecture['parameters']:,}",
+        **({"conditioned on": ", ".join(description["hyperparameters"]["condition"]) + " (fit --condition: exact draws "
+            "given them cost what unconditional rows do)"} if description["hyperparameters"].get("condition") else {}),
     }))
 
     console.print("\nTraining")

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from flowcli.condition import declared
 from flowcli.condition.conditions import admitted, fixed_values, given_columns, given_rows, resolve
 from flowcli.condition.draw import BATCH_ROWS, Effort, log_marginal, sample_rows
 from flowcli.condition.importance import Conditioner
@@ -47,13 +48,17 @@ class Conditionals:
         return self._effort
 
     def _conditional_batches(self, n: int, given: dict, rng: np.random.Generator) -> Iterator[pa.RecordBatch]:
-        """`n` rows under the conditions of a `given` dict (`conditions.resolve`). Conditions of
+        """`n` rows under the conditions of a `given` dict (`conditions.resolve`). Conditions on the
+        columns the model was fitted to condition on are met in the latent (`declared`); others of
         positive probability (categories, ranges) are drawn exactly, by keeping the model's own
         rows that meet them, when the trial's draws (`_trial`) hold the n rows or the model meets
         them often enough; a value fixed on a continuous column, or a rarer condition, by
         importance resampling."""
         fixed, rest = fixed_values(resolve(given, self.preprocessor_, self.left_out_), self.preprocessor_)
         if n == 0:
+            return
+        if fixed is None and declared.covers(self._flow.config.held, rest, self.preprocessor_):
+            yield from declared.sample_rows(self._flow, self.preprocessor_, rest, n, rng, self.effort_, BATCH_ROWS)
             return
         if fixed is None:
             trial, drawn = self._trial(rest, n, rng)
@@ -115,11 +120,15 @@ class Conditionals:
 
     def given_log_likelihood(self, data: Any, given: Iterable[str], *, first_row: int = 0) -> np.ndarray:
         """log p(the `given` columns' values) per row of `data` (N,), in their units, the other
-        columns integrated out by importance sampling; seeded by `first_row`, so that a batch
-        scores alike however often it is scored. The joint log-likelihood less this is the
+        columns integrated out by importance sampling, seeded by `first_row` so that a batch
+        scores alike however often it is scored; exactly, for columns the model was fitted to
+        condition on (with their parents: `declared.closed`). The joint log-likelihood less this is the
         conditional one, `score_samples(data, given=given)`."""
         columns = given_columns(list(given), self.preprocessor_, self.left_out_)
-        return log_marginal(self._conditioner(), as_table(data).select(columns), np.random.default_rng(first_row), self.effort_)
+        table, rng = as_table(data).select(columns), np.random.default_rng(first_row)
+        if declared.closed(self._flow.config.held, columns, self.preprocessor_):
+            return declared.log_likelihood(self.preprocessor_, table, rng, "data", first_row)
+        return log_marginal(self._conditioner(), table, rng, self.effort_)
 
     def _rng(self, seed: int | None) -> np.random.Generator:
         self._require_fitted()

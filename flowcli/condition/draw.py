@@ -36,11 +36,17 @@ class Effort:
     pilot: int = 0  # candidates drawn to place the proposal
     drawn: int = 0  # rows the model drew, for conditions met by keeping those that meet them
     accepted: int = 0
+    held_drawn: int = 0  # draws of the declared columns' latent coordinates, for conditions on them (`declared`)
+    held_met: int = 0
     warned: bool = False  # the warning on rows that rest on few candidates is given once
 
     def rejection(self, drawn: int, accepted: int) -> None:
         self.drawn += drawn
         self.accepted += accepted
+
+    def declared(self, drawn: int, met: int) -> None:
+        self.held_drawn += drawn
+        self.held_met += met
 
     def add(self, weighted: Weighted) -> None:
         self.candidates += [weighted.log_w.shape[1]] * len(weighted.log_w)
@@ -48,6 +54,8 @@ class Effort:
 
     def to_json(self) -> dict:
         exact = {"exact": {"drawn": self.drawn, "met_condition": self.accepted}} if self.drawn else {}
+        if self.held_drawn:
+            exact["declared"] = {"drawn": self.held_drawn, "met_condition": self.held_met}
         if not self.effective:
             return {"rows": 0, **exact}
         effective = np.asarray(self.effective)
@@ -57,8 +65,14 @@ class Effort:
 
     def describe(self) -> str:
         figures = self.to_json()
-        exact = (f"exact draws: {self.accepted:,} of {self.drawn:,} rows the model sampled met the conditions "
-                 f"({self.accepted / self.drawn:.2%})" if self.drawn else "")
+        parts = []
+        if self.drawn:
+            parts.append(f"exact draws: {self.accepted:,} of {self.drawn:,} rows the model sampled met the conditions "
+                         f"({self.accepted / self.drawn:.2%})")
+        if self.held_drawn:
+            parts.append(f"exact draws on the declared columns: {self.held_met:,} of {self.held_drawn:,} draws of their "
+                         f"levels met the conditions ({self.held_met / self.held_drawn:.2%}), one flow pass per row")
+        exact = "; ".join(parts)
         if not figures["rows"]:
             return exact or "no conditional rows"
         size = figures["effective_sample_size"]

@@ -56,5 +56,9 @@ class Levels:
 
     def decode(self, g: np.ndarray) -> np.ndarray:
         """Feature (N,) → level indices (N,)."""
-        index = np.searchsorted(np.cumsum(self.probabilities), ndtr(g), side="right")
+        return self.level_at(ndtr(g))
+
+    def level_at(self, p: np.ndarray) -> np.ndarray:
+        """Probabilities Φ(g) (N,) → level indices (N,): the level whose slice holds each."""
+        index = np.searchsorted(np.cumsum(self.probabilities), p, side="right")
         return np.minimum(index, len(self.probabilities) - 1)

@@ -23,7 +23,7 @@ before the step, where a level is the same slice in every row.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -38,13 +38,18 @@ SCREEN_ROWS = 20_000  # pairs are tested on at most this many rows (C² pairs of
 PRIOR_STRENGTHS = 2.0 ** np.arange(-1, 11)  # rows' worth of the column's own shares behind each parent level's
 
 
-def linked(columns: Sequence, table: pa.Table, source: str) -> tuple:
+def linked(columns: Sequence, table: pa.Table, source: str, held: Collection[str] = ()) -> tuple:
     """`columns` (encoders fitted on `table`), with a parent and shares given it set on the category
     columns of the Chow-Liu forest: pairs whose dependence is significant (the G-test, 2N times
     their mutual information, against χ² with (K_a − 1)(K_b − 1) degrees of freedom), taken in
     order of mutual information less its bias under independence ((K_a − 1)(K_b − 1) / 2N nats),
     both on up to SCREEN_ROWS rows; each tree is rooted at its first column in table order. A
-    linked column may take a second parent among the columns placed before it (`second_parent`)."""
+    linked column may take a second parent among the columns placed before it (`second_parent`).
+
+    The `held` columns (a model fitted to condition on them) take parents among themselves only,
+    so that their levels are known from their own features: their forest is chosen first, then
+    joined as one tree for the rest (no other column links two of them), and trees are rooted
+    at a held column where they hold one."""
     categories = [i for i, column in enumerate(columns) if isinstance(column, CategoricalColumn) and len(column.probabilities) > 1]
     if len(categories) < 2 or not table.num_rows:
         return tuple(columns)
@@ -68,14 +73,18 @@ def linked(columns: Sequence, table: pa.Table, source: str) -> tuple:
             i = component[i]
         return i
 
+    kept = [i for i in categories if columns[i].name in held]
     neighbours: dict[int, list[int]] = {i: [] for i in categories}
-    for _, a, b in sorted(edges, reverse=True):
-        if root(a) != root(b):
-            component[root(b)] = root(a)
-            neighbours[a].append(b)
-            neighbours[b].append(a)
+    for among_held in (True, False):
+        for _, a, b in sorted(edges, reverse=True):
+            if ((a in kept and b in kept) == among_held) and root(a) != root(b):
+                component[root(b)] = root(a)
+                neighbours[a].append(b)
+                neighbours[b].append(a)
+        for i in kept:  # the held columns' forest stands as one tree for the rest
+            component[root(i)] = root(kept[0])
     columns, placed, seen, first = list(columns), [], set(), {}  # categories in the order their links go; child -> parent
-    for start in categories:  # table order: each tree is rooted at its first column
+    for start in kept + categories:  # held columns first, then table order: each tree is rooted at its first column
         if start in seen:
             continue
         seen.add(start)
@@ -94,7 +103,8 @@ def linked(columns: Sequence, table: pa.Table, source: str) -> tuple:
             continue
         parent, shares = first[child], np.asarray(columns[child].probabilities)
         one = given_parent(counts(index[parent], index[child], sizes[parent], sizes[child]), shares)
-        candidates = [c for c in placed[:position] if c != parent and sizes[parent] * sizes[c] * sizes[child] <= MAX_CELLS]
+        candidates = [c for c in placed[:position] if c != parent and sizes[parent] * sizes[c] * sizes[child] <= MAX_CELLS
+                      and (child not in kept or c in kept)]
         second = second_parent((index[child][screened], sizes[child]), (index[parent][screened], sizes[parent]),
                                {c: (index[c][screened], sizes[c]) for c in candidates})
         if second is None:

@@ -53,16 +53,17 @@ class Preprocessor:
     columns: tuple[NumericColumn | CategoricalColumn, ...]
 
     @classmethod
-    def fit(cls, table: pa.Table, kinds: dict[str, str], *, source: str, declared: Collection[str] = ()) -> Preprocessor:
+    def fit(cls, table: pa.Table, kinds: dict[str, str], *, source: str, declared: Collection[str] = (),
+            held: Collection[str] = ()) -> Preprocessor:
         """Learn each column's encoder from the rows of `table`; `kinds` maps name → kind, in order.
         A category column of numbers whose kind the user has not `declared` is ordered, and one
         of whole numbers scores the whole numbers between its levels too (`CategoricalColumn.inferred`).
-        Category columns are then linked (`links.linked`), and numeric columns standardized at
-        a category's level (`scales.scaled`)."""
+        Category columns are then linked (`links.linked`; `held` ones among themselves), and numeric
+        columns standardized at a category's level (`scales.scaled`)."""
         columns = [fit_encoder(table.column(name), name, kind, source) for name, kind in kinds.items()]
         columns = [column.inferred(table.num_rows) if isinstance(column, CategoricalColumn) and column.name not in declared
                    else column for column in columns]
-        return cls(scaled(linked(columns, table, source), table, source))
+        return cls(scaled(linked(columns, table, source, held), table, source))
 
     @property
     def auxiliary(self) -> int:
@@ -72,6 +73,12 @@ class Preprocessor:
     @property
     def names(self) -> list[str]:
         return [column.name for column in self.columns]
+
+    @property
+    def read_types(self) -> dict[str, pa.DataType]:
+        """How to read the model's columns from CSV: numbers as float64, the other kinds as their type at fit."""
+        return {column.name: pa.float64() if column.kind in ("continuous", "integer") else column.output_type
+                for column in self.columns}
 
     @property
     def width(self) -> int:

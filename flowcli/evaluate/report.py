@@ -175,7 +175,7 @@ def evaluate_files(
 
 def _read(path: str, model: TabularFlow, csv: CsvOptions | None) -> pa.Table:
     """A whole table, its model columns read as `score` reads them (an all-blank CSV column too)."""
-    schema, batches = iter_batches(path, None, batch_rows=READ_BATCH_ROWS, column_types=model.read_types,
+    schema, batches = iter_batches(path, None, batch_rows=READ_BATCH_ROWS, column_types=model.preprocessor_.read_types,
                                    csv=model_csv_options(model, csv))
     return pa.Table.from_batches(list(batches), schema=schema)
 

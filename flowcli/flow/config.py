@@ -33,13 +33,18 @@ class FlowConfig:
     tail_bound: float = 4.0
     base: str = "normal"  # a name in `registry.BASES` (see `bases`)
     components: int = 0  # the mixture base's components; 0 for every other base
+    # Features every coupling conditions on and none transforms or mixes (format 16): those of the
+    # columns a model is fitted to condition on, which pass to the latent as they are, so that
+    # fixing them fixes their latent coordinates (`flowcli.condition.declared`). Normal base only.
+    held: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         sizes = (self.features, self.layers, self.hidden, self.depth, self.bins - 1)
         if (any(type(size) is not int or size < 1 for size in sizes) or not 0 < self.scale_bound <= 10
                 or type(self.mixing) is not bool or self.coupling not in registry.COUPLINGS
                 or not 0 < self.tail_bound <= 100 or self.base not in registry.BASES
-                or type(self.components) is not int or not registry.base(self.base).accepts(self)):
+                or type(self.components) is not int or not registry.base(self.base).accepts(self)
+                or not _valid_held(self.held, self.features, self.base)):
             raise ValueError(f"invalid flow configuration: {self}")
 
     @property
@@ -49,18 +54,21 @@ class FlowConfig:
         return registry.coupling(self.coupling).outputs_per_feature(self)
 
     def split(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
-        """(conditioning, transformed) feature indices of coupling `layer`.
+        """(conditioning, transformed) feature indices of coupling `layer`, each ascending.
 
-        With one feature nothing can condition, so the coupling is an unconditional affine map.
+        The features not `held` alternate between the halves; held ones always condition. With one
+        feature free, it is transformed in every layer (with none held, by an unconditional map).
         """
-        index = np.arange(self.features)
-        if self.features == 1:
-            return index[:0], index
+        held = np.isin(np.arange(self.features), self.held)
+        index = np.flatnonzero(~held)
+        if len(index) == 1:
+            return np.flatnonzero(held), index
+        position = np.arange(len(index))
         if layer % 4 < 2:
-            keep = index % 2 == layer % 2
+            keep = position % 2 == layer % 2
         else:
-            keep = (index < self.features // 2) == (layer % 2 == 0)
-        return index[keep], index[~keep]
+            keep = (position < len(index) // 2) == (layer % 2 == 0)
+        return np.flatnonzero(held | np.isin(np.arange(self.features), index[keep])), index[~keep]
 
     def weight_shapes(self) -> dict[str, tuple[int, ...]]:
         """The name and shape of every weight, as torch's state_dict names them."""
@@ -95,6 +103,14 @@ class FlowConfig:
                     f"{source}: weight {name} has shape {value.shape} and type {value.dtype}; expected finite float32 {shape}"
                 )
         registry.base(self.base).check_weights(weights, source)
+        if self.held and self.mixing:
+            mixed = np.ones(self.features, bool)
+            mixed[list(self.held)] = False
+            for k in range(self.layers):
+                pairs = [weights[f"mixings.{k}.{name}"][~np.outer(mixed, mixed)] for name in ("lower", "upper")]
+                singles = [weights[f"mixings.{k}.{name}"][~mixed] for name in ("log_scale", "bias")]
+                if any(value.any() for value in pairs + singles):
+                    raise BundleError(f"{source}: mixing {k} mixes a held feature; the weights do not match the architecture")
 
     def tensor_count(self) -> int:
         """How many weight tensors there are, told without listing them."""
@@ -113,18 +129,30 @@ class FlowConfig:
         return sum(int(np.prod(shape)) for shape in self.weight_shapes().values())
 
     def to_json(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        data["held"] = list(self.held)
+        return data
 
     @classmethod
     def from_json(cls, data: dict) -> FlowConfig:
-        """The config a manifest describes; bundles before format 3 predate `mixing`, and before
-        format 4 `base` (format 5 added the multivariate t, format 6 the mixture)."""
-        return cls(**{"mixing": False, "base": "normal", **data})
+        """The config a manifest describes; bundles before format 3 predate `mixing`, before
+        format 4 `base` (format 5 added the multivariate t, format 6 the mixture), before 16 `held`."""
+        data = {"mixing": False, "base": "normal", **data}
+        if isinstance(data.get("held"), list):
+            data["held"] = tuple(data["held"])
+        return cls(**data)
+
+
+def _valid_held(held: tuple, features: int, base: str) -> bool:
+    """Held features are ascending distinct indices, fewer than all features, on a normal base."""
+    return type(held) is tuple and (not held or (
+        all(type(k) is int for k in held) and list(held) == sorted(set(held)) and 0 <= held[0] and held[-1] < features
+        and len(held) < features and base == "normal"))
 
 
 def default_config(
     rows: int, features: int, *, layers: int | None = None, hidden: int | None = None, coupling: str = "affine",
-    base: str = "normal",
+    base: str = "normal", held: tuple[int, ...] = (),
 ) -> FlowConfig:
     """A flow sized for `rows` × `features`: 64 hidden units, 128 from 50,000 rows and 17 features,
     256 from 200,000 rows and 65 features.
@@ -138,4 +166,4 @@ def default_config(
         hidden = 256 if rows >= 200_000 and features > 64 else 128 if rows >= 50_000 and features > 16 else 64
     if layers is None:
         layers = 1 if features == 1 else 8  # one feature: couplings reduce to a single affine map
-    return FlowConfig(features=features, layers=layers, hidden=hidden, coupling=coupling, base=base)
+    return FlowConfig(features=features, layers=layers, hidden=hidden, coupling=coupling, base=base, held=held)

@@ -10,6 +10,7 @@ import numpy as np
 
 from flowcli.flow import registry
 from flowcli.flow.config import FlowConfig
+from flowcli.parallel.threads import map_rows
 
 
 class _Mixing:
@@ -138,6 +139,11 @@ class NumpyRealNVP:
             x = step.inverse(x)
         # float64 past a front step: the levels its inverse read are the ones decoding reads
         return x if self.front is None else self.front.inverse(x)
+
+    def features(self, z: np.ndarray) -> np.ndarray:
+        """Latent (N, D) → data (N, D) in float64, in row chunks over threads: the flow features
+        that sampling decodes."""
+        return np.concatenate(map_rows(lambda first, stop: self.inverse(z[first:stop]), len(z))).astype(np.float64)
 
     def log_prob(self, x: np.ndarray) -> np.ndarray:
         """log p(x) per row (N,) as float64, in the units of x."""

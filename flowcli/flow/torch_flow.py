@@ -101,6 +101,12 @@ class RealNVP(nn.Module):
             self.register_buffer(name, torch.as_tensor(value, dtype=torch.long), persistent=False)
         if config.mixing:
             self.mixings = nn.ModuleList(LinearMixing(config.features) for _ in range(config.layers))
+            free = torch.ones(config.features)
+            free[list(config.held)] = 0
+            # Held features' rows and columns of L and U, log-scales and biases are read as zeros, so their
+            # gradients are zero too: W is the identity on them whatever training does (`FlowConfig.held`).
+            self.register_buffer("free", free, persistent=False)
+            self.register_buffer("free_pairs", free[:, None] * free[None, :], persistent=False)
         self.base = registry.base(config.base)
         for name, value in self.base.initial_weights(config).items():
             self.register_parameter(name, nn.Parameter(torch.as_tensor(value)))
@@ -111,6 +117,8 @@ class RealNVP(nn.Module):
         and Σ log|det W| over the steps (a scalar)."""
         lower, upper, log_scale, bias = (torch.stack([getattr(m, name) for m in self.mixings])
                                          for name in ("lower", "upper", "log_scale", "bias"))
+        if self.config.held:
+            lower, upper, log_scale, bias = lower * self.free_pairs, upper * self.free_pairs, log_scale * self.free, bias * self.free
         weight = lu_weight(lower, upper, log_scale)
         layers = torch.arange(len(weight), device=weight.device)[:, None, None]
         permuted = weight[layers, self.order_out[:, :, None], self.order_in[:, None, :]]
@@ -149,8 +157,14 @@ class RealNVP(nn.Module):
         return self.base.log_prob_torch(z, {name: getattr(self, name) for name in self.base.weight_shapes(self.config)}) + log_det
 
     def export_weights(self) -> dict[str, np.ndarray]:
-        """The weights as float32 numpy arrays, named as `FlowConfig.weight_shapes` names them."""
-        return {name: value.detach().to("cpu", torch.float32).numpy().copy() for name, value in self.state_dict().items()}
+        """The weights as float32 numpy arrays, named as `FlowConfig.weight_shapes` names them; a
+        mixing's entries on held features as the flow reads them, zero."""
+        weights = self.state_dict()
+        if self.config.mixing and self.config.held:
+            for k in range(self.config.layers):
+                for name, mask in (("lower", self.free_pairs), ("upper", self.free_pairs), ("log_scale", self.free), ("bias", self.free)):
+                    weights[f"mixings.{k}.{name}"] = weights[f"mixings.{k}.{name}"] * mask
+        return {name: value.detach().to("cpu", torch.float32).numpy().copy() for name, value in weights.items()}
 
     def import_weights(self, weights: dict[str, np.ndarray], strict: bool = True) -> RealNVP:
         """Set the weights `weights` names: all of this flow's, when `strict`, else some of them."""

@@ -129,6 +129,11 @@ class LearningRate:
             self.last_change = epoch
 
 
+def torch_version() -> str:
+    """The torch that trains, for the bundle's record."""
+    return torch.__version__
+
+
 def split_rows(rows: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Shuffled (train, validation) row indices; validation gets at least one row."""
     order = np.random.default_rng(seed).permutation(rows)
