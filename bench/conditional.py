@@ -16,8 +16,8 @@ time it took to draw them, and the largest gap over the columns left free betwee
 the synthetic means (in standard deviations of the real rows) and category shares. SDV conditions on exact values only, so a range is "not supported"
 there; where SDV raises, the table says so. The time column gives flowcli's time for the
 conditional rows over the same model's time for as many unconditional ones (the median of 5
-timings), in Python and as the `flowcli sample` command (start-up and loading included) takes
-them; the last says how flowcli drew them: exactly, keeping the model's own rows that meet the
+timings), in Python and as the `flowcli sample` command (start-up and loading included, the
+median of 3 runs) takes them; the last says how flowcli drew them: exactly, keeping the model's own rows that meet the
 condition (with the share of its rows that do), exactly in the latent, for a condition on the
 columns a model was fitted to condition on (with the share of draws of their levels that met
 it), or by importance resampling (with the median effective sample size per row).
@@ -91,15 +91,14 @@ def draw(method: str, model, given: dict, seed: int) -> pd.DataFrame:
 
 
 def command_seconds(bundle: Path, given: dict | None) -> float:
-    """Wall time of `flowcli sample BUNDLE -n N` (with `--given` for each condition), as a user runs it."""
+    """Wall time of `flowcli sample BUNDLE -n N` (with `--given` for each condition), as a user runs
+    it: the median of three runs, since the first after the fits reads the libraries from disk."""
     expressions = []
     for column, value in (given or {}).items():
         bounds = value.items() if isinstance(value, dict) else [("=", value)]
         expressions += [arg for operator, bound in bounds for arg in ("--given", f"{column}{operator}{bound}")]
-    start = time.perf_counter()
-    subprocess.run([str(Path(sys.executable).with_name("flowcli")), "sample", str(bundle), "-n", str(N), "--seed", "0",
-                    *expressions, "-q"], check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    command = [str(Path(sys.executable).with_name("flowcli")), "sample", str(bundle), "-n", str(N), "--seed", "0", *expressions, "-q"]
+    return statistics.median(seconds(lambda: subprocess.run(command, check=True, stdout=subprocess.DEVNULL)) for _ in range(3))
 
 
 def run_table(name: str, table: pd.DataFrame, budget: float, seeds: int) -> list[dict]:
