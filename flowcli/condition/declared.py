@@ -6,8 +6,8 @@ a standard normal, moved to the slice given its parents' levels (`encode.links`)
 columns take parents among themselves only; so under the flow's normal base the held latent
 coordinates are the held features, and their levels follow the tree's shares exactly. A
 condition on held columns alone is then met in the latent: draw their coordinates from the
-base, keep those whose levels meet it (a few normals per draw, no flow), and map the kept
-ones with fresh coordinates for the other features through the flow once. The rows follow the
+base, keep those whose levels meet it (a lookup per draw, no flow), and map the kept ones
+with fresh coordinates for the other features through the flow once. The rows follow the
 model's conditional exactly, at the cost of unconditional rows.
 """
 
@@ -99,10 +99,9 @@ def log_likelihood(preprocessor: Preprocessor, table: pa.Table, rng: np.random.G
             u[:, span], weight = column.encode(table.column(column.name), rng.uniform(size=(table.num_rows, 1)), source, first_row)
             log_weight += weight
             features.append(span.start)
-    links = LevelLinks.of(preprocessor.columns)
-    log_det = np.zeros(table.num_rows)
-    if links is not None and (held_links := [link for link in links.links if link.child in features]):
-        u, log_det = LevelLinks(held_links).forward(u)
+    links, log_det = _links(preprocessor, features), np.zeros(table.num_rows)
+    if links is not None:
+        u, log_det = links.forward(u)
     with np.errstate(invalid="ignore"):
         return log_weight + log_det + normal_log_pdf(u[:, features]).sum(axis=1)
 
@@ -111,9 +110,7 @@ def sample_rows(flow: NumpyRealNVP, preprocessor: Preprocessor, conditions: list
                 rng: np.random.Generator, effort, batch_rows: int) -> Iterator[pa.RecordBatch]:
     """`n` rows from the model given `conditions` on held columns (`covers`), exactly, in batches."""
     held = list(flow.config.held)
-    links = LevelLinks.of(preprocessor.columns)
-    links = LevelLinks([link for link in links.links if link.child in held]) if links else None
-    written = 0
+    links, written = _links(preprocessor, held), 0
     while written < n:
         rows = min(batch_rows, n - written)
         g, decoded = _held_coordinates(preprocessor, links, held, conditions, rows, rng, effort)
@@ -155,6 +152,13 @@ def _held_coordinates(preprocessor, links, held, conditions, rows, rng, effort) 
         met, drawn = met + int(keep.sum()), drawn + count
     effort.declared(drawn, met)
     return np.concatenate(kept)[:rows], {k: pa.concat_arrays(values[k]).slice(0, rows) for k in indices}
+
+
+def _links(preprocessor: Preprocessor, features: Sequence[int]) -> LevelLinks | None:
+    """The link step of the columns whose features are `features` (their parents among them), or None."""
+    links = LevelLinks.of(preprocessor.columns)
+    kept = [link for link in links.links if link.child in features] if links is not None else []
+    return LevelLinks(kept) if kept else None
 
 
 def _levels(preprocessor: Preprocessor, links: LevelLinks | None, held: list[int], p: np.ndarray) -> dict[int, np.ndarray]:

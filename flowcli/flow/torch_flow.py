@@ -101,6 +101,7 @@ class RealNVP(nn.Module):
             self.register_buffer(name, torch.as_tensor(value, dtype=torch.long), persistent=False)
         if config.mixing:
             self.mixings = nn.ModuleList(LinearMixing(config.features) for _ in range(config.layers))
+        if config.mixing and config.held:
             free = torch.ones(config.features)
             free[list(config.held)] = 0
             # Held features' rows and columns of L and U, log-scales and biases are read as zeros, so their
