@@ -184,3 +184,21 @@ def test_scores_given_declared_columns_take_their_likelihood_exactly(declared):
     alone = model.given_log_likelihood(rows, ["tier"])  # tier's parent, region, is integrated out: importance sampling
     assert len(model.effort_.effective) > before
     assert np.abs(alone - np.log(np.asarray(tier.probabilities)[t])).mean() < 0.5
+
+
+def test_a_table_of_declared_levels_draws_one_exact_row_per_row(declared):
+    model, _ = declared
+    cases = pd.DataFrame({"region": ["w", None, "w", "n", "w"] * 400, "tier": ["gold", "gold", None, "basic", "gold"] * 400})
+    before = model.effort_.held_drawn
+    rows = model.sample(given=cases, seed=0)
+    assert model.effort_.held_drawn > before and len(rows) == len(cases)
+    present = cases.notna()
+    assert (rows.region[present.region] == cases.region[present.region]).all()
+    assert (rows.tier[present.tier] == cases.tier[present.tier]).all()
+    assert rows.region[~present.region].nunique() > 1 and rows.tier[~present.tier].nunique() > 1
+    # the rows of one case follow the same conditional as `given=` draws it
+    both = rows[(cases.region == "w") & (cases.tier == "gold")]
+    direct = model.sample(2_000, seed=1, given={"region": "w", "tier": "gold"})
+    assert abs((both.shop == "s4").mean() - (direct.shop == "s4").mean()) < 0.05
+    assert abs(np.log(both.amount).mean() - np.log(direct.amount).mean()) < 0.1 * np.log(direct.amount).std()
+    assert len(model.sample(given=cases.head(0), seed=0)) == 0

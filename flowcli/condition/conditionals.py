@@ -34,11 +34,15 @@ class Conditionals:
     def sample_given(self, given: Iterable[Any], seed: int | None = None, *, source: str = "given") -> Iterator[pa.RecordBatch]:
         """One row for each row of each table in `given` (say, the batches of a `--given-file`),
         in order: a row keeps its given values and draws its other columns, and its blank given
-        cells, from the model's conditional. `effort_` gathers the effective sample sizes."""
+        cells, from the model's conditional. `effort_` gathers the effective sample sizes. A table
+        of the columns the model was fitted to condition on is drawn exactly (`declared`)."""
         rng = self._rng(seed)
         for part in given:
             rows = given_rows(as_table(part), self.preprocessor_, source)
-            yield from sample_rows(self._conditioner(), rows, [], rows.num_rows, rng, self.effort_)
+            if declared.covers_columns(self._flow.config.held, rows.schema.names, self.preprocessor_):
+                yield declared.sample_given(self._flow, self.preprocessor_, rows, rng, self.effort_)
+            else:
+                yield from sample_rows(self._conditioner(), rows, [], rows.num_rows, rng, self.effort_)
 
     @property
     def effort_(self) -> Effort:

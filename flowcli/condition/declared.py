@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from flowcli.condition.conditions import Condition, admitted
 from flowcli.encode.columns import CategoricalColumn
@@ -25,6 +26,7 @@ from flowcli.encode.links import LevelLinks
 from flowcli.encode.preprocess import Preprocessor
 from flowcli.errors import BundleError, DataError
 from flowcli.flow.numpy_flow import NumpyRealNVP
+from flowcli.table.values import missing_mask
 
 FIRST_DRAWS = 4_096  # held coordinates drawn in the first round, at least
 MAX_DRAWS = 4_000_000  # drawn at once, at most (a few normals each)
@@ -73,6 +75,11 @@ def held_names(preprocessor: Preprocessor, held: Sequence[int]) -> list[str]:
     return [column.name for column, span in zip(preprocessor.columns, preprocessor.spans) if span.start in held]
 
 
+def covers_columns(held: Sequence[int], names: Sequence[str], preprocessor: Preprocessor) -> bool:
+    """Whether the columns `names` (of a table of conditions) are all held."""
+    return bool(held) and set(names) <= set(held_names(preprocessor, held))
+
+
 def covers(held: Sequence[int], conditions: list[Condition], preprocessor: Preprocessor) -> bool:
     """Whether `conditions` (sets of categories and ranges) are all on held columns."""
     spans = preprocessor.spans
@@ -118,6 +125,30 @@ def sample_rows(flow: NumpyRealNVP, preprocessor: Preprocessor, conditions: list
         z[:, held] = g
         yield preprocessor.decode(flow.features(z), rng, decoded)
         written += rows
+
+
+def sample_given(flow: NumpyRealNVP, preprocessor: Preprocessor, given: pa.Table, rng: np.random.Generator,
+                 effort) -> pa.RecordBatch:
+    """One row per row of `given`, whose columns are all held (a blank cell leaves its column
+    free in that row), exactly: rows with the same levels are drawn together, and every row
+    keeps its given values."""
+    held, names = list(flow.config.held), given.schema.names
+    links, index = _links(preprocessor, held), [preprocessor.names.index(name) for name in names]
+    present = [~missing_mask(given.column(name)) for name in names]
+    codes = np.column_stack([np.where(mask, preprocessor.columns[k].level_index(given.column(name), "given"), -1)
+                             for name, k, mask in zip(names, index, present)])
+    keys, group = np.unique(codes, axis=0, return_inverse=True)
+    z = flow.sample_latent(rng, given.num_rows)  # a row with every cell blank keeps its base draw
+    for j, key in enumerate(keys):
+        conditions = [Condition(index=k, levels=[int(level)]) for k, level in zip(index, key) if level >= 0]
+        if conditions:
+            rows = np.flatnonzero(group.reshape(-1) == j)
+            z[np.ix_(rows, held)] = _held_coordinates(preprocessor, links, held, conditions, len(rows), rng, effort)[0]
+    batch = preprocessor.decode(flow.features(z), rng)
+    arrays = [batch.column(name) for name in batch.schema.names]
+    for name, k, mask in zip(names, index, present):  # the given values themselves (a rare one in "other", say)
+        arrays[k] = pc.if_else(pa.array(mask), given.column(name).combine_chunks().cast(arrays[k].type), arrays[k])
+    return pa.RecordBatch.from_arrays(arrays, schema=batch.schema)
 
 
 def _held_coordinates(preprocessor, links, held, conditions, rows, rng, effort) -> tuple[np.ndarray, dict]:

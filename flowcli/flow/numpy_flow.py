@@ -143,6 +143,8 @@ class NumpyRealNVP:
     def features(self, z: np.ndarray) -> np.ndarray:
         """Latent (N, D) → data (N, D) in float64, in row chunks over threads: the flow features
         that sampling decodes."""
+        if not len(z):
+            return np.empty(z.shape)
         return np.concatenate(map_rows(lambda first, stop: self.inverse(z[first:stop]), len(z))).astype(np.float64)
 
     def log_prob(self, x: np.ndarray) -> np.ndarray:
