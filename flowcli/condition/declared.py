@@ -82,9 +82,7 @@ def covers_columns(held: Sequence[int], names: Sequence[str], preprocessor: Prep
 
 def covers(held: Sequence[int], conditions: list[Condition], preprocessor: Preprocessor) -> bool:
     """Whether `conditions` (sets of categories and ranges) are all on held columns."""
-    spans = preprocessor.spans
-    return bool(held) and bool(conditions) and all(spans[c.index].start in held and isinstance(
-        preprocessor.columns[c.index], CategoricalColumn) for c in conditions)
+    return bool(conditions) and covers_columns(held, [preprocessor.names[c.index] for c in conditions], preprocessor)
 
 
 def closed(held: Sequence[int], names: Sequence[str], preprocessor: Preprocessor) -> bool:
@@ -202,12 +200,5 @@ def _levels(preprocessor: Preprocessor, links: LevelLinks | None, held: list[int
         if span.start in position and span.start not in linked:
             levels[span.start] = Levels(np.asarray(column.probabilities)).level_at(p[:, position[span.start]])
     for child, link in linked.items():  # parents before children
-        row = np.zeros(len(p), np.int64)
-        for parent, shares in zip(link.parents, link.parent_shares):
-            row = row * len(shares) + levels[parent]
-        level = np.empty(len(p), np.int64)
-        for parent_level in np.unique(row):
-            rows = row == parent_level
-            level[rows] = Levels(link.given_parent[parent_level]).level_at(p[rows, position[child]])
-        levels[child] = level
+        levels[child] = link.child_level(link.parent_row([levels[parent] for parent in link.parents]), p[:, position[child]])
     return levels

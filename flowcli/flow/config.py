@@ -129,9 +129,7 @@ class FlowConfig:
         return sum(int(np.prod(shape)) for shape in self.weight_shapes().values())
 
     def to_json(self) -> dict:
-        data = asdict(self)
-        data["held"] = list(self.held)
-        return data
+        return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict) -> FlowConfig:
