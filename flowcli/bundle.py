@@ -23,14 +23,15 @@ from flowcli.errors import BundleError
 from flowcli.table.atomic import atomic_path
 
 FORMAT = "flowcli-bundle"
-FORMAT_VERSION = 16  # 3: linear mixing between couplings; 4: a Student-t base; 5: a multivariate t base; 6: a mixture base;
+FORMAT_VERSION = 17  # 3: linear mixing between couplings; 4: a Student-t base; 5: a multivariate t base; 6: a mixture base;
 # 7: grids dequantized, maps with linear tails past the fit range, datetimes without a log; 8: whole-number levels' gaps;
 # 9: the anomaly score's reference; 10: a numeric column's atoms (heaped cells widened);
 # 11: category columns linked to a parent (`encode.links`); 12: the anomaly score's column tails per column (`explain`)
 # and a linked column's second parent; 13: numeric columns standardized at a category's level (`encode.scales`);
 # 14: the column tails of a category of numbers counted along their order (`explain`);
 # 15: the ranking weights (the fit's after its first epoch), which the anomaly score's −log p is of (`explain`);
-# 16: held features, of the columns a model is fitted to condition on (`FlowConfig.held`, `condition.declared`)
+# 16: held features, of the columns a model is fitted to condition on (`FlowConfig.held`, `condition.declared`);
+# 17: their columns' level slices, whose one-hot levels every coupling reads (`FlowConfig.held_levels`, `flow.level_inputs`)
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
 _MAX_BYTES = {MANIFEST: 16 << 20, WEIGHTS: 4 << 30}

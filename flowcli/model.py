@@ -20,7 +20,7 @@ import pyarrow as pa
 from flowcli import __version__, explain
 from flowcli.bundle import FORMAT_VERSION, read_bundle, write_bundle
 from flowcli.condition.conditionals import Conditionals
-from flowcli.condition.declared import check_held, declared_columns, held_features
+from flowcli.condition.declared import check_held, declared_columns, held_features, held_levels
 from flowcli.encode.columns import CategoricalColumn
 from flowcli.encode.preprocess import Preprocessor
 from flowcli.errors import BundleError, DataError, FlowcliError, FlowcliWarning
@@ -183,7 +183,8 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
         # A mixture base's components are counted at training, from the mixture fitted there.
         held = held_features(self.preprocessor_, condition)  # a mixture base would mix them: no challenge then
         configs = [default_config(total_rows, self.preprocessor_.width, layers=self.layers, hidden=self.hidden, coupling=coupling,
-                                  base="normal" if self.base == "mixture" else self.base, held=held)
+                                  base="normal" if self.base == "mixture" else self.base, held=held,
+                                  held_levels=held_levels(self.preprocessor_, held))
                    for coupling in (("affine", "spline") if self.coupling == "auto" else (self.coupling,))]
         mixture_base = ("always" if self.base == "mixture" else
                         "challenge" if self.base == "normal" and self.coupling == "auto" and not held else "never")
@@ -358,7 +359,7 @@ class TabularFlow(Anomalies, Conditionals, EstimatorConventions):
             raise BundleError(f"{path}: the manifest's columns make {model.preprocessor_.width} features for a flow of {model.config_.features}")
         model.weights_, model.ranking_weights_ = without_ranking(weights)
         model.config_.check_weights(model.weights_, path)
-        check_held(model.preprocessor_, model.config_.held, path)
+        check_held(model.preprocessor_, model.config_, path)
         if model.ranking_weights_ is not None:
             model.config_.check_weights(model.ranking_weights_, path)
         model._flow = NumpyRealNVP(model.config_, model.weights_, front=model.preprocessor_.front)

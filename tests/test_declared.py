@@ -4,6 +4,8 @@ drawn from the model's conditional, exactly, at the cost of unconditional rows."
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -12,9 +14,12 @@ import torch
 
 from flowcli import TabularFlow
 from flowcli.condition.conditions import resolve
+from flowcli.condition.declared import check_held
 from flowcli.encode.preprocess import Preprocessor
 from flowcli.errors import BundleError, DataError
+from flowcli.flow import level_inputs
 from flowcli.flow.config import FlowConfig
+from flowcli.flow.level_inputs import HeldLevels
 from flowcli.flow.numpy_flow import NumpyRealNVP
 from flowcli.flow.torch_flow import RealNVP
 
@@ -56,6 +61,32 @@ def test_a_bundle_whose_mixing_reaches_a_held_feature_is_refused():
 def test_held_features_must_be_distinct_ascending_some_free_on_a_normal_base(held, base):
     with pytest.raises(ValueError):
         FlowConfig(features=3, layers=2, hidden=8, held=held, base=base, components=2 if base == "mixture" else 0)
+
+
+ROOT, CHILD = HeldLevels((), ((0.3, 0.5),)), HeldLevels((0,), ((0.5,), (0.2,), (0.9,)))  # 3 levels, and 2 given each
+
+
+@pytest.mark.parametrize("held_levels", [
+    (ROOT,),  # one per held feature
+    (ROOT, HeldLevels((0,), ((0.5,), (0.2,)))),  # a row per parent level
+    (HeldLevels((1,), ((0.5,), (0.2,))), HeldLevels((0,), ((0.5,), (0.2,)))),  # a cycle
+    (ROOT, HeldLevels((1,), ((0.5,), (0.2,), (0.9,)))),  # its own parent
+    (HeldLevels((), ((0.5, 0.3),)), CHILD),  # shares that fall
+    (HeldLevels((), ((0.3, 1.5),)), CHILD),  # beyond 1
+    (ROOT, HeldLevels((0,), ((0.5,), (0.2, 0.3), (0.9,)))),  # ragged
+])
+def test_held_levels_must_be_one_acyclic_set_of_rising_shares_per_held_feature(held_levels):
+    FlowConfig(features=4, layers=2, hidden=8, held=(0, 2), held_levels=(ROOT, CHILD))
+    with pytest.raises(ValueError):
+        FlowConfig(features=4, layers=2, hidden=8, held=(0, 2), held_levels=held_levels)
+
+
+def test_level_inputs_read_each_held_coordinate_s_level_given_its_parents():
+    coordinates = np.array([[-1.0, 0.3], [-0.25, 0.3], [1.0, 0.3], [1.0, 1.5]])  # Φ: 0.16, 0.40, 0.84; 0.62, 0.93
+    codes = level_inputs.levels_of((ROOT, CHILD), coordinates)
+    assert codes.tolist() == [[0, 1], [1, 1], [2, 0], [2, 1]]  # the child's cut is 0.5, 0.2 or 0.9 by its parent's level
+    np.testing.assert_array_equal(level_inputs.one_hot((ROOT, CHILD), codes, np.float32),
+                                  [[1, 0, 0, 0, 1], [0, 1, 0, 0, 1], [0, 0, 1, 1, 0], [0, 0, 1, 0, 1]])
 
 
 def linked_table(rows: int = 6_000, seed: int = 0) -> pd.DataFrame:
@@ -104,6 +135,28 @@ def test_a_rare_condition_on_declared_columns_draws_the_models_conditional_exact
     log_amount, log_kept = np.log(rows.amount), np.log(kept.amount)
     assert abs(log_amount.mean() - log_kept.mean()) < 0.1 * log_kept.std()
     assert abs((rows.shop == "s4").mean() - (kept.shop == "s4").mean()) < 0.05
+
+
+def test_the_flow_reads_the_levels_sampling_decodes(declared):
+    """The levels every coupling reads are the ones decoding gives the same latent rows."""
+    model, _ = declared
+    flow, held = model._flow, list(model.config_.held)
+    z = flow.sample_latent(np.random.default_rng(0), 20_000)
+    rows = model.preprocessor_.decode(flow.features(z), np.random.default_rng(1))
+    codes = level_inputs.levels_of(model.config_.held_levels, z[:, held].astype(np.float64))
+    for j, name in enumerate(("region", "tier")):
+        column = model.preprocessor_.columns[model.preprocessor_.names.index(name)]
+        np.testing.assert_array_equal(codes[:, j], column.level_index(rows.column(name), "rows"))
+    assert len(np.unique(codes[:, 0])) == 4
+
+
+def test_a_bundle_whose_held_levels_are_not_its_columns_slices_is_refused(declared):
+    model, _ = declared
+    check_held(model.preprocessor_, model.config_, "model.flow")
+    region, tier = model.config_.held_levels
+    moved = HeldLevels(region.parents, ((0.1,) + region.cumulative[0][1:],))
+    with pytest.raises(BundleError, match="held levels are not the slices"):
+        check_held(model.preprocessor_, replace(model.config_, held_levels=(moved, tier)), "model.flow")
 
 
 def test_a_set_of_levels_and_one_declared_column_of_two(declared):

@@ -14,6 +14,7 @@ from flowcli.flow.bases import INVERSE_DF_RATE, MIN_INVERSE_DF
 from flowcli.flow.config import FlowConfig, default_config
 from flowcli.flow.couplings import rational_quadratic_numpy
 from flowcli.flow.couplings import rational_quadratic_torch as rational_quadratic
+from flowcli.flow.level_inputs import HeldLevels
 from flowcli.flow.numpy_flow import NumpyRealNVP
 from flowcli.flow.torch_flow import RealNVP
 
@@ -33,6 +34,9 @@ CONFIGS = [
     FlowConfig(features=4, layers=4, hidden=8, held=(1,)),  # format 16: features a model conditions on
     FlowConfig(features=5, layers=3, hidden=8, coupling="spline", bins=4, held=(0, 3)),
     FlowConfig(features=3, layers=2, hidden=8, held=(0, 2)),  # one feature free
+    # format 17: the held columns' levels read as one-hot inputs, the second's given the first's
+    FlowConfig(features=5, layers=3, hidden=8, held=(1, 3), held_levels=(HeldLevels((), ((0.3, 0.5),)), HeldLevels((0,), ((0.5,), (0.2,), (0.9,))))),
+    FlowConfig(features=4, layers=2, hidden=8, coupling="spline", bins=4, held=(2,), held_levels=(HeldLevels((), ((0.5,),)),)),
 ]
 
 

@@ -21,10 +21,13 @@ import pyarrow.compute as pc
 
 from flowcli.condition.conditions import Condition, admitted
 from flowcli.encode.columns import CategoricalColumn
-from flowcli.encode.dequantize import Levels, ndtri, normal_log_pdf
+from flowcli.encode.dequantize import ndtri, normal_log_pdf
 from flowcli.encode.links import LevelLinks
 from flowcli.encode.preprocess import Preprocessor
 from flowcli.errors import BundleError, DataError
+from flowcli.flow import level_inputs
+from flowcli.flow.config import FlowConfig
+from flowcli.flow.level_inputs import HeldLevels
 from flowcli.flow.numpy_flow import NumpyRealNVP
 from flowcli.table.values import missing_mask
 
@@ -54,15 +57,36 @@ def declared_columns(names: Sequence[str], kinds: dict[str, str], left_out: dict
     return names
 
 
-def check_held(preprocessor: Preprocessor, held: Sequence[int], source: object) -> None:
-    """Raise a BundleError naming `source` unless the `held` features are category columns' whose
-    parents are held too: only then do their own coordinates tell their levels."""
+def check_held(preprocessor: Preprocessor, config: FlowConfig, source: object) -> None:
+    """Raise a BundleError naming `source` unless the config's held features are category columns'
+    whose parents are held too (only then do their own coordinates tell their levels), and its
+    held levels, where it has them, are those columns' slices, as decoding reads them."""
+    held = config.held
     names = held_names(preprocessor, held)
     columns = {column.name: column for column in preprocessor.columns}
     if len(names) != len(held) or any(not isinstance(columns[name], CategoricalColumn) or
                                       not set(columns[name].parents) <= set(names) for name in names):
         raise BundleError(f"{source}: the architecture holds features {list(held)}, which are not category columns "
                           "linked among themselves only")
+    if config.held_levels and config.held_levels != held_levels(preprocessor, held):
+        raise BundleError(f"{source}: the architecture's held levels are not the slices of the held columns")
+
+
+def held_levels(preprocessor: Preprocessor, held: Sequence[int]) -> tuple[HeldLevels, ...]:
+    """The level slices of the columns whose features are `held`, as the flow reads them
+    (`FlowConfig.held_levels`): each one's cumulative shares, given each combination of its
+    parents' levels when it is linked."""
+    position = {feature: j for j, feature in enumerate(held)}
+    links = LevelLinks.of(preprocessor.columns)
+    linked = {link.child: link for link in links.links} if links is not None else {}
+    levels = []
+    for column, span in zip(preprocessor.columns, preprocessor.spans):
+        if span.start in position:
+            link = linked.get(span.start)
+            rows = [column.probabilities] if link is None else link.given_parent
+            levels.append(HeldLevels(tuple(position[parent] for parent in link.parents) if link else (),
+                                     tuple(tuple(np.cumsum(row)[:-1].tolist()) for row in rows)))
+    return tuple(levels)
 
 
 def held_features(preprocessor: Preprocessor, names: Sequence[str]) -> tuple[int, ...]:
@@ -152,7 +176,7 @@ def sample_given(flow: NumpyRealNVP, preprocessor: Preprocessor, given: pa.Table
 def _held_coordinates(preprocessor, links, held, conditions, rows, rng, effort) -> tuple[np.ndarray, dict]:
     """Held latent coordinates (rows, H) drawn from the base given `conditions`, and the condition
     columns' values decoded from them. Draws are screened in probability, Φ of the coordinates,
-    where each held column's level is a lookup (`_levels`); the few that pass become coordinates
+    where each held column's level is a lookup (`level_inputs.levels`); the few that pass become coordinates
     in float32, as the flow holds them, and are decoded as sampling decodes them, to keep those
     whose values meet the conditions."""
     spans, width = preprocessor.spans, preprocessor.width
@@ -164,10 +188,10 @@ def _held_coordinates(preprocessor, links, held, conditions, rows, rng, effort) 
                             "declared columns' levels met them")
         count = int(min(MAX_DRAWS, max(FIRST_DRAWS, 2 * rows) if not drawn else 1.2 * (rows - met) * drawn / max(met, 1)))
         p = rng.uniform(size=(count, len(held)))
-        levels = _levels(preprocessor, links, held, p)
+        levels = level_inputs.levels(held_levels(preprocessor, held), p)
         screened = np.ones(count, bool)
         for condition in conditions:
-            screened &= np.isin(levels[spans[condition.index].start], condition.levels)
+            screened &= np.isin(levels[:, held.index(spans[condition.index].start)], condition.levels)
         g = ndtri(p[screened]).astype(np.float32).astype(np.float64)
         u = np.zeros((len(g), width))
         u[:, held] = g
@@ -188,17 +212,3 @@ def _links(preprocessor: Preprocessor, features: Sequence[int]) -> LevelLinks | 
     links = LevelLinks.of(preprocessor.columns)
     kept = [link for link in links.links if link.child in features] if links is not None else []
     return LevelLinks(kept) if kept else None
-
-
-def _levels(preprocessor: Preprocessor, links: LevelLinks | None, held: list[int], p: np.ndarray) -> dict[int, np.ndarray]:
-    """Each held feature's level (by feature) for held coordinates given as Φ of them, p (N, H):
-    a linked column's from its slices given its parents' levels, found first."""
-    position = {feature: j for j, feature in enumerate(held)}
-    linked = {link.child: link for link in links.links} if links is not None else {}
-    levels = {}
-    for column, span in zip(preprocessor.columns, preprocessor.spans):
-        if span.start in position and span.start not in linked:
-            levels[span.start] = Levels(np.asarray(column.probabilities)).level_at(p[:, position[span.start]])
-    for child, link in linked.items():  # parents before children
-        levels[child] = link.child_level(link.parent_row([levels[parent] for parent in link.parents]), p[:, position[child]])
-    return levels

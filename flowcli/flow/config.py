@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from flowcli.errors import BundleError
-from flowcli.flow import registry
+from flowcli.flow import level_inputs, registry
+from flowcli.flow.level_inputs import HeldLevels
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class FlowConfig:
     # columns a model is fitted to condition on, which pass to the latent as they are, so that
     # fixing them fixes their latent coordinates (`flowcli.condition.declared`). Normal base only.
     held: tuple[int, ...] = ()
+    # Their columns' level slices (format 17), one per held feature: every coupling reads each held
+    # column's level as one-hot inputs too (`flow.level_inputs`). Bundles of format 16 have none.
+    held_levels: tuple[HeldLevels, ...] = ()
 
     def __post_init__(self) -> None:
         sizes = (self.features, self.layers, self.hidden, self.depth, self.bins - 1)
@@ -44,7 +48,7 @@ class FlowConfig:
                 or type(self.mixing) is not bool or self.coupling not in registry.COUPLINGS
                 or not 0 < self.tail_bound <= 100 or self.base not in registry.BASES
                 or type(self.components) is not int or not registry.base(self.base).accepts(self)
-                or not _valid_held(self.held, self.features, self.base)):
+                or not _valid_held(self.held, self.features, self.base) or not level_inputs.valid(self.held_levels, self.held)):
             raise ValueError(f"invalid flow configuration: {self}")
 
     @property
@@ -80,7 +84,7 @@ class FlowConfig:
                 shapes[f"mixings.{k}.{name}"] = (self.features,)
         for k in range(self.layers):
             conditioning, transformed = self.split(k)
-            widths = [len(conditioning)] + [self.hidden] * self.depth + [self.outputs_per_feature * len(transformed)]
+            widths = [len(conditioning) + level_inputs.width(self.held_levels)] + [self.hidden] * self.depth + [self.outputs_per_feature * len(transformed)]
             for j, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
                 shapes[f"couplings.{k}.linears.{j}.weight"] = (fan_out, fan_in)
                 shapes[f"couplings.{k}.linears.{j}.bias"] = (fan_out,)
@@ -134,10 +138,13 @@ class FlowConfig:
     @classmethod
     def from_json(cls, data: dict) -> FlowConfig:
         """The config a manifest describes; bundles before format 3 predate `mixing`, before
-        format 4 `base` (format 5 added the multivariate t, format 6 the mixture), before 16 `held`."""
+        format 4 `base` (format 5 added the multivariate t, format 6 the mixture), before 16 `held`,
+        before 17 `held_levels`."""
         data = {"mixing": False, "base": "normal", **data}
         if isinstance(data.get("held"), list):
             data["held"] = tuple(data["held"])
+        if isinstance(data.get("held_levels"), list):
+            data["held_levels"] = tuple(HeldLevels.from_json(column) for column in data["held_levels"])
         return cls(**data)
 
 
@@ -150,7 +157,7 @@ def _valid_held(held: tuple, features: int, base: str) -> bool:
 
 def default_config(
     rows: int, features: int, *, layers: int | None = None, hidden: int | None = None, coupling: str = "affine",
-    base: str = "normal", held: tuple[int, ...] = (),
+    base: str = "normal", held: tuple[int, ...] = (), held_levels: tuple[HeldLevels, ...] = (),
 ) -> FlowConfig:
     """A flow sized for `rows` × `features`: 64 hidden units, 128 from 50,000 rows and 17 features,
     256 from 200,000 rows and 65 features.
@@ -164,4 +171,5 @@ def default_config(
         hidden = 256 if rows >= 200_000 and features > 64 else 128 if rows >= 50_000 and features > 16 else 64
     if layers is None:
         layers = 1 if features == 1 else 8  # one feature: couplings reduce to a single affine map
-    return FlowConfig(features=features, layers=layers, hidden=hidden, coupling=coupling, base=base, held=held)
+    return FlowConfig(features=features, layers=layers, hidden=hidden, coupling=coupling, base=base, held=held,
+                      held_levels=held_levels)

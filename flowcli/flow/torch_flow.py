@@ -13,43 +13,44 @@ import numpy as np
 import torch
 from torch import nn
 
-from flowcli.flow import registry
+from flowcli.flow import level_inputs, registry
 from flowcli.flow.config import FlowConfig
 
 
 class Coupling(nn.Module):
     """z_C = x_C and z_T = τ(x_T; θ(x_C)) on features stored conditioning first, x_C = x[:, :c] and
     x_T = x[:, c:]: a monotone elementwise map τ of the transformed features (the config's
-    registered coupling), whose parameters θ an MLP computes from the conditioning ones.
-    `RealNVP` stores each coupling's features in that order, so the halves are views, not gathers."""
+    registered coupling), whose parameters θ an MLP computes from the conditioning ones and the
+    held columns' one-hot levels, when the config has them (`level_inputs`). `RealNVP` stores each coupling's features in that order, so the halves are views, not gathers."""
 
     def __init__(self, conditioning: int, transformed: int, config: FlowConfig):
         super().__init__()
         self.c = conditioning
         self.config = config
         self.map = registry.coupling(config.coupling)
-        widths = [conditioning] + [config.hidden] * config.depth + [config.outputs_per_feature * transformed]
+        widths = [conditioning + level_inputs.width(config.held_levels)] + [config.hidden] * config.depth + [config.outputs_per_feature * transformed]
         self.linears = nn.ModuleList(_linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
         # Zero output weights make τ the identity, so training begins from the standardized data itself.
         nn.init.zeros_(self.linears[-1].weight)
         nn.init.zeros_(self.linears[-1].bias)
 
-    def conditioner(self, x_conditioning: torch.Tensor) -> torch.Tensor:
-        """The MLP's output (N, P·|T|) from the conditioning features (N, |C|)."""
-        h = x_conditioning
+    def conditioner(self, x_conditioning: torch.Tensor, levels: torch.Tensor | None = None) -> torch.Tensor:
+        """The MLP's output (N, P·|T|) from the conditioning features (N, |C|) and the one-hot
+        held levels (N, width), or None."""
+        h = x_conditioning if levels is None else torch.cat([x_conditioning, levels], dim=1)
         for linear in self.linears[:-1]:
             h = torch.relu_(linear(h))  # in place: no fresh buffer per layer (5 to 8 % faster at a batch of 4,096)
         return self.linears[-1](h)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, levels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         # One split, not two slices: its gradient is one cat, theirs two zero-filled copies and a sum.
         x_conditioning, x_transformed = x.split([self.c, x.shape[1] - self.c], dim=1)
-        z_transformed, log_slopes = self.map.forward_torch(x_transformed, self.conditioner(x_conditioning), self.config)
+        z_transformed, log_slopes = self.map.forward_torch(x_transformed, self.conditioner(x_conditioning, levels), self.config)
         return torch.cat([x_conditioning, z_transformed], dim=1), log_slopes
 
-    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+    def inverse(self, z: torch.Tensor, levels: torch.Tensor | None = None) -> torch.Tensor:
         z_conditioning, z_transformed = z.split([self.c, z.shape[1] - self.c], dim=1)
-        x_transformed = self.map.inverse_torch(z_transformed, self.conditioner(z_conditioning), self.config)
+        x_transformed = self.map.inverse_torch(z_transformed, self.conditioner(z_conditioning, levels), self.config)
         return torch.cat([z_conditioning, x_transformed], dim=1)
 
 
@@ -108,6 +109,10 @@ class RealNVP(nn.Module):
             # gradients are zero too: W is the identity on them whatever training does (`FlowConfig.held`).
             self.register_buffer("free", free, persistent=False)
             self.register_buffer("free_pairs", free[:, None] * free[None, :], persistent=False)
+        if config.held_levels:
+            for j, column in enumerate(config.held_levels):  # buffers, not weights: fixed at fit, kept in the config
+                self.register_buffer(f"cumulative_{j}", torch.tensor(column.cumulative, dtype=torch.float64),
+                                     persistent=False)
         self.base = registry.base(config.base)
         for name, value in self.base.initial_weights(config).items():
             self.register_parameter(name, nn.Parameter(torch.as_tensor(value)))
@@ -125,27 +130,45 @@ class RealNVP(nn.Module):
         permuted = weight[layers, self.order_out[:, :, None], self.order_in[:, None, :]]
         return permuted.transpose(1, 2), bias.gather(1, self.order_out), log_scale.sum()
 
+    def held_level_inputs(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The held columns' one-hot levels (N, width) from features or latents (N, D), whose held
+        coordinates are the same; None without `held_levels`. `level_inputs.levels` in torch."""
+        if not self.config.held_levels:
+            return None
+        p = torch.special.ndtr(x[:, list(self.config.held)].double())
+        codes: dict[int, torch.Tensor] = {}
+        for j in level_inputs.parents_first(self.config.held_levels):
+            column, cumulative = self.config.held_levels[j], getattr(self, f"cumulative_{j}")
+            row = torch.zeros(len(x), dtype=torch.long, device=x.device)
+            for parent in column.parents:
+                row = row * self.config.held_levels[parent].size + codes[parent]
+            codes[j] = torch.searchsorted(cumulative[row].double(), p[:, j : j + 1].contiguous(), right=True)[:, 0]
+        return torch.cat([nn.functional.one_hot(codes[j], column.size) for j, column in enumerate(self.config.held_levels)],
+                         dim=1).to(x.dtype)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Data (N, D) → latent (N, D) and log|det ∂z/∂x| (N,)."""
+        levels = self.held_level_inputs(x)
         if self.config.mixing:
             weights, biases, mixing_log_det = self.mixing_maps()
             weights, biases = weights.unbind(), biases.unbind()  # one operation, not one index per step
         log_slopes = []
         for k, coupling in enumerate(self.couplings):
             x = torch.addmm(biases[k], x, weights[k]) if self.config.mixing else x[:, self.take[k]]
-            x, coupling_log_slopes = coupling(x)
+            x, coupling_log_slopes = coupling(x, levels)
             log_slopes.append(coupling_log_slopes)
         log_det = torch.cat(log_slopes, dim=1).sum(dim=1)  # one sum for all couplings, not one per coupling
         return x[:, self.to_features], log_det + mixing_log_det if self.config.mixing else log_det
 
     def inverse(self, z: torch.Tensor) -> torch.Tensor:
         """Latent (N, D) → data (N, D)."""
+        levels = self.held_level_inputs(z)
         x = z[:, self.order_out[-1]]
         if self.config.mixing:
             weights, biases, _ = self.mixing_maps()
             inverses = torch.linalg.inv(weights)
         for k in reversed(range(self.config.layers)):
-            x = self.couplings[k].inverse(x)
+            x = self.couplings[k].inverse(x, levels)
             x = (x - biases[k]) @ inverses[k] if self.config.mixing else x[:, torch.argsort(self.take[k])]
         return x
 
