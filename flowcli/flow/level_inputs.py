@@ -61,26 +61,25 @@ def parents_first(held_levels: Sequence[HeldLevels]) -> list[int]:
 
 
 def valid(held_levels: tuple, held: tuple[int, ...]) -> bool:
-    """None, or one entry per held feature whose parents are other held columns, without cycles,
-    and whose rows, one per combination of the parents' levels, are ascending shares in [0, 1]."""
+    """Whether `held_levels` is empty, or one entry per held feature: parents among the other held
+    columns (at most two, no cycle), and for each combination of their levels a row of rising
+    shares in [0, 1], every row of the same length."""
     if held_levels == ():
         return True
     if type(held_levels) is not tuple or len(held_levels) != len(held) or any(type(c) is not HeldLevels for c in held_levels):
         return False
     cells = 0
     for j, column in enumerate(held_levels):
-        rows = np.asarray(column.cumulative, dtype=float) if column.cumulative and len({len(r) for r in column.cumulative}) == 1 else None
-        parents_ok = (type(column.parents) is tuple and len(column.parents) <= 2 and len(set(column.parents)) == len(column.parents)
-                      and all(type(k) is int and 0 <= k < len(held) and k != j for k in column.parents))
-        if rows is None or not parents_ok or rows.ndim != 2:
+        if (type(column.parents) is not tuple or len(column.parents) > 2 or len(set(column.parents)) < len(column.parents)
+                or any(type(k) is not int or not 0 <= k < len(held) or k == j for k in column.parents)
+                or not column.cumulative or len({len(row) for row in column.cumulative}) != 1):
             return False
+        rows = np.asarray(column.cumulative, dtype=float)
         cells += rows.size
-        if (cells > MAX_CELLS or not np.isfinite(rows).all() or (rows < 0).any() or (rows > 1).any()
-                or (np.diff(rows, axis=1) < 0).any()):
+        if cells > MAX_CELLS or not np.isfinite(rows).all() or (rows < 0).any() or (rows > 1).any() or (np.diff(rows, axis=1) < 0).any():
             return False
-    for column in held_levels:  # the row counts, once every size is known to be sound
-        if len(column.cumulative) != int(np.prod([held_levels[k].size for k in column.parents])):
-            return False
+    if any(len(column.cumulative) != np.prod([held_levels[k].size for k in column.parents]) for column in held_levels):
+        return False
     try:
         parents_first(held_levels)
     except ValueError:
@@ -93,16 +92,15 @@ def levels(held_levels: Sequence[HeldLevels], p: np.ndarray) -> np.ndarray:
     codes = np.zeros(p.shape, np.int64)
     for j in parents_first(held_levels):
         column = held_levels[j]
-        cumulative = np.asarray(column.cumulative)
+        if not column.parents:
+            codes[:, j] = np.searchsorted(column.cumulative[0], p[:, j], side="right")
+            continue
         row = np.zeros(len(p), np.int64)
         for parent in column.parents:
             row = row * held_levels[parent].size + codes[:, parent]
-        if len(cumulative) == 1:
-            codes[:, j] = np.searchsorted(cumulative[0], p[:, j], side="right")
-        else:
-            for r in np.unique(row):
-                rows = row == r
-                codes[rows, j] = np.searchsorted(cumulative[r], p[rows, j], side="right")
+        for r in np.unique(row):
+            rows = row == r
+            codes[rows, j] = np.searchsorted(column.cumulative[r], p[rows, j], side="right")
     return codes
 
 
