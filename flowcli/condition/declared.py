@@ -8,7 +8,9 @@ coordinates are the held features, and their levels follow the tree's shares exa
 condition on held columns alone is then met in the latent: draw their coordinates from the
 base, keep those whose levels meet it (a lookup per draw, no flow), and map the kept ones
 with fresh coordinates for the other features through the flow once. The rows follow the
-model's conditional exactly, at the cost of unconditional rows.
+model's conditional exactly, at the cost of unconditional rows. Every coupling reads the held
+columns' levels as well, one-hot (`flow.level_inputs`, from `held_levels`), so that the rest
+is learned given each level, a rare one included, from that level's own rows.
 """
 
 from __future__ import annotations
@@ -176,9 +178,9 @@ def sample_given(flow: NumpyRealNVP, preprocessor: Preprocessor, given: pa.Table
 def _held_coordinates(preprocessor, links, held, conditions, rows, rng, effort) -> tuple[np.ndarray, dict]:
     """Held latent coordinates (rows, H) drawn from the base given `conditions`, and the condition
     columns' values decoded from them. Draws are screened in probability, Φ of the coordinates,
-    where each held column's level is a lookup (`level_inputs.levels`); the few that pass become coordinates
-    in float32, as the flow holds them, and are decoded as sampling decodes them, to keep those
-    whose values meet the conditions."""
+    where each held column's level is a lookup (`level_inputs.levels`); the few that pass become
+    coordinates in float32, as the flow holds them, and are decoded as sampling decodes them, to
+    keep those whose values meet the conditions."""
     spans, width = preprocessor.spans, preprocessor.width
     indices = sorted({c.index for c in conditions})
     kept, values, met, drawn = [], {k: [] for k in indices}, 0, 0

@@ -84,7 +84,8 @@ class FlowConfig:
                 shapes[f"mixings.{k}.{name}"] = (self.features,)
         for k in range(self.layers):
             conditioning, transformed = self.split(k)
-            widths = [len(conditioning) + level_inputs.width(self.held_levels)] + [self.hidden] * self.depth + [self.outputs_per_feature * len(transformed)]
+            inputs = len(conditioning) + level_inputs.width(self.held_levels)
+            widths = [inputs] + [self.hidden] * self.depth + [self.outputs_per_feature * len(transformed)]
             for j, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
                 shapes[f"couplings.{k}.linears.{j}.weight"] = (fan_out, fan_in)
                 shapes[f"couplings.{k}.linears.{j}.bias"] = (fan_out,)

@@ -56,8 +56,8 @@ class _Permutation:
 
 class _Coupling:
     """`torch_flow.Coupling` on features stored conditioning first: z_C = x_C, z_T = τ(x_T; θ(x_C)),
-    with x_C = x[:, :c] and x_T = x[:, c:], τ the config's registered coupling; the conditioner reads
-the held columns' one-hot levels after x_C, when the config has them.
+    with x_C = x[:, :c] and x_T = x[:, c:], τ the config's registered coupling; the conditioner
+    reads the held columns' one-hot levels after x_C, when the config has them.
 
     The conditioner folds each bias into its matmul (a column of ones rides along the
     activations) and computes ReLU as h + |h| = 2·ReLU(h), halving the next weights to match:
@@ -149,10 +149,10 @@ class NumpyRealNVP:
     def held_level_inputs(self, x: np.ndarray) -> np.ndarray | None:
         """The held columns' one-hot levels (N, width) from features or latents (N, D) in the flow's
         dtype, whose held coordinates are the same; None without `held_levels`."""
-        if not self.config.held_levels:
+        held_levels = self.config.held_levels
+        if not held_levels:
             return None
-        return level_inputs.one_hot(self.config.held_levels, level_inputs.levels_of(self.config.held_levels, x[:, list(self.config.held)]),
-                                    self.dtype)
+        return level_inputs.one_hot(held_levels, level_inputs.levels_of(held_levels, x[:, list(self.config.held)]), self.dtype)
 
     def features(self, z: np.ndarray) -> np.ndarray:
         """Latent (N, D) → data (N, D) in float64, in row chunks over threads: the flow features

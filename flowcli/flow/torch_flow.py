@@ -21,14 +21,16 @@ class Coupling(nn.Module):
     """z_C = x_C and z_T = τ(x_T; θ(x_C)) on features stored conditioning first, x_C = x[:, :c] and
     x_T = x[:, c:]: a monotone elementwise map τ of the transformed features (the config's
     registered coupling), whose parameters θ an MLP computes from the conditioning ones and the
-    held columns' one-hot levels, when the config has them (`level_inputs`). `RealNVP` stores each coupling's features in that order, so the halves are views, not gathers."""
+    held columns' one-hot levels, when the config has them (`level_inputs`). `RealNVP` stores
+    each coupling's features in that order, so the halves are views, not gathers."""
 
     def __init__(self, conditioning: int, transformed: int, config: FlowConfig):
         super().__init__()
         self.c = conditioning
         self.config = config
         self.map = registry.coupling(config.coupling)
-        widths = [conditioning + level_inputs.width(config.held_levels)] + [config.hidden] * config.depth + [config.outputs_per_feature * transformed]
+        inputs = conditioning + level_inputs.width(config.held_levels)
+        widths = [inputs] + [config.hidden] * config.depth + [config.outputs_per_feature * transformed]
         self.linears = nn.ModuleList(_linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
         # Zero output weights make τ the identity, so training begins from the standardized data itself.
         nn.init.zeros_(self.linears[-1].weight)
