@@ -81,12 +81,36 @@ def test_held_levels_must_be_one_acyclic_set_of_rising_shares_per_held_feature(h
         FlowConfig(features=4, layers=2, hidden=8, held=(0, 2), held_levels=held_levels)
 
 
-def test_level_inputs_read_each_held_coordinate_s_level_given_its_parents():
+def test_level_inputs_read_each_held_coordinate_s_level_given_its_parents_as_a_one_hot_row():
     coordinates = np.array([[-1.0, 0.3], [-0.25, 0.3], [1.0, 0.3], [1.0, 1.5]])  # Φ: 0.16, 0.40, 0.84; 0.62, 0.93
     codes = level_inputs.levels_of((ROOT, CHILD), coordinates)
     assert codes.tolist() == [[0, 1], [1, 1], [2, 0], [2, 1]]  # the child's cut is 0.5, 0.2 or 0.9 by its parent's level
-    np.testing.assert_array_equal(level_inputs.one_hot((ROOT, CHILD), codes, np.float32),
-                                  [[1, 0, 0, 0, 1], [0, 1, 0, 0, 1], [0, 0, 1, 1, 0], [0, 0, 1, 0, 1]])
+    assert level_inputs.input_rows((ROOT, CHILD), codes).tolist() == [[0, 4], [1, 4], [2, 3], [2, 4]]  # the one-hots' ones
+
+
+def test_the_first_layer_reads_the_levels_as_one_hot_inputs_after_the_conditioning_features():
+    """The couplings gather the first layer's weights of each level; the bundle's weights mean
+    one-hot inputs (bundle format 17), and this is the product with them."""
+    torch.manual_seed(0)
+    config = FlowConfig(features=4, layers=2, hidden=8, held=(0, 2), held_levels=(ROOT, CHILD))
+    flow = RealNVP(config).double()
+    coupling = flow.couplings[1]
+    with torch.no_grad():
+        for parameter in coupling.parameters():
+            parameter.normal_(0, 0.5)
+    x_conditioning = torch.randn(60, coupling.c, dtype=torch.float64)
+    codes = np.column_stack([np.arange(60) % 3, np.arange(60) // 3 % 2])
+    rows = level_inputs.input_rows((ROOT, CHILD), codes)
+    one_hots = torch.zeros(60, level_inputs.width((ROOT, CHILD)), dtype=torch.float64)
+    one_hots[np.arange(60)[:, None], rows] = 1
+    h = torch.cat([x_conditioning, one_hots], dim=1)
+    for linear in coupling.linears[:-1]:
+        h = torch.relu(linear(h))
+    expected = coupling.linears[-1](h)
+    torch.testing.assert_close(coupling.conditioner(x_conditioning, torch.as_tensor(rows)), expected)
+    twin = NumpyRealNVP(config, {name: value.astype(np.float64) for name, value in flow.export_weights().items()}, dtype=np.float64)
+    numpy_coupling = [step for step in twin.steps if hasattr(step, "level_weights")][1]
+    np.testing.assert_allclose(numpy_coupling._conditioner(x_conditioning.numpy(), rows), expected.detach().numpy(), atol=1e-6)
 
 
 def linked_table(rows: int = 6_000, seed: int = 0) -> pd.DataFrame:

@@ -56,8 +56,8 @@ class _Permutation:
 
 class _Coupling:
     """`torch_flow.Coupling` on features stored conditioning first: z_C = x_C, z_T = τ(x_T; θ(x_C)),
-    with x_C = x[:, :c] and x_T = x[:, c:], τ the config's registered coupling; the conditioner
-    reads the held columns' one-hot levels after x_C, when the config has them.
+    with x_C = x[:, :c] and x_T = x[:, c:], τ the config's registered coupling; with held levels,
+    the conditioner reads them as one-hot inputs after x_C, by gathering the rows they set.
 
     The conditioner folds each bias into its matmul (a column of ones rides along the
     activations) and computes ReLU as h + |h| = 2·ReLU(h), halving the next weights to match:
@@ -68,32 +68,34 @@ class _Coupling:
         self.config = config
         self.map = registry.coupling(config.coupling)
         self.c = len(config.split(layer)[0])
-        self.inputs = self.c + level_inputs.width(config.held_levels)
         self.linears = [
             (0.5 if j else 1.0) * np.vstack([weights[f"{prefix}{j}.weight"].T, weights[f"{prefix}{j}.bias"][None]]).astype(dtype)
             for j in range(config.depth + 1)
         ]  # each (inputs + 1, outputs): the bias is the last row
+        # The first layer's rows for the held levels' one-hot inputs, gathered by level, not multiplied (`level_inputs`).
+        levels = np.s_[self.c : self.c + level_inputs.width(config.held_levels)]
+        self.level_weights, self.linears[0] = self.linears[0][levels], np.delete(self.linears[0], levels, axis=0)
         self.dtype = dtype
 
-    def _conditioner(self, x_conditioning: np.ndarray, levels: np.ndarray | None) -> np.ndarray:
-        h = np.empty((len(x_conditioning), self.inputs + 1), self.dtype)
-        h[:, : self.c], h[:, -1] = x_conditioning, 1
-        if levels is not None:
-            h[:, self.c : -1] = levels
-        for weight in self.linears[:-1]:
+    def _conditioner(self, x_conditioning: np.ndarray, level_rows: np.ndarray | None) -> np.ndarray:
+        h = np.empty((len(x_conditioning), self.c + 1), self.dtype)
+        h[:, :-1], h[:, -1] = x_conditioning, 1
+        for j, weight in enumerate(self.linears[:-1]):
             hidden = np.empty((len(h), weight.shape[1] + 1), self.dtype)
             hidden[:, -1] = 1
             np.matmul(h, weight, out=hidden[:, :-1])
+            if j == 0 and level_rows is not None:
+                hidden[:, :-1] += self.level_weights[level_rows].sum(axis=1)
             hidden += np.abs(hidden)  # 2·ReLU, and the ones become twos: the next weights are halved
             h = hidden
         return h @ self.linears[-1]
 
-    def forward(self, x: np.ndarray, levels: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        x[:, self.c:], log_slopes = self.map.forward_numpy(x[:, self.c:], self._conditioner(x[:, :self.c], levels), self.config)
+    def forward(self, x: np.ndarray, level_rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        x[:, self.c:], log_slopes = self.map.forward_numpy(x[:, self.c:], self._conditioner(x[:, :self.c], level_rows), self.config)
         return x, log_slopes.sum(axis=1)
 
-    def inverse(self, z: np.ndarray, levels: np.ndarray | None) -> np.ndarray:
-        z[:, self.c:] = self.map.inverse_numpy(z[:, self.c:], self._conditioner(z[:, :self.c], levels), self.config)
+    def inverse(self, z: np.ndarray, level_rows: np.ndarray | None) -> np.ndarray:
+        z[:, self.c:] = self.map.inverse_numpy(z[:, self.c:], self._conditioner(z[:, :self.c], level_rows), self.config)
         return z
 
 
@@ -131,28 +133,29 @@ class NumpyRealNVP:
             x, front_log_det = self.front.forward(x)
             log_det += front_log_det
         z = np.array(x, dtype=self.dtype)
-        levels = self.held_level_inputs(z)
+        level_rows = self.level_rows(z)
         for step in self.steps:
-            z, step_log_det = step.forward(z, levels) if isinstance(step, _Coupling) else step.forward(z)
+            z, step_log_det = step.forward(z, level_rows) if isinstance(step, _Coupling) else step.forward(z)
             log_det += step_log_det
         return z, log_det
 
     def inverse(self, z: np.ndarray) -> np.ndarray:
         """Latent (N, D) → data (N, D), in float64 with a front step, else the flow's dtype."""
         x = np.array(z, dtype=self.dtype)
-        levels = self.held_level_inputs(x)
+        level_rows = self.level_rows(x)
         for step in reversed(self.steps):
-            x = step.inverse(x, levels) if isinstance(step, _Coupling) else step.inverse(x)
+            x = step.inverse(x, level_rows) if isinstance(step, _Coupling) else step.inverse(x)
         # float64 past a front step: the levels its inverse read are the ones decoding reads
         return x if self.front is None else self.front.inverse(x)
 
-    def held_level_inputs(self, x: np.ndarray) -> np.ndarray | None:
-        """The held columns' one-hot levels (N, width) from features or latents (N, D) in the flow's
-        dtype, whose held coordinates are the same; None without `held_levels`."""
+    def level_rows(self, x: np.ndarray) -> np.ndarray | None:
+        """The held columns' levels as rows of the one-hot inputs (N, H) (`level_inputs.input_rows`),
+        from features or latents (N, D) in the flow's dtype, whose held coordinates are the same;
+        None without `held_levels`."""
         held_levels = self.config.held_levels
         if not held_levels:
             return None
-        return level_inputs.one_hot(held_levels, level_inputs.levels_of(held_levels, x[:, list(self.config.held)]), self.dtype)
+        return level_inputs.input_rows(held_levels, level_inputs.levels_of(held_levels, x[:, list(self.config.held)]))
 
     def features(self, z: np.ndarray) -> np.ndarray:
         """Latent (N, D) → data (N, D) in float64, in row chunks over threads: the flow features
