@@ -141,10 +141,10 @@ def sample_rows(flow: NumpyRealNVP, preprocessor: Preprocessor, conditions: list
                 rng: np.random.Generator, effort, batch_rows: int) -> Iterator[pa.RecordBatch]:
     """`n` rows from the model given `conditions` on held columns (`covers`), exactly, in batches."""
     held = list(flow.config.held)
-    links, written = _links(preprocessor, held), 0
+    links, slices, written = _links(preprocessor, held), held_levels(preprocessor, held), 0
     while written < n:
         rows = min(batch_rows, n - written)
-        g, decoded = _held_coordinates(preprocessor, links, held, conditions, rows, rng, effort)
+        g, decoded = _held_coordinates(preprocessor, links, slices, held, conditions, rows, rng, effort)
         z = flow.sample_latent(rng, rows)
         z[:, held] = g
         yield preprocessor.decode(flow.features(z), rng, decoded)
@@ -157,7 +157,8 @@ def sample_given(flow: NumpyRealNVP, preprocessor: Preprocessor, given: pa.Table
     free in that row), exactly: rows with the same levels are drawn together, and every row
     keeps its given values."""
     held, names = list(flow.config.held), given.schema.names
-    links, index = _links(preprocessor, held), [preprocessor.names.index(name) for name in names]
+    links, slices = _links(preprocessor, held), held_levels(preprocessor, held)
+    index = [preprocessor.names.index(name) for name in names]
     present = [~missing_mask(given.column(name)) for name in names]
     codes = np.column_stack([np.where(mask, preprocessor.columns[k].level_index(given.column(name), "given"), -1)
                              for name, k, mask in zip(names, index, present)])
@@ -167,7 +168,7 @@ def sample_given(flow: NumpyRealNVP, preprocessor: Preprocessor, given: pa.Table
         conditions = [Condition(index=k, levels=[int(level)]) for k, level in zip(index, key) if level >= 0]
         if conditions:
             rows = np.flatnonzero(group.reshape(-1) == j)
-            z[np.ix_(rows, held)] = _held_coordinates(preprocessor, links, held, conditions, len(rows), rng, effort)[0]
+            z[np.ix_(rows, held)] = _held_coordinates(preprocessor, links, slices, held, conditions, len(rows), rng, effort)[0]
     batch = preprocessor.decode(flow.features(z), rng)
     arrays = [batch.column(name) for name in batch.schema.names]
     for name, k, mask in zip(names, index, present):  # the given values themselves (a rare one in "other", say)
@@ -175,12 +176,12 @@ def sample_given(flow: NumpyRealNVP, preprocessor: Preprocessor, given: pa.Table
     return pa.RecordBatch.from_arrays(arrays, schema=batch.schema)
 
 
-def _held_coordinates(preprocessor, links, held, conditions, rows, rng, effort) -> tuple[np.ndarray, dict]:
+def _held_coordinates(preprocessor, links, slices, held, conditions, rows, rng, effort) -> tuple[np.ndarray, dict]:
     """Held latent coordinates (rows, H) drawn from the base given `conditions`, and the condition
     columns' values decoded from them. Draws are screened in probability, Φ of the coordinates,
-    where each held column's level is a lookup (`level_inputs.levels`); the few that pass become
-    coordinates in float32, as the flow holds them, and are decoded as sampling decodes them, to
-    keep those whose values meet the conditions."""
+    where each held column's level is a lookup in its `slices` (`held_levels`); the few that pass
+    become coordinates in float32, as the flow holds them, and are decoded as sampling decodes
+    them, to keep those whose values meet the conditions."""
     spans, width = preprocessor.spans, preprocessor.width
     indices = sorted({c.index for c in conditions})
     kept, values, met, drawn = [], {k: [] for k in indices}, 0, 0
@@ -190,7 +191,7 @@ def _held_coordinates(preprocessor, links, held, conditions, rows, rng, effort) 
                             "declared columns' levels met them")
         count = int(min(MAX_DRAWS, max(FIRST_DRAWS, 2 * rows) if not drawn else 1.2 * (rows - met) * drawn / max(met, 1)))
         p = rng.uniform(size=(count, len(held)))
-        levels = level_inputs.levels(held_levels(preprocessor, held), p)
+        levels = level_inputs.levels(slices, p)
         screened = np.ones(count, bool)
         for condition in conditions:
             screened &= np.isin(levels[:, held.index(spans[condition.index].start)], condition.levels)

@@ -196,22 +196,9 @@ class Link:
 
     def parent_level(self, u: np.ndarray) -> np.ndarray:
         """The row of `given_parent` for each row of features u (N, W): the parents' levels (N,)."""
-        return self.parent_row([Levels(shares).decode(u[:, feature]) for feature, shares in zip(self.parents, self.parent_shares)])
-
-    def parent_row(self, levels: list[np.ndarray]) -> np.ndarray:
-        """The row of `given_parent` (N,) from each parent's level indices (N,), first parent first."""
-        row = np.zeros(len(levels[0]), np.int64)
-        for level, shares in zip(levels, self.parent_shares):
-            row = row * len(shares) + level
-        return row
-
-    def child_level(self, row: np.ndarray, p: np.ndarray) -> np.ndarray:
-        """The child's level (N,) at probabilities p = Φ(moved feature) (N,), under the shares of
-        `given_parent` rows `row` (N,)."""
-        level = np.empty(len(p), np.int64)
-        for parent_level in np.unique(row):
-            rows = row == parent_level
-            level[rows] = Levels(self.given_parent[parent_level]).level_at(p[rows])
+        level = np.zeros(len(u), np.int64)
+        for feature, shares in zip(self.parents, self.parent_shares):
+            level = level * len(shares) + Levels(shares).decode(u[:, feature])
         return level
 
 
@@ -261,8 +248,10 @@ class LevelLinks:
         """Moved features v (N, W) → features u (N, W): parents first, whose levels their children's slices need."""
         u = np.array(v, np.float64)
         for link in self.links:
-            j = link.parent_level(u)
-            k = link.child_level(j, ndtr(u[:, link.child]))
+            j, k = link.parent_level(u), np.empty(len(u), np.int64)
+            for parent_level in np.unique(j):
+                rows = j == parent_level
+                k[rows] = Levels(link.given_parent[parent_level]).decode(u[rows, link.child])
             u[:, link.child] = move(u[:, link.child], _starts(link.given_parent)[j, k], link.given_parent[j, k],
                                     _starts(link.child_shares)[k], link.child_shares[k])[0]
         return u
